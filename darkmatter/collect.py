@@ -1,0 +1,156 @@
+"""Activations at the hook, SAE reconstructions and the residual, streamed in chunks.
+
+The dense SAE feature matrix ``[n_tokens, d_sae]`` never exists whole: each
+chunk of ``sae_chunk_size`` rows is encoded, decoded and reduced to running
+sums (FVU, L0, per-feature firing counts and power sums) before the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from darkmatter.errors import DarkMatterError
+from darkmatter.sources import LoadedModel
+
+
+def hook_rows(model: LoadedModel, windows: np.ndarray, hook_name: str, layer: int,
+              batch_size: int, device: str, n_tokens: int | None = None,
+              desc: str = "model forward") -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """Run ``windows`` through the model and yield the non-BOS activation rows.
+
+    Args:
+        windows: int32[n_windows, ctx] token windows.
+        n_tokens: stop after this many rows (default: all non-BOS positions).
+    Yields:
+        (rows: float32[m, d_model] on ``device``, index: int32[m, 2] of (window, position)).
+    Raises:
+        DarkMatterError: the activations contain NaN or inf.
+    """
+    total = int((windows != model.bos_id).sum()) if n_tokens is None else n_tokens
+    done = 0
+    with tqdm(total=total, desc=desc, unit="tok", mininterval=2.0) as bar:
+        for start in range(0, len(windows), batch_size):
+            batch = windows[start:start + batch_size]
+            acts = model.activations(torch.as_tensor(batch, dtype=torch.long, device=device),
+                                     hook_name, layer)
+            keep = batch != model.bos_id
+            win, pos = np.nonzero(keep)
+            rows = acts[torch.as_tensor(win, device=acts.device), torch.as_tensor(pos, device=acts.device)]
+            take = min(len(rows), total - done)
+            rows, index = rows[:take], np.stack([win[:take] + start, pos[:take]], axis=1)
+            if not torch.isfinite(rows).all():
+                raise DarkMatterError(
+                    f"activations at {hook_name} contain NaN/inf (windows {start}..{start + len(batch)}); "
+                    "the model weights or inputs are broken: check --model, or use --device cpu")
+            done += take
+            bar.update(take)
+            yield rows, index.astype(np.int32)
+            if done >= total:
+                return
+
+
+@dataclass
+class SAERunningStats:
+    """Running sums over SAE-encoded chunks; ``finish`` turns them into the reported numbers.
+
+    Feature power sums follow the raw-moment route (sums of f, f², f³, f⁴ per
+    feature, in float64) so that excess kurtosis of every feature over all
+    tokens can be computed later without a second encode pass.
+    """
+
+    d_sae: int
+    d_model: int
+    n: int = 0
+    sum_sq_resid: float = 0.0
+    sum_x: np.ndarray | None = None
+    sum_sq_x: float = 0.0
+    sum_l0: float = 0.0
+    sum_cos: float = 0.0
+    feature_moments: torch.Tensor | None = None  # float64[5, d_sae]: count, Σf, Σf², Σf³, Σf⁴
+
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor, feats: torch.Tensor) -> None:
+        """Add one chunk: x, x_hat float32[m, d_model]; feats float32[m, d_sae]."""
+        if self.feature_moments is None:
+            self.feature_moments = torch.zeros(5, self.d_sae, dtype=torch.float64, device=feats.device)
+            self.sum_x = np.zeros(self.d_model)
+        r = x - x_hat
+        self.n += len(x)
+        self.sum_sq_resid += float(r.double().pow(2).sum())
+        self.sum_x += x.double().sum(0).cpu().numpy()
+        self.sum_sq_x += float(x.double().pow(2).sum())
+        self.sum_cos += float(torch.nn.functional.cosine_similarity(x, x_hat, dim=1).double().sum())
+        row, col = torch.nonzero(feats, as_tuple=True)
+        vals = feats[row, col].double()
+        self.sum_l0 += len(vals)
+        fm = self.feature_moments
+        fm[0].index_add_(0, col, torch.ones_like(vals))
+        for p in range(1, 5):
+            fm[p].index_add_(0, col, vals ** p)
+
+    def finish(self) -> dict[str, float]:
+        """FVU, MSE, mean L0, mean cos(x, x̂), dead features (never fired in this run)."""
+        assert self.sum_x is not None and self.feature_moments is not None
+        mean = self.sum_x / self.n
+        total_var = self.sum_sq_x - self.n * float(mean @ mean)
+        fired = self.feature_moments[0].cpu().numpy()
+        return {
+            "n_tokens": self.n,
+            "d_sae": self.d_sae,
+            "fvu": self.sum_sq_resid / total_var,
+            "mse": self.sum_sq_resid / (self.n * self.d_model),
+            "mean_l0": self.sum_l0 / self.n,
+            "mean_cos_x_xhat": self.sum_cos / self.n,
+            "dead_features": int((fired == 0).sum()),
+            "dead_fraction": float((fired == 0).mean()),
+        }
+
+
+@torch.no_grad()
+def reconstruct(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAE features and reconstruction (SAELens ``encode`` / ``decode``).
+
+    Args:
+        x: float32[m, d_model].
+    Returns:
+        (feats: float32[m, d_sae], x_hat: float32[m, d_model]).
+    """
+    feats = sae.encode(x)
+    return feats, sae.decode(feats)
+
+
+def collect(model: LoadedModel, sae, windows: np.ndarray, hook_name: str, layer: int,
+            n_tokens: int, batch_size: int, chunk_size: int, device: str,
+            activations_out: np.ndarray, residuals_out: np.ndarray,
+            index_out: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Fill ``activations_out`` / ``residuals_out`` (float32[n_tokens, d_model] memmaps) and
+    ``index_out`` (int32[n_tokens, 2]) with activations, residuals ``x - SAE(x)`` and their
+    (window, position), SAE-encoding in chunks of ``chunk_size`` rows.
+
+    Returns:
+        (SAE statistics as in :meth:`SAERunningStats.finish`,
+         feature moments float64[5, d_sae]: firing count, Σf, Σf², Σf³, Σf⁴).
+    """
+    d_sae = int(sae.cfg.d_sae)
+    stats = SAERunningStats(d_sae=d_sae, d_model=activations_out.shape[1])
+    row = 0
+    for rows, index in hook_rows(model, windows, hook_name, layer, batch_size, device, n_tokens,
+                                 desc="collect"):
+        for start in range(0, len(rows), chunk_size):
+            x = rows[start:start + chunk_size]
+            feats, x_hat = reconstruct(sae, x)
+            stats.update(x, x_hat, feats)
+            m = len(x)
+            activations_out[row:row + m] = x.cpu().numpy()
+            residuals_out[row:row + m] = (x - x_hat).cpu().numpy()
+            index_out[row:row + m] = index[start:start + m]
+            row += m
+            del feats
+    if row != n_tokens:
+        raise DarkMatterError(f"collected {row} tokens but {n_tokens} were asked for; "
+                              "the token windows are too few: rerun 02_collect_activations.py")
+    return stats.finish(), stats.feature_moments.cpu().numpy()

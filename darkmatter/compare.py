@@ -1,0 +1,74 @@
+"""How close each ICA direction lies to the SAE's dictionary, against two baselines.
+
+A direction the SAE already has (|cos| > 0.8 to some decoder row) is not
+dark matter; one far from every row (|cos| < 0.3) is a candidate the SAE
+missed. Random unit directions and the top PCA directions of the residual
+give the baselines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HIGH, LOW = 0.8, 0.3
+
+
+@dataclass(frozen=True)
+class DecoderMatch:
+    """Nearest SAE decoder rows of a set of directions.
+
+    Attributes:
+        max_abs_cos: float[k], largest |cos| to any decoder row.
+        best_feature: int[k], that row's index.
+        top_features: int[k, n_top], the n_top nearest rows by |cos|, nearest first.
+        top_cos: float[k, n_top], their signed cos.
+    """
+
+    max_abs_cos: np.ndarray
+    best_feature: np.ndarray
+    top_features: np.ndarray
+    top_cos: np.ndarray
+
+    def counts(self) -> dict[str, int]:
+        """How many directions fall above 0.8, in [0.3, 0.8] and below 0.3 (max |cos|)."""
+        c = self.max_abs_cos
+        return {"above_0.8": int((c > HIGH).sum()),
+                "between_0.3_0.8": int(((c >= LOW) & (c <= HIGH)).sum()),
+                "below_0.3": int((c < LOW).sum())}
+
+    def summary(self) -> dict[str, float]:
+        return {"mean_max_abs_cos": float(self.max_abs_cos.mean()),
+                "median_max_abs_cos": float(np.median(self.max_abs_cos)), **self.counts()}
+
+
+def unit_rows(a: np.ndarray) -> np.ndarray:
+    """float[n, d] rows scaled to unit norm (zero rows stay zero)."""
+    norm = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.where(norm > 0, norm, 1.0)
+
+
+def decoder_match(directions: np.ndarray, W_dec: np.ndarray, n_top: int = 5,
+                  chunk_size: int = 8192) -> DecoderMatch:
+    """Compare directions: float[k, d_model] with W_dec: float[d_sae, d_model], in chunks of
+    decoder rows, keeping the n_top nearest rows of each direction."""
+    dirs = unit_rows(np.asarray(directions, dtype=np.float64))
+    k = len(dirs)
+    best_idx = np.zeros((k, 0), dtype=np.int64)
+    best_cos = np.zeros((k, 0))
+    for start in range(0, len(W_dec), chunk_size):
+        block = unit_rows(np.asarray(W_dec[start:start + chunk_size], dtype=np.float64))
+        cos = dirs @ block.T
+        idx = np.concatenate([best_idx, np.arange(start, start + len(block))[None].repeat(k, 0)], 1)
+        allcos = np.concatenate([best_cos, cos], 1)
+        keep = np.argsort(-np.abs(allcos), axis=1)[:, :n_top]
+        best_idx = np.take_along_axis(idx, keep, 1)
+        best_cos = np.take_along_axis(allcos, keep, 1)
+    return DecoderMatch(max_abs_cos=np.abs(best_cos[:, 0]), best_feature=best_idx[:, 0],
+                        top_features=best_idx, top_cos=best_cos)
+
+
+def random_directions(k: int, d_model: int, seed: int) -> np.ndarray:
+    """k directions drawn uniformly from the unit sphere in d_model dimensions: float64[k, d_model]."""
+    return unit_rows(np.random.default_rng(seed).standard_normal((k, d_model)))

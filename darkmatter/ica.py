@@ -1,0 +1,134 @@
+"""PCA whitening, FastICA over several seeds, matching across seeds, sign convention.
+
+The estimator is FastICA (Hyvärinen & Oja 2000) with symmetric decorrelation
+and the logcosh contrast, run by scikit-learn's ``FastICA`` on data we
+whiten ourselves from the streamed covariance (``whiten=False``). Components
+are matched across seeds with the Hungarian algorithm
+(``scipy.optimize.linear_sum_assignment``) on |cos| of their mixing directions.
+
+Conventions, for k components in a d_model-wide residual ``r``:
+    whitened  z = (r - mean) @ whitener.T,   whitener: [k, d_model]
+    sources   s = z @ W.T = (r - mean) @ unmixing.T,   unmixing = W @ whitener: [k, d_model]
+    r - mean ≈ s @ mixing.T,  mixing = dewhitener.T @ W.T: [d_model, k]
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import skew
+from sklearn.decomposition import FastICA
+from sklearn.exceptions import ConvergenceWarning
+
+from darkmatter.stats import PCA
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """PCA whitening to k components.
+
+    Attributes:
+        mean: float64[d_model].
+        whitener: float64[k, d_model], rows = components / sqrt(eigenvalue).
+        dewhitener: float64[k, d_model], rows = components * sqrt(eigenvalue).
+        explained: fraction of the residual variance the k components keep.
+    """
+
+    mean: np.ndarray
+    whitener: np.ndarray
+    dewhitener: np.ndarray
+    explained: float
+
+    @property
+    def k(self) -> int:
+        return self.whitener.shape[0]
+
+    def apply(self, rows: np.ndarray) -> np.ndarray:
+        """float[m, d_model] → float64[m, k], unit covariance."""
+        return (np.asarray(rows, dtype=np.float64) - self.mean) @ self.whitener.T
+
+
+def pca_whitening(pca: PCA, mean: np.ndarray, k: int) -> Whitening:
+    """Whitening from the top-k principal components.
+
+    Raises:
+        ValueError: k exceeds the number of components with non-zero variance.
+    """
+    vals = pca.eigenvalues[:k]
+    if k > len(pca.eigenvalues) or vals[-1] <= 1e-12 * vals[0]:
+        raise ValueError(f"cannot whiten to {k} components: the residual has only "
+                         f"{int((pca.eigenvalues > 1e-12 * pca.eigenvalues[0]).sum())} non-degenerate")
+    comps = pca.components[:k]
+    return Whitening(mean=mean, whitener=comps / np.sqrt(vals)[:, None],
+                     dewhitener=comps * np.sqrt(vals)[:, None],
+                     explained=float(vals.sum() / pca.eigenvalues.sum()))
+
+
+@dataclass(frozen=True)
+class ICAFit:
+    """One FastICA run on whitened data.
+
+    Attributes:
+        W: float64[k, k] orthogonal unmixing in whitened space (s = z @ W.T).
+        seed: random_state of the run.
+        n_iter: iterations taken.
+        converged: reached ``tol`` before ``max_iter``.
+    """
+
+    W: np.ndarray
+    seed: int
+    n_iter: int
+    converged: bool
+
+
+def fastica(z: np.ndarray, seed: int, max_iter: int = 200, tol: float = 1e-4) -> ICAFit:
+    """scikit-learn FastICA (parallel, logcosh) on whitened z: float64[n, k]."""
+    est = FastICA(n_components=z.shape[1], algorithm="parallel", whiten=False, fun="logcosh",
+                  max_iter=max_iter, tol=tol, random_state=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        est.fit(z)
+    not_converged = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return ICAFit(W=est.components_.copy(), seed=seed, n_iter=int(est.n_iter_),
+                  converged=not not_converged)
+
+
+def mixing_directions(W: np.ndarray, whitening: Whitening) -> np.ndarray:
+    """Unit-norm mixing directions in d_model space: float64[k, d_model] (row i writes source i)."""
+    mixing = W @ whitening.dewhitener  # [k, d_model]; W orthogonal so W^-T = W
+    return mixing / np.linalg.norm(mixing, axis=1, keepdims=True)
+
+
+def match(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hungarian matching of unit rows by |cos|.
+
+    Args:
+        reference, other: float[k, d] unit rows.
+    Returns:
+        (perm: int[k] with other[perm[i]] matched to reference[i], abs_cos: float[k]).
+    """
+    sim = np.abs(reference @ other.T)
+    rows, cols = linear_sum_assignment(-sim)
+    perm = np.empty(len(reference), dtype=int)
+    perm[rows] = cols
+    return perm, sim[np.arange(len(reference)), perm]
+
+
+def stability(reference: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
+    """float[k]: for each reference component, its lowest matched |cos| over the other seeds
+    (1.0 when there are no other seeds)."""
+    if not others:
+        return np.ones(len(reference))
+    return np.min([match(reference, o)[1] for o in others], axis=0)
+
+
+def positive_skew_signs(sources_sample: np.ndarray) -> np.ndarray:
+    """float[k] of ±1 that make each source's skew non-negative.
+
+    Args:
+        sources_sample: float[m, k] sources on a sample of tokens.
+    """
+    return np.where(skew(sources_sample, axis=0) < 0, -1.0, 1.0)

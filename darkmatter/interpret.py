@@ -1,0 +1,96 @@
+"""Reading an ICA component: top-activating contexts, quantile samples, token counts, logit lens."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+
+QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+
+
+def extreme_rows(sources: np.ndarray, n: int, chunk_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the n largest and n smallest values of every column, in one streamed pass.
+
+    Args:
+        sources: float[n_tokens, k] (memmap).
+    Returns:
+        (top: int64[k, n] rows by descending value, bottom: int64[k, n] by ascending value).
+    """
+    n_rows, k = sources.shape
+    n = min(n, n_rows)
+    top_idx = np.zeros((0, k), dtype=np.int64)
+    top_val = np.zeros((0, k))
+    bot_idx, bot_val = top_idx.copy(), top_val.copy()
+    for start in range(0, n_rows, chunk_size):
+        block = np.asarray(sources[start:start + chunk_size], dtype=np.float64)
+        rows = np.arange(start, start + len(block))[:, None].repeat(k, 1)
+        top_idx, top_val = _keep(np.concatenate([top_idx, rows]), np.concatenate([top_val, block]), n)
+        bot_idx, neg = _keep(np.concatenate([bot_idx, rows]), np.concatenate([-bot_val, -block]), n)
+        bot_val = -neg
+    return top_idx.T, bot_idx.T
+
+
+def _keep(idx: np.ndarray, val: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-val, axis=0, kind="stable")[:n]
+    return np.take_along_axis(idx, order, 0), np.take_along_axis(val, order, 0)
+
+
+def context(tokens: np.ndarray, window: int, position: int, width: int,
+            decode: Callable[[int], str], bos_id: int) -> str:
+    """The text around ``tokens[window, position]`` with that token marked ``[[like this]]``.
+
+    Args:
+        tokens: int[n_windows, ctx] token windows.
+        width: tokens shown either side (clipped at the window edges; BOS dropped).
+    """
+    row = tokens[window]
+    lo, hi = max(0, position - width), min(len(row), position + width + 1)
+    parts = []
+    for p in range(lo, hi):
+        if row[p] == bos_id and p != position:
+            continue
+        text = decode(int(row[p]))
+        parts.append(f"[[{text}]]" if p == position else text)
+    return "".join(parts).replace("\n", "\\n")
+
+
+def quantile_rows(values: np.ndarray, rows: np.ndarray,
+                  quantiles: tuple[float, ...] = QUANTILES) -> list[tuple[float, int, float]]:
+    """For each quantile q of ``values`` (a sample of one source), the sampled row closest to it.
+
+    Args:
+        values: float[m] source values at ``rows`` (int[m] token rows).
+    Returns:
+        (q, row, value) per quantile.
+    """
+    qs = np.quantile(values, quantiles)
+    out = []
+    for q, v in zip(quantiles, qs):
+        i = int(np.argmin(np.abs(values - v)))
+        out.append((q, int(rows[i]), float(values[i])))
+    return out
+
+
+def frequent_tokens(token_ids: np.ndarray, decode: Callable[[int], str], n: int = 10) -> list[tuple[str, int]]:
+    """The n most common tokens (decoded) among ``token_ids`` with their counts."""
+    return [(decode(t), c) for t, c in Counter(int(t) for t in token_ids).most_common(n)]
+
+
+def logit_lens(direction: np.ndarray, W_U: np.ndarray, decode: Callable[[int], str],
+               n: int = 10) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """Tokens a direction promotes and suppresses when read straight through the unembedding
+    (nostalgebraist 2020, "interpreting GPT: the logit lens"; final norm omitted).
+
+    Args:
+        direction: float[d_model] unit direction.
+        W_U: float[d_model, d_vocab].
+    Returns:
+        (top n (token, logit), bottom n (token, logit)).
+    """
+    logits = direction @ W_U
+    top = np.argsort(-logits)[:n]
+    bottom = np.argsort(logits)[:n]
+    return ([(decode(int(t)), float(logits[t])) for t in top],
+            [(decode(int(t)), float(logits[t])) for t in bottom])

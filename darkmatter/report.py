@@ -1,0 +1,151 @@
+"""The final results JSON, report.md and the per-component page components.md.
+
+The schema of ``ica_dark_matter_results.json`` is documented in README.md
+("Results file"); :data:`SCHEMA_VERSION` changes whenever it does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from darkmatter.config import Config
+
+SCHEMA_VERSION = 1
+PLOTS = ("residual_kurtosis.png", "residual_pca.png", "ica_sae_similarity.png", "ica_vs_sae_kurtosis.png")
+
+
+def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Build the results document from the steps' JSON files.
+
+    Args:
+        parts: parsed JSON by stem: setup, sae_stats, diagnostics, ica, similarity,
+            interpretations, statistics, and optionally sae_training and timings.
+        arrays: {file name: {"shape", "dtype"}} of every .npy in the run.
+    """
+    diag, ica, sim, st, sae = (parts[p] for p in ("diagnostics", "ica", "similarity", "statistics", "sae_stats"))
+    comps = parts["interpretations"]["components"]
+    summary = {
+        "sae": {"fvu": sae["fvu"], "mean_l0": sae["mean_l0"], "dead_fraction": sae["dead_fraction"],
+                "mse": sae["mse"], "mean_cos_x_xhat": sae["mean_cos_x_xhat"], "d_sae": sae["d_sae"]},
+        "residual": {"fvu": diag["fvu"], "mean_excess_kurtosis": diag["residual_excess_kurtosis"]["mean"],
+                     "median_excess_kurtosis": diag["residual_excess_kurtosis"]["median"],
+                     "is_non_gaussian": diag["residual_is_non_gaussian"],
+                     "pca_components_for": diag["pca_components_for"]},
+        "ica": {"k": ica["k"], "all_converged": ica["all_converged"],
+                "iterations": [s["n_iter"] for s in ica["seeds"]], "n_stable": ica["n_stable"],
+                "variance_explained": ica["reconstruction_variance_explained"]},
+        "similarity": {name: sim[name] for name in ("ICA", "random", "PCA")},
+        "kurtosis": {"ica_median": st["ica_excess_kurtosis"]["median"],
+                     "ica_mean": st["ica_excess_kurtosis"]["mean"],
+                     "sae_median": st["sae_excess_kurtosis"].get("median"),
+                     "sae_mean": st["sae_excess_kurtosis"].get("mean"),
+                     "noise_floor_se": st["kurtosis_standard_error"]},
+    }
+    novel = [c["component"] for c, s in zip(comps, sim["components"])
+             if s["max_abs_cos"] < 0.3 and ica["stability_min_abs_cos"][c["component"]] >= ica["stable_threshold"]]
+    headline = [
+        f"SAE: FVU {sae['fvu']:.4f}, L0 {sae['mean_l0']:.1f}, dead {sae['dead_fraction']:.1%}",
+        f"residual: mean excess kurtosis {summary['residual']['mean_excess_kurtosis']:.2f}, "
+        f"{diag['pca_components_for']['90%']} PCA components for 90% of its variance",
+        f"ICA: k={ica['k']}, converged={ica['all_converged']} (iterations {summary['ica']['iterations']}), "
+        f"{ica['n_stable']}/{ica['k']} stable across seeds",
+        "mean max |cos| to the SAE: " + ", ".join(
+            f"{name} {sim[name]['mean_max_abs_cos']:.3f}" for name in ("ICA", "random", "PCA")),
+        f"excess kurtosis: ICA median {summary['kurtosis']['ica_median']:.2f} vs SAE features "
+        f"{summary['kurtosis']['sae_median'] if summary['kurtosis']['sae_median'] is None else round(summary['kurtosis']['sae_median'], 2)}",
+        f"{len(novel)} stable ICA components lie far (|cos| < 0.3) from every SAE feature: {novel[:20]}",
+    ]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "config": cfg.to_dict(),
+        "headline": headline,
+        "verdict": diag["verdict"],
+        "summary": summary,
+        "candidate_dark_matter_components": novel,
+        "setup": parts["setup"],
+        "sae_training": parts.get("sae_training"),
+        "sae_stats": sae,
+        "diagnostics": diag,
+        "ica": ica,
+        "similarity": {k: v for k, v in sim.items() if k != "components"},
+        "statistics": {k: v for k, v in st.items()},
+        "components": [{"component": c["component"],
+                        "max_abs_cos_to_sae": s["max_abs_cos"], "best_sae_feature": s["best_feature"],
+                        "stability": ica["stability_min_abs_cos"][c["component"]],
+                        "excess_kurtosis": st["ica_excess_kurtosis"]["per_component"][c["component"]],
+                        "top_tokens": [t for t, _ in c["frequent_top_tokens"][:5]]}
+                       for c, s in zip(comps, sim["components"])],
+        "timings": parts.get("timings", {}),
+        "arrays": arrays,
+        "plots": list(PLOTS),
+    }
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report_markdown(results: dict[str, Any]) -> str:
+    """report.md: headline numbers, verdicts, plots, per-step timings and every .npy with its shape."""
+    s = results["summary"]
+    cfg = results["config"]
+    out = [f"# ICA dark matter report: {cfg['model']} `{cfg['hook_name']}`", "",
+           f"Preset `{cfg['preset']}`; SAE {results['setup']['sae']['source']} "
+           f"(d_sae {s['sae']['d_sae']:,}); {results['diagnostics']['n_tokens']:,} tokens.", "",
+           "## Headline", ""] + [f"- {line}" for line in results["headline"]]
+    out += ["", "## Verdict", "", results["verdict"], "", "## SAE", "",
+            _table(["FVU", "MSE", "mean L0", "dead fraction", "mean cos(x, x̂)"],
+                   [[f"{s['sae']['fvu']:.4f}", f"{s['sae']['mse']:.4g}", f"{s['sae']['mean_l0']:.1f}",
+                     f"{s['sae']['dead_fraction']:.2%}", f"{s['sae']['mean_cos_x_xhat']:.3f}"]])]
+    out += ["", "## ICA against the SAE dictionary", "",
+            _table(["directions", "mean max abs cos", "> 0.8", "0.3–0.8", "< 0.3"],
+                   [[name, f"{v['mean_max_abs_cos']:.3f}", v["above_0.8"], v["between_0.3_0.8"], v["below_0.3"]]
+                    for name, v in s["similarity"].items()])]
+    ica = results["ica"]
+    out += ["", "## ICA", "",
+            f"k = {ica['k']} ({ica['k_rule']}); the k-component reconstruction explains "
+            f"{ica['reconstruction_variance_explained']:.4f} of the residual variance "
+            f"(PCA kept {ica['pca_variance_kept']:.4f}).", "",
+            _table(["seed", "iterations", "converged"],
+                   [[r["seed"], r["n_iter"], r["converged"]] for r in ica["seeds"]]), "",
+            f"{ica['n_stable']}/{ica['k']} components are stable (matched |cos| ≥ {ica['stable_threshold']} "
+            "in every seed).", "",
+            f"Excess kurtosis: ICA sources median {s['kurtosis']['ica_median']:.2f}, SAE features "
+            f"median {s['kurtosis']['sae_median']}; Gaussian noise floor ±{s['kurtosis']['noise_floor_se']:.4f} "
+            "(one standard error).", "",
+            "Per-component readings: [components.md](components.md).", "", "## Plots", ""]
+    out += [f"![{p}]({p})" for p in results["plots"]]
+    out += ["", "## Time and memory", "",
+            _table(["step", "seconds", "peak RAM (MiB)"],
+                   [[k, v["seconds"], v["peak_rss_mb"]] for k, v in results["timings"].items()])]
+    out += ["", "## Arrays", "",
+            _table(["file", "shape", "dtype"],
+                   [[f"`{k}`", " × ".join(str(x) for x in v["shape"]), v["dtype"]]
+                    for k, v in results["arrays"].items()]), ""]
+    return "\n".join(out)
+
+
+def components_markdown(components: list[dict[str, Any]], cfg: Config, setup: dict[str, Any]) -> str:
+    """components.md: one section per ICA component, marked tokens shown as **[[token]]**."""
+    out = [f"# ICA components of the SAE residual: {setup['model']} `{cfg.hook_name}`", "",
+           "Marked token: `[[...]]`. Activation = the component's source value (unit variance).", ""]
+    for c in components:
+        out += [f"## Component {c['component']}", ""]
+        near = ", ".join(f"{f['feature']} ({f['cos']:+.2f})" + (f" [{f['neuronpedia']}]" if "neuronpedia" in f else "")
+                         for f in c["nearest_sae_features"][:3])
+        out += [f"- nearest SAE features (cos): {near}"]
+        out += ["- frequent tokens among top activators: "
+                + ", ".join(f"`{t!r}`×{n}" for t, n in c["frequent_top_tokens"][:8])]
+        if "logit_lens" in c:
+            out += ["- logit lens, promotes: " + ", ".join(f"`{t!r}`" for t, _ in c["logit_lens"]["top"][:8]),
+                    "- logit lens, suppresses: " + ", ".join(f"`{t!r}`" for t, _ in c["logit_lens"]["bottom"][:8])]
+        out += ["", "Top activating:", ""]
+        out += [f"- {e['activation']:+.2f}: `{e['context']}`" for e in c["top"][:10]]
+        out += ["", "Bottom activating:", ""]
+        out += [f"- {e['activation']:+.2f}: `{e['context']}`" for e in c["bottom"][:5]]
+        out += ["", "Quantile samples:", ""]
+        out += [f"- q{e['quantile']:.2f} ({e['activation']:+.2f}): `{e['context']}`" for e in c["quantiles"]]
+        out += [""]
+    return "\n".join(out)

@@ -1,0 +1,528 @@
+"""The eight pipeline steps: read inputs from the store, call the analysis, write outputs.
+
+Each ``stepN_*`` function is what ``scripts/0N_*.py`` runs. Inputs are checked
+against the recorded config before any work; every output of a step lands
+together when the step succeeds (see :meth:`OutputStore.transaction`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from typing import Any
+
+import numpy as np
+import torch
+
+from darkmatter import compare, ica, interpret, plots, report, stats
+from darkmatter.collect import collect, hook_rows
+from darkmatter.config import Config
+from darkmatter.errors import DarkMatterError
+from darkmatter.sources import LoadedModel, load_model, load_sae, oriented_decoder
+from darkmatter.store import PRODUCER, OutputStore
+from darkmatter.text import documents, take_windows, token_windows
+
+GAUSS_TAIL_3SD = 0.0026997960632601866  # P(|N(0,1)| > 3)
+ALIVE_FREQUENCY = 1e-3  # SAE features firing on fewer tokens are left out of the kurtosis comparison
+QUANTILE_SAMPLE = 100_000
+GAUSSIAN_TEST_ROWS = 20_000
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+# ---------------------------------------------------------------------------------------------
+def _record_config(store: OutputStore, cfg: Config) -> None:
+    """Rewrite config.json when this step changed a field it owns (e.g. --n-components)."""
+    if store.exists("config.json") and store.read_json("config.json") == cfg.to_dict():
+        return
+    store.write_json("config.json", cfg.to_dict())
+
+
+def _decoder(sae: Any, d_model: int) -> np.ndarray:
+    W_dec, _ = oriented_decoder(sae.W_dec.detach().float().cpu().numpy(), d_model)
+    return W_dec
+
+
+def _analysis_windows(cfg: Config, model: LoadedModel, skip_windows: int) -> np.ndarray:
+    """The analysed windows: the stream after the ``skip_windows`` used to train the SAE."""
+    stream = token_windows(documents(cfg), model.tokenizer, cfg.context_size, model.bos_id,
+                           cfg.prepend_bos)
+    for _ in range(skip_windows):
+        next(stream, None)
+    return take_windows(stream, cfg.n_tokens, model.bos_id, "the analysis text")
+
+
+def _load_arrays(store: OutputStore, cfg: Config, names: tuple[str, ...]) -> list[np.ndarray]:
+    """Memmap float arrays written by step 02 and check they match the recorded run."""
+    store.require("setup.json", *names)
+    d_model = store.read_json("setup.json")["d_model"]
+    arrays = [store.load_npy(name) for name in names]
+    for name, arr in zip(names, arrays):
+        if arr.shape != (cfg.n_tokens, d_model):
+            raise DarkMatterError(
+                f"{store.path(name)} has shape {arr.shape} but this run expects "
+                f"({cfg.n_tokens}, {d_model}): rerun scripts/02_collect_activations.py")
+    return arrays
+
+
+def _moments(array: np.ndarray, name: str, chunk: int, with_cov: bool = True) -> stats.Moments:
+    try:
+        return stats.streaming_moments(array, chunk, with_cov=with_cov, desc=f"moments of {name}")
+    except ValueError as exc:
+        raise DarkMatterError(f"{name} is unusable ({exc}): rerun "
+                              "scripts/02_collect_activations.py and check the model/SAE") from exc
+
+
+def _environment(device: str) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    import psutil
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(), "platform": platform.platform(),
+        "cpu_count": psutil.cpu_count(), "ram_free_gb": round(psutil.virtual_memory().available / 2**30, 2),
+        "device": device,
+    }
+    for pkg in ("torch", "sae-lens", "transformer-lens", "transformers", "numpy", "scikit-learn", "scipy"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            env[pkg] = None
+    if device.startswith("cuda"):
+        free, total = torch.cuda.mem_get_info()
+        env.update(gpu=torch.cuda.get_device_name(), gpu_free_gb=round(free / 2**30, 2),
+                   gpu_total_gb=round(total / 2**30, 2))
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# 01 setup and load
+# ---------------------------------------------------------------------------------------------
+def step1_setup(cfg: Config, store: OutputStore) -> None:
+    """Report the environment, load model and SAE (training one if none is named), check shapes."""
+    from darkmatter.training import train_topk_sae
+
+    device = cfg.resolved_device()
+    env = _environment(device)
+    print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+    model = load_model(cfg, device)
+    model.check_hook(cfg.hook_name)
+    probe = torch.tensor([[model.bos_id] + [model.bos_id + 1] * 3], device=device)
+    hook_width = model.activations(probe, cfg.hook_name, cfg.layer).shape[-1]
+    print(f"model: {model.description}; d_model {model.d_model}, hook {cfg.hook_name} width {hook_width}")
+
+    with store.transaction():
+        training: dict[str, Any] | None = None
+        train_windows = 0
+        if cfg.trains_sae:
+            stream = token_windows(documents(cfg), model.tokenizer, cfg.context_size, model.bos_id,
+                                   cfg.prepend_bos)
+            windows = take_windows(stream, cfg.sae_train_tokens, model.bos_id, "the SAE training text")
+            train_windows = len(windows)
+            acts = torch.cat([rows.cpu() for rows, _ in hook_rows(
+                model, windows, cfg.hook_name, cfg.layer, cfg.batch_size, device,
+                cfg.sae_train_tokens, desc="SAE training activations")])
+            sae_dir = store.staged_dir("sae")
+            result = train_topk_sae(acts, d_sae=cfg.sae_expansion * hook_width, k=cfg.sae_k,
+                                    total_samples=cfg.sae_train_samples, lr=cfg.sae_lr, seed=cfg.seed,
+                                    device=device, out_dir=sae_dir, batch_size=cfg.sae_batch_size)
+            training = {"architecture": "TopK (SAELens TopKTrainingSAE)", "d_sae": cfg.sae_expansion * hook_width,
+                        "k": cfg.sae_k, "train_windows": train_windows, **dataclasses.asdict(result)}
+            store.write_json("sae_training.json", training)
+            v = result.validation
+            print(f"trained SAE: validation FVU {v['fvu']:.4f}, L0 {v['mean_l0']:.1f}, "
+                  f"dead {v['dead_fraction']:.1%} ({result.steps} steps)")
+            sae = load_sae(cfg, device, trained_path=sae_dir)
+        else:
+            sae = load_sae(cfg, device)
+
+        raw_W_dec = sae.W_dec.detach().cpu().numpy()
+        _, transposed = oriented_decoder(raw_W_dec, hook_width)
+        if int(sae.cfg.d_in) != hook_width:
+            raise DarkMatterError(
+                f"the SAE reads d_in={sae.cfg.d_in} but {cfg.hook_name} is {hook_width} wide: "
+                "pick an SAE trained on this model and hook (--sae-id / --sae-path / --hook-name)")
+        sae_hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
+        if sae_hook and sae_hook != cfg.hook_name:
+            print(f"warning: the SAE was trained on {sae_hook}, not {cfg.hook_name}")
+        setup = {
+            "environment": env,
+            "model": model.description, "d_model": hook_width, "n_layers": model.n_layers,
+            "d_vocab": int(model.model.cfg.d_vocab), "hook_name": cfg.hook_name, "layer": cfg.layer,
+            "bos_id": model.bos_id,
+            "sae": {"source": (f"{cfg.sae_release}/{cfg.sae_id}" if cfg.sae_release else
+                               cfg.sae_path or str(store.path("sae"))),
+                    "class": type(sae).__name__, "d_sae": int(sae.cfg.d_sae), "d_in": int(sae.cfg.d_in),
+                    "W_dec_shape": list(raw_W_dec.shape), "W_dec_transposed": transposed,
+                    "hook_name": sae_hook},
+            "text": cfg.text_files or cfg.dataset or "bundled Python documentation (pydoc_data + stdlib docstrings)",
+            "sae_train_windows": train_windows,
+        }
+        store.write_json("setup.json", setup)
+        store.write_json("config.json", cfg.to_dict())
+    print(f"SAE: {setup['sae']['class']} d_sae {setup['sae']['d_sae']}, W_dec {tuple(raw_W_dec.shape)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 02 collect activations
+# ---------------------------------------------------------------------------------------------
+def step2_collect(cfg: Config, store: OutputStore) -> None:
+    """Text → windows → activations → SAE reconstruction (chunked) → residual, streamed to memmaps."""
+    setup = store.read_json("setup.json")
+    device = cfg.resolved_device()
+    model = load_model(cfg, device)
+    model.check_hook(cfg.hook_name)
+    sae = load_sae(cfg, device, trained_path=store.path("sae"))
+    if int(sae.cfg.d_in) != setup["d_model"]:
+        raise DarkMatterError("the SAE no longer matches setup.json: rerun scripts/01_setup_and_load.py")
+    windows = _analysis_windows(cfg, model, setup["sae_train_windows"])
+    n_bos = int((windows == model.bos_id).sum())
+    print(f"{len(windows)} windows of {cfg.context_size}; {cfg.n_tokens:,} tokens analysed, "
+          f"{n_bos:,} BOS positions excluded")
+    d = setup["d_model"]
+    with store.transaction():
+        _record_config(store, cfg)
+        acts = store.open_npy("activations.npy", (cfg.n_tokens, d), np.float32)
+        resid = store.open_npy("residuals.npy", (cfg.n_tokens, d), np.float32)
+        index = store.open_npy("token_index.npy", (cfg.n_tokens, 2), np.int32)
+        sae_stats, moments = collect(model, sae, windows, cfg.hook_name, cfg.layer, cfg.n_tokens,
+                                     cfg.batch_size, cfg.sae_chunk_size, device, acts, resid, index)
+        used = int(index[-1, 0]) + 1
+        for arr in (acts, resid, index):
+            arr.flush()
+        del acts, resid, index
+        store.save_npy("tokens.npy", windows[:used])
+        store.save_npy("sae_feature_moments.npy", moments)
+        sae_stats.update(n_windows=used, context_size=cfg.context_size,
+                         bos_positions_excluded=int((windows[:used] == model.bos_id).sum()))
+        store.write_json("sae_stats.json", sae_stats)
+    print(f"SAE on the analysed tokens: FVU {sae_stats['fvu']:.4f}, L0 {sae_stats['mean_l0']:.1f}, "
+          f"dead {sae_stats['dead_fraction']:.1%}, mean cos(x, x̂) {sae_stats['mean_cos_x_xhat']:.3f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 03 diagnostics
+# ---------------------------------------------------------------------------------------------
+def step3_diagnostics(cfg: Config, store: OutputStore) -> None:
+    """FVU, per-dimension excess kurtosis, Gaussianity test and full-spectrum PCA of the residual."""
+    acts, resid = _load_arrays(store, cfg, ("activations.npy", "residuals.npy"))
+    chunk = max(cfg.sae_chunk_size, 16384)
+    m_act = _moments(acts, "activations.npy", chunk)
+    m_res = _moments(resid, "residuals.npy", chunk)
+    n = m_res.n
+    fvu = m_res.sum_sq / (n * m_act.total_variance)
+    se = stats.kurtosis_standard_error(n)
+    pca_res = stats.pca_from_cov(m_res.cov)
+    pca_act = stats.pca_from_cov(m_act.cov)
+    marks = {f: pca_res.n_for(f) for f in (0.9, 0.95, 0.99)}
+
+    rows = stats.random_rows(n, GAUSSIAN_TEST_ROWS, cfg.seed)
+    res_sample = np.asarray(resid[rows], dtype=np.float64)
+    top = min(cfg.max_components, pca_res.components.shape[0])
+    pc_proj = (res_sample - m_res.mean) @ pca_res.components[:top].T
+    from scipy.stats import kurtosis
+
+    pc_kurt = kurtosis(pc_proj, axis=0)
+    kurt = m_res.excess_kurtosis
+    non_gaussian = bool(np.median(kurt) > max(0.5, 5 * se))
+    verdict = (
+        f"residual median excess kurtosis {np.median(kurt):.2f} (mean {kurt.mean():.2f}; Gaussian 0 ± {se:.3f}): "
+        + ("the residual is heavy-tailed, not Gaussian noise; ICA can look for structure in it."
+           if non_gaussian else
+           "the residual is close to Gaussian per dimension; ICA may still find non-Gaussian "
+           "directions, but expect few.")
+        + f" PCA: {marks[0.9]} / {marks[0.95]} / {marks[0.99]} of {pca_res.components.shape[0]} components "
+        f"hold 90/95/99% of residual variance; default k = {min(marks[0.9], cfg.max_components)}."
+    )
+    diagnostics = {
+        "n_tokens": n, "d_model": resid.shape[1], "fvu": fvu,
+        "residual_variance_fraction": m_res.total_variance / m_act.total_variance,
+        "kurtosis_standard_error": se,
+        "residual_excess_kurtosis": _summary(kurt),
+        "activation_excess_kurtosis": _summary(m_act.excess_kurtosis),
+        "residual_top_pc_excess_kurtosis": {**_summary(pc_kurt), "n_components": top,
+                                            "n_sample": len(rows)},
+        "gaussianity_residual": stats.gaussianity_test(res_sample),
+        "gaussianity_activations": stats.gaussianity_test(np.asarray(acts[rows], dtype=np.float64)),
+        "pca_components_for": {f"{int(f * 100)}%": v for f, v in marks.items()},
+        "residual_explained_ratio_first_10": pca_res.explained_ratio[:10].tolist(),
+        "residual_is_non_gaussian": non_gaussian,
+        "suggested_k": min(marks[0.9], cfg.max_components),
+        "verdict": verdict,
+    }
+    title = f"{cfg.hook_name}, {n:,} tokens"
+    with store.transaction():
+        store.save_npy("residual_mean.npy", m_res.mean)
+        store.save_npy("pca_eigenvalues.npy", pca_res.eigenvalues)
+        store.save_npy("pca_components.npy", pca_res.components)
+        store.write_json("diagnostics.json", diagnostics)
+        store.save_figure("residual_kurtosis.png", plots.residual_kurtosis(
+            kurt, m_act.excess_kurtosis, se, f"SAE residual vs activations: {title}"))
+        store.save_figure("residual_pca.png", plots.residual_pca(
+            pca_res.eigenvalues, pca_act.eigenvalues, marks, f"PCA of the SAE residual: {title}"))
+    print(f"FVU {fvu:.4f}")
+    print(f"verdict: {verdict}")
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "median": float(np.median(values)),
+            "min": float(np.min(values)), "max": float(np.max(values))}
+
+
+# ---------------------------------------------------------------------------------------------
+# 04 ICA
+# ---------------------------------------------------------------------------------------------
+def step4_ica(cfg: Config, store: OutputStore) -> None:
+    """PCA-whiten the residual to k components, FastICA over seeds, match, fix signs, write sources."""
+    store.require("diagnostics.json", "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy")
+    (resid,) = _load_arrays(store, cfg, ("residuals.npy",))
+    diag = store.read_json("diagnostics.json")
+    if diag["n_tokens"] != cfg.n_tokens:
+        raise DarkMatterError("diagnostics.json is from another collection: rerun scripts/03_diagnostics.py")
+    pca = stats.PCA(store.load_npy("pca_eigenvalues.npy", mmap=False),
+                    store.load_npy("pca_components.npy", mmap=False))
+    k = cfg.n_components or diag["suggested_k"]
+    k_rule = "--n-components" if cfg.n_components else "PCA 90% rule, capped at --max-components"
+    try:
+        white = ica.pca_whitening(pca, store.load_npy("residual_mean.npy", mmap=False), k)
+    except ValueError as exc:
+        raise DarkMatterError(f"{exc}; pass a smaller --n-components") from exc
+
+    n = resid.shape[0]
+    fit_rows = (np.arange(n) if not cfg.ica_max_tokens or cfg.ica_max_tokens >= n
+                else stats.random_rows(n, cfg.ica_max_tokens, cfg.seed))
+    chunk = max(cfg.sae_chunk_size, 16384)
+    z = np.concatenate([white.apply(resid[fit_rows[s:s + chunk]]) for s in range(0, len(fit_rows), chunk)])
+    print(f"FastICA on {len(z):,} tokens × k={k} ({white.explained:.1%} of residual variance), "
+          f"seeds {cfg.seed}..{cfg.seed + cfg.ica_seeds - 1}")
+    fits = []
+    for i in range(cfg.ica_seeds):
+        fit = ica.fastica(z, cfg.seed + i, cfg.ica_max_iter, cfg.ica_tol)
+        print(f"  seed {fit.seed}: {fit.n_iter} iterations, converged={fit.converged}")
+        fits.append(fit)
+    dirs = [ica.mixing_directions(f.W, white) for f in fits]
+    stab = ica.stability(dirs[0], dirs[1:])
+
+    sample = z[: min(len(z), QUANTILE_SAMPLE)] @ fits[0].W.T
+    signs = ica.positive_skew_signs(sample)
+    from scipy.stats import kurtosis
+
+    order = np.argsort(-kurtosis(sample, axis=0))  # most heavy-tailed first
+    W = (signs[:, None] * fits[0].W)[order]
+    stab = stab[order]
+    del z, sample
+    unmixing = W @ white.whitener  # [k, d_model]
+    mixing = white.dewhitener.T @ W.T  # [d_model, k]
+    directions = compare.unit_rows(mixing.T)
+
+    err = 0.0
+    total = 0.0
+    with store.transaction():
+        _record_config(store, cfg)
+        sources = store.open_npy("ica_activations.npy", (n, k), np.float32)
+        for s in range(0, n, chunk):
+            r = np.asarray(resid[s:s + chunk], dtype=np.float64) - white.mean
+            src = r @ unmixing.T
+            sources[s:s + chunk] = src
+            err += float(((r - src @ mixing.T) ** 2).sum())
+            total += float((r ** 2).sum())
+        sources.flush()
+        del sources
+        explained = 1.0 - err / total
+        ok = abs(explained - white.explained) < 1e-3
+        if not ok:
+            raise RuntimeError(f"ICA reconstruction explains {explained:.5f} of residual variance but the "
+                               f"PCA subspace holds {white.explained:.5f}: the unmixing is inconsistent")
+        store.save_npy("ica_directions.npy", directions.astype(np.float32))
+        store.save_npy("ica_mixing.npy", mixing.astype(np.float32))
+        store.save_npy("ica_unmixing.npy", unmixing.astype(np.float32))
+        n_stable = int((stab >= cfg.stable_cos).sum())
+        store.write_json("ica.json", {
+            "k": k, "k_rule": k_rule, "n_tokens": n, "n_fit_tokens": int(len(fit_rows)),
+            "algorithm": "scikit-learn FastICA, parallel, logcosh, whiten=False on PCA-whitened data",
+            "seeds": [{"seed": f.seed, "n_iter": f.n_iter, "converged": f.converged} for f in fits],
+            "all_converged": all(f.converged for f in fits),
+            "max_iter": cfg.ica_max_iter, "tol": cfg.ica_tol,
+            "stability_min_abs_cos": stab.tolist(), "stable_threshold": cfg.stable_cos,
+            "n_stable": n_stable,
+            "pca_variance_kept": white.explained, "reconstruction_variance_explained": explained,
+            "reconstruction_matches_pca": ok,
+            "component_order": "descending excess kurtosis of the source; sign: positive skew",
+        })
+    print(f"{n_stable}/{k} components stable across seeds (matched |cos| ≥ {cfg.stable_cos}); "
+          f"k-component reconstruction explains {explained:.4f} of residual variance "
+          f"(PCA kept {white.explained:.4f})")
+
+
+# ---------------------------------------------------------------------------------------------
+# 05 compare with the SAE
+# ---------------------------------------------------------------------------------------------
+def step5_compare(cfg: Config, store: OutputStore) -> None:
+    """Max |cos| of ICA, random and top-PCA directions to the SAE decoder rows."""
+    store.require("ica_directions.npy", "pca_components.npy", "setup.json")
+    setup = store.read_json("setup.json")
+    directions = store.load_npy("ica_directions.npy", mmap=False)
+    k, d = directions.shape
+    W_dec = _decoder(load_sae(cfg, cfg.resolved_device(), trained_path=store.path("sae")), d)
+    sets = {
+        "ICA": compare.decoder_match(directions, W_dec),
+        "random": compare.decoder_match(compare.random_directions(k, d, cfg.seed), W_dec),
+        "PCA": compare.decoder_match(store.load_npy("pca_components.npy", mmap=False)[:k], W_dec),
+    }
+    per_component = []
+    for i in range(k):
+        entry = {"component": i, "max_abs_cos": float(sets["ICA"].max_abs_cos[i]),
+                 "best_feature": int(sets["ICA"].best_feature[i]),
+                 "top_features": sets["ICA"].top_features[i].tolist(),
+                 "top_cos": sets["ICA"].top_cos[i].tolist()}
+        if cfg.neuronpedia_id:
+            entry["neuronpedia"] = f"{cfg.neuronpedia_id}/{entry['best_feature']}"
+        per_component.append(entry)
+    result = {"k": k, "d_sae": int(W_dec.shape[0]), "thresholds": [compare.LOW, compare.HIGH],
+              **{name: m.summary() for name, m in sets.items()}, "components": per_component}
+    with store.transaction():
+        store.write_json("similarity.json", result)
+        store.save_figure("ica_sae_similarity.png", plots.similarity_histograms(
+            {f"ICA ({k} components)": sets["ICA"].max_abs_cos,
+             f"random ({k} unit directions)": sets["random"].max_abs_cos,
+             f"PCA (top {k} residual components)": sets["PCA"].max_abs_cos},
+            f"Nearest SAE feature: {setup['sae']['source']} (d_sae {W_dec.shape[0]:,})"))
+    for name, m in sets.items():
+        s = m.summary()
+        print(f"{name:>6}: mean max|cos| {s['mean_max_abs_cos']:.3f}; >0.8: {s['above_0.8']}, "
+              f"0.3–0.8: {s['between_0.3_0.8']}, <0.3: {s['below_0.3']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 06 interpret
+# ---------------------------------------------------------------------------------------------
+def step6_interpret(cfg: Config, store: OutputStore) -> None:
+    """Top/bottom contexts, quantile samples, frequent tokens, logit lens, nearest SAE features."""
+    store.require("ica_activations.npy", "ica_directions.npy", "tokens.npy", "token_index.npy",
+                  "similarity.json", "setup.json")
+    setup = store.read_json("setup.json")
+    sources = store.load_npy("ica_activations.npy")
+    if sources.shape[0] != cfg.n_tokens:
+        raise DarkMatterError("ica_activations.npy is from another collection: rerun scripts/04_run_ica.py")
+    directions = store.load_npy("ica_directions.npy", mmap=False)
+    tokens = store.load_npy("tokens.npy", mmap=False)
+    index = store.load_npy("token_index.npy", mmap=False)
+    similarity = store.read_json("similarity.json")
+    if similarity["k"] != directions.shape[0]:
+        raise DarkMatterError("similarity.json is from another ICA run: rerun scripts/05_compare_sae.py")
+    model = load_model(cfg, cfg.resolved_device())
+    W_U = model.unembed()
+    bos = setup["bos_id"]
+    decode_cache: dict[int, str] = {}
+
+    def decode(t: int) -> str:
+        if t not in decode_cache:
+            decode_cache[t] = model.decode(t)
+        return decode_cache[t]
+
+    top, bottom = interpret.extreme_rows(sources, cfg.n_top_contexts)
+    qrows = stats.random_rows(len(sources), QUANTILE_SAMPLE, cfg.seed)
+    qvalues = np.asarray(sources[qrows], dtype=np.float64)
+
+    def ctx(row: int) -> dict[str, Any]:
+        w, p = index[row]
+        return {"token": decode(int(tokens[w, p])), "window": int(w), "position": int(p),
+                "context": interpret.context(tokens, int(w), int(p), cfg.context_window, decode, bos)}
+
+    components = []
+    for i in range(directions.shape[0]):
+        entry: dict[str, Any] = {"component": i}
+        entry["top"] = [{**ctx(r), "activation": float(sources[r, i])} for r in top[i]]
+        entry["bottom"] = [{**ctx(r), "activation": float(sources[r, i])} for r in bottom[i]]
+        entry["quantiles"] = [{"quantile": q, **ctx(r), "activation": v}
+                              for q, r, v in interpret.quantile_rows(qvalues[:, i], qrows)]
+        entry["frequent_top_tokens"] = interpret.frequent_tokens(
+            np.array([tokens[index[r][0], index[r][1]] for r in top[i]]), decode)
+        if W_U is not None:
+            up, down = interpret.logit_lens(directions[i], W_U, decode)
+            entry["logit_lens"] = {"top": up, "bottom": down}
+        sim = similarity["components"][i]
+        entry["nearest_sae_features"] = [
+            {"feature": f, "cos": c, **({"neuronpedia": f"{cfg.neuronpedia_id}/{f}"} if cfg.neuronpedia_id else {})}
+            for f, c in zip(sim["top_features"], sim["top_cos"])]
+        components.append(entry)
+    with store.transaction():
+        store.write_json("interpretations.json", {"k": len(components), "components": components})
+        store.write_text("components.md", report.components_markdown(components, cfg, setup))
+    print(f"interpreted {len(components)} components → {store.path('components.md')}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 07 statistics
+# ---------------------------------------------------------------------------------------------
+def step7_statistics(cfg: Config, store: OutputStore) -> None:
+    """Excess kurtosis and sparsity of ICA sources against SAE feature activations."""
+    store.require("ica_activations.npy", "sae_feature_moments.npy", "sae_stats.json")
+    sources = store.load_npy("ica_activations.npy")
+    if sources.shape[0] != cfg.n_tokens:
+        raise DarkMatterError("ica_activations.npy is from another collection: rerun scripts/04_run_ica.py")
+    n, k = sources.shape
+    chunk = max(cfg.sae_chunk_size, 65536)
+    m_ica = _moments(sources, "ica_activations.npy", chunk)
+    sd = np.sqrt(m_ica.var)
+    tail = np.zeros(k)
+    for s in range(0, n, chunk):
+        tail += (np.abs(np.asarray(sources[s:s + chunk], dtype=np.float64) - m_ica.mean) > 3 * sd).sum(0)
+    tail /= n
+    corr = m_ica.cov / np.outer(sd, sd)
+    fm = store.load_npy("sae_feature_moments.npy", mmap=False)
+    n_sae = store.read_json("sae_stats.json")["n_tokens"]
+    if n_sae != n:
+        raise DarkMatterError("sae_feature_moments.npy and ica_activations.npy come from different "
+                              "collections: rerun scripts/02_collect_activations.py, then 03-04")
+    freq = fm[0] / n
+    alive = freq >= ALIVE_FREQUENCY
+    _, _, _, sae_kurt = stats.central_from_raw(n, fm[1], fm[2], fm[3], fm[4])
+    se = stats.kurtosis_standard_error(n)
+    ica_k = m_ica.excess_kurtosis
+    result = {
+        "n_tokens": n, "k": k, "kurtosis_standard_error": se,
+        "ica_excess_kurtosis": {**_summary(ica_k), "per_component": ica_k.tolist(),
+                                "n_above_5_se": int((ica_k > 5 * se).sum())},
+        "sae_excess_kurtosis": {**(_summary(sae_kurt[alive]) if alive.any() else {}),
+                                "n_features_counted": int(alive.sum()),
+                                "min_firing_frequency": ALIVE_FREQUENCY},
+        "ica_tail_fraction_3sd": {**_summary(tail), "gaussian": GAUSS_TAIL_3SD},
+        "sae_firing_frequency": {**(_summary(freq[alive]) if alive.any() else {}),
+                                 "mean_l0": float(fm[0].sum() / n)},
+        "ica_max_abs_offdiag_correlation": float(np.abs(corr - np.diag(np.diag(corr))).max()),
+    }
+    with store.transaction():
+        store.write_json("statistics.json", result)
+        store.save_figure("ica_vs_sae_kurtosis.png", plots.kurtosis_vs_sae(
+            ica_k, sae_kurt[alive], tail, freq[alive], GAUSS_TAIL_3SD, se,
+            f"ICA sources of the residual vs SAE features ({n:,} tokens)"))
+    print(f"excess kurtosis: ICA median {np.median(ica_k):.2f} (max {ica_k.max():.1f}); SAE features "
+          f"(firing ≥ {ALIVE_FREQUENCY:.1%}, n={alive.sum()}) median "
+          f"{np.median(sae_kurt[alive]) if alive.any() else float('nan'):.1f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 08 report
+# ---------------------------------------------------------------------------------------------
+def step8_report(cfg: Config, store: OutputStore) -> None:
+    """Aggregate every JSON into ica_dark_matter_results.json and write report.md."""
+    names = ("setup.json", "sae_stats.json", "diagnostics.json", "ica.json", "similarity.json",
+             "interpretations.json", "statistics.json")
+    store.require(*names)
+    parts = {name.removesuffix(".json"): store.read_json(name) for name in names}
+    if store.exists("sae_training.json"):
+        parts["sae_training"] = store.read_json("sae_training.json")
+    if store.exists("timings.json"):
+        parts["timings"] = store.read_json("timings.json")
+    arrays = {}
+    for name in (n for n in PRODUCER if n.endswith(".npy") and store.exists(n)):
+        arr = store.load_npy(name)
+        arrays[name] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+    results = report.aggregate(cfg, parts, arrays)
+    with store.transaction():
+        store.write_json("ica_dark_matter_results.json", results)
+        store.write_text("report.md", report.report_markdown(results))
+    print(f"wrote {store.path('report.md')}")
+    for line in results["headline"]:
+        print("  " + line)

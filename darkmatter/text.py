@@ -1,0 +1,144 @@
+"""Text sources and token windows.
+
+Three sources of documents, picked by the config:
+
+* ``--dataset NAME``: a Hugging Face dataset, streamed with ``datasets``;
+* ``--text-files GLOB``: local files, one document each;
+* neither: real English prose that ships with every Python install, the
+  documentation topics in ``pydoc_data.topics`` followed by standard-library
+  docstrings (read with :mod:`ast`, so nothing is imported or executed).
+
+Documents are tokenised, joined with a BOS separator and cut into windows of
+``context_size`` tokens with BOS prepended, as SAELens pretokenises
+(``begin_batch_token="bos"``, ``sequence_separator_token="bos"``).
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from darkmatter.config import Config
+from darkmatter.errors import DarkMatterError
+
+#: Standard-library folders whose docstrings are code listings or test data rather than prose.
+_SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__",
+              "pydoc_data", "ensurepip", "tkinter"}
+
+
+def python_docs() -> Iterator[str]:
+    """The bundled corpus: every ``pydoc_data.topics`` entry, then each stdlib module's docstrings.
+
+    Yields one document per pydoc topic and one per standard-library module
+    (its module, class and function docstrings joined by blank lines), in a
+    fixed order, so the corpus is identical on every machine with the same Python.
+    """
+    from pydoc_data.topics import topics
+
+    for key in sorted(topics):
+        yield topics[key]
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(stdlib.rglob("*.py")):
+        if _SKIP_DIRS & set(path.relative_to(stdlib).parts[:-1]):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        docs = [ast.get_docstring(node) for node in ast.walk(tree)
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+        text = "\n\n".join(d for d in docs if d and len(d.split()) >= 5)
+        if text:
+            yield text
+
+
+def local_files(pattern: str) -> Iterator[str]:
+    """One document per file matching ``pattern`` (sorted). Raises DarkMatterError if none match."""
+    paths = sorted(glob.glob(pattern, recursive=True))
+    if not paths:
+        raise DarkMatterError(f"--text-files {pattern!r} matches no file")
+    for path in paths:
+        yield Path(path).read_text(encoding="utf-8", errors="replace")
+
+
+def hub_dataset(name: str, column: str) -> Iterator[str]:
+    """Stream ``column`` of the ``train`` split of dataset ``name`` (``datasets.load_dataset``).
+
+    Raises DarkMatterError with one line when the hub cannot be reached.
+    """
+    from darkmatter.sources import hub_guard
+
+    import datasets
+
+    with hub_guard(f"dataset {name}"):
+        ds = datasets.load_dataset(name, split="train", streaming=True)
+        it = iter(ds)
+        first = next(it)
+    if column not in first:
+        raise DarkMatterError(f"dataset {name} has no column {column!r}; pass --dataset-column")
+    yield first[column]
+    for row in it:
+        yield row[column]
+
+
+def documents(cfg: Config) -> Iterator[str]:
+    """The configured document stream (see module docstring)."""
+    if cfg.text_files:
+        return local_files(cfg.text_files)
+    if cfg.dataset:
+        return hub_dataset(cfg.dataset, cfg.dataset_column)
+    return python_docs()
+
+
+def token_windows(docs: Iterator[str], tokenizer: Any, context_size: int, bos_id: int,
+                  prepend_bos: bool = True) -> Iterator[np.ndarray]:
+    """Cut a document stream into token windows.
+
+    Args:
+        docs: documents (str).
+        tokenizer: a Hugging Face tokenizer (called without special tokens).
+        context_size: tokens per window, BOS included.
+        bos_id: BOS token id, also the separator between documents.
+        prepend_bos: put BOS at position 0 of every window.
+
+    Yields:
+        int32[context_size] windows, in stream order.
+    """
+    body = context_size - 1 if prepend_bos else context_size
+    buffer: list[int] = []
+    for doc in docs:
+        if not doc.strip():
+            continue
+        buffer.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        buffer.append(bos_id)
+        while len(buffer) >= body:
+            window = ([bos_id] if prepend_bos else []) + buffer[:body]
+            del buffer[:body]
+            yield np.asarray(window, dtype=np.int32)
+
+
+def take_windows(windows: Iterator[np.ndarray], n_tokens: int, bos_id: int,
+                 source: str) -> np.ndarray:
+    """Take windows from ``windows`` until they hold ``n_tokens`` non-BOS positions.
+
+    Returns:
+        int32[n_windows, context_size].
+    Raises:
+        DarkMatterError: the text runs out first; the message names the shortfall.
+    """
+    taken: list[np.ndarray] = []
+    valid = 0
+    for window in windows:
+        taken.append(window)
+        valid += int((window != bos_id).sum())
+        if valid >= n_tokens:
+            return np.stack(taken)
+    raise DarkMatterError(
+        f"{source} ran out of text after {valid:,} tokens but {n_tokens:,} were asked for; "
+        "lower --n-tokens / --sae-train-tokens or give more text with --text-files")
