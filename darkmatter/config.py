@@ -68,7 +68,7 @@ class Config:
     max_components: int = _f(100, "cap on the automatic k", 4)
     ica_seeds: int = _f(3, "FastICA restarts (seed, seed+1, ...) for the stability check", 4)
     ica_max_iter: int = _f(200, "FastICA iteration cap", 4)
-    ica_tol: float = _f(1e-4, "FastICA tolerance", 4)
+    ica_tol: float = _f(1e-6, "FastICA tolerance (scikit-learn's 1e-4 can stop at a mixed solution)", 4)
     ica_max_tokens: int | None = _f(None, "fit ICA on a random subsample of this many tokens "
                                     "(sources are still computed for every token)", 4)
     stable_cos: float = _f(0.9, "matched |cos| across seeds for a component to count as stable", 4)

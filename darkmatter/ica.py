@@ -84,7 +84,7 @@ class ICAFit:
     converged: bool
 
 
-def fastica(z: np.ndarray, seed: int, max_iter: int = 200, tol: float = 1e-4) -> ICAFit:
+def fastica(z: np.ndarray, seed: int, max_iter: int = 200, tol: float = 1e-6) -> ICAFit:
     """scikit-learn FastICA (parallel, logcosh) on whitened z: float64[n, k]."""
     est = FastICA(n_components=z.shape[1], algorithm="parallel", whiten=False, fun="logcosh",
                   max_iter=max_iter, tol=tol, random_state=seed)

@@ -248,7 +248,7 @@ def oriented_decoder(W_dec: np.ndarray, d_model: int) -> tuple[np.ndarray, bool]
     if W_dec.ndim != 2 or d_model not in W_dec.shape:
         raise DarkMatterError(
             f"the SAE decoder has shape {tuple(W_dec.shape)} but the hook is {d_model} wide: "
-            "the SAE was trained for another model or hook; pick a matching --sae-id/--hook-name")
+            "the SAE was trained for another model or hook; pick one that matches (--sae-id, --sae-path or --hook-name)")
     if W_dec.shape[1] == d_model:
         return W_dec, False
     warnings.warn(f"W_dec has shape {W_dec.shape}; transposing to (d_sae, d_model)", stacklevel=2)

@@ -1,0 +1,104 @@
+"""Shared fixtures: a tiny HookedTransformer folder, tiny SAEs, local text, seeded RNGs.
+
+Nothing here touches the network: the model is built from a HookedTransformerConfig
+with seeded random weights, its tokenizer is a small byte-level BPE trained on
+the bundled Python documentation, and SAEs are SAELens objects saved to folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_D_MODEL = 32
+TINY_LAYERS = 8
+TINY_HOOK = "blocks.6.hook_resid_pre"  # the GPT-2 preset's hook
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+def _bundled_text() -> list[str]:
+    from pydoc_data.topics import topics
+
+    return [topics[k] for k in sorted(topics)]
+
+
+@pytest.fixture(scope="session")
+def text_glob(tmp_path_factory) -> str:
+    """Glob over 40 local text files (pydoc topics)."""
+    folder = tmp_path_factory.mktemp("text")
+    for i, doc in enumerate(_bundled_text()[:40]):
+        (folder / f"doc{i:02d}.txt").write_text(doc)
+    return str(folder / "*.txt")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A local_hooked model folder: hooked_config.json, weights.pt and a 512-token BPE tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(_bundled_text(), trainers.BpeTrainer(
+        vocab_size=512, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                     eos_token="<|endoftext|>")
+    hf_tok.save_pretrained(folder)
+    cfg = dict(n_layers=TINY_LAYERS, d_model=TINY_D_MODEL, n_heads=2, d_head=16, d_mlp=64, n_ctx=64,
+               d_vocab=len(hf_tok), act_fn="gelu_new", normalization_type="LN", seed=0)
+    (folder / "hooked_config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    torch.save(HookedTransformer(HookedTransformerConfig(**cfg)).state_dict(), folder / "weights.pt")
+    return folder
+
+
+def save_sae(folder: Path, d_in: int, d_sae: int, seed: int = 0) -> Path:
+    """A randomly initialised SAELens StandardSAE saved with ``save_model``."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    torch.manual_seed(seed)
+    sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        sae.b_enc.fill_(-0.05)
+    folder.mkdir(parents=True, exist_ok=True)
+    sae.save_model(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sae_dir(tmp_path_factory) -> Path:
+    return save_sae(tmp_path_factory.mktemp("tiny_sae"), TINY_D_MODEL, 128)
+
+
+def run_script(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run scripts/<name> in a subprocess from the repo root; return the finished process."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{name} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
+                             f"stderr:\n{proc.stderr[-3000:]}")
+    return proc

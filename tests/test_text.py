@@ -1,0 +1,35 @@
+"""Bundled text and token windows."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from darkmatter.errors import DarkMatterError
+from darkmatter.text import local_files, python_docs, take_windows, token_windows
+
+
+class CharTokenizer:
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def test_bundled_corpus_is_prose_and_deterministic():
+    docs = list(itertools.islice(python_docs(), 100))
+    assert docs == list(itertools.islice(python_docs(), 100))
+    assert sum(len(d) for d in docs) > 100_000
+    assert " the " in docs[0]
+
+
+def test_windows_prepend_bos_and_separate_documents():
+    windows = list(token_windows(iter(["abcde", "fgh"]), CharTokenizer(), 4, bos_id=0))
+    assert [w.tolist() for w in windows] == [[0, 97, 98, 99], [0, 100, 101, 0], [0, 102, 103, 104]]
+    taken = take_windows(iter(windows), 7, 0, "text")
+    assert taken.shape == (3, 4) and taken.dtype == np.int32
+    with pytest.raises(DarkMatterError, match="ran out of text"):
+        take_windows(iter(windows), 100, 0, "text")
+
+
+def test_local_files_needs_a_match(tmp_path):
+    with pytest.raises(DarkMatterError, match="matches no file"):
+        list(local_files(str(tmp_path / "*.txt")))
