@@ -20,14 +20,22 @@ from darkmatter.sources import LoadedModel
 
 def hook_rows(model: LoadedModel, windows: np.ndarray, hook_name: str, layer: int,
               batch_size: int, device: str, n_tokens: int | None = None,
-              desc: str = "model forward") -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Run ``windows`` through the model and yield the non-BOS activation rows.
+              max_norm_ratio: float | None = None,
+              desc: str = "model forward") -> Iterator[tuple[torch.Tensor, np.ndarray, int]]:
+    """Run ``windows`` through the model and yield the activation rows that are analysed.
+
+    BOS positions are always dropped. With ``max_norm_ratio``, so are tokens whose
+    activation norm exceeds that multiple of the batch's median norm: the
+    "massive activations" of attention sinks (Sun et al. 2024), thousands of times
+    the typical norm, which would otherwise dominate every second- and fourth-moment
+    statistic downstream.
 
     Args:
         windows: int32[n_windows, ctx] token windows.
-        n_tokens: stop after this many rows (default: all non-BOS positions).
+        n_tokens: stop after this many rows (default: every kept position).
     Yields:
-        (rows: float32[m, d_model] on ``device``, index: int32[m, 2] of (window, position)).
+        (rows: float32[m, d_model] on ``device``, index: int32[m, 2] of (window, position),
+         number of non-BOS tokens dropped as massive in this batch).
     Raises:
         DarkMatterError: the activations contain NaN or inf.
     """
@@ -38,18 +46,22 @@ def hook_rows(model: LoadedModel, windows: np.ndarray, hook_name: str, layer: in
             batch = windows[start:start + batch_size]
             acts = model.activations(torch.as_tensor(batch, dtype=torch.long, device=device),
                                      hook_name, layer)
-            keep = batch != model.bos_id
-            win, pos = np.nonzero(keep)
+            win, pos = np.nonzero(batch != model.bos_id)
             rows = acts[torch.as_tensor(win, device=acts.device), torch.as_tensor(pos, device=acts.device)]
-            take = min(len(rows), total - done)
-            rows, index = rows[:take], np.stack([win[:take] + start, pos[:take]], axis=1)
             if not torch.isfinite(rows).all():
                 raise DarkMatterError(
                     f"activations at {hook_name} contain NaN/inf (windows {start}..{start + len(batch)}); "
                     "the model weights or inputs are broken: check --model, or use --device cpu")
+            n_massive = 0
+            if max_norm_ratio is not None and len(rows):
+                norms = rows.norm(dim=1)
+                keep = (norms <= max_norm_ratio * norms.median()).cpu().numpy()
+                n_massive = int((~keep).sum())
+                rows, win, pos = rows[torch.as_tensor(keep, device=rows.device)], win[keep], pos[keep]
+            take = min(len(rows), total - done)
             done += take
             bar.update(take)
-            yield rows, index.astype(np.int32)
+            yield rows[:take], np.stack([win[:take] + start, pos[:take]], axis=1).astype(np.int32), n_massive
             if done >= total:
                 return
 
@@ -125,21 +137,24 @@ def reconstruct(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def collect(model: LoadedModel, sae, windows: np.ndarray, hook_name: str, layer: int,
             n_tokens: int, batch_size: int, chunk_size: int, device: str,
-            activations_out: np.ndarray, residuals_out: np.ndarray,
-            index_out: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+            activations_out: np.ndarray, residuals_out: np.ndarray, index_out: np.ndarray,
+            max_norm_ratio: float | None = None) -> tuple[dict[str, float], np.ndarray]:
     """Fill ``activations_out`` / ``residuals_out`` (float32[n_tokens, d_model] memmaps) and
     ``index_out`` (int32[n_tokens, 2]) with activations, residuals ``x - SAE(x)`` and their
-    (window, position), SAE-encoding in chunks of ``chunk_size`` rows.
+    (window, position), SAE-encoding in chunks of ``chunk_size`` rows. Tokens are
+    selected as in :func:`hook_rows`.
 
     Returns:
-        (SAE statistics as in :meth:`SAERunningStats.finish`,
+        (SAE statistics as in :meth:`SAERunningStats.finish` plus ``massive_tokens_excluded``,
          feature moments float64[5, d_sae]: firing count, Σf, Σf², Σf³, Σf⁴).
     """
     d_sae = int(sae.cfg.d_sae)
     stats = SAERunningStats(d_sae=d_sae, d_model=activations_out.shape[1])
     row = 0
-    for rows, index in hook_rows(model, windows, hook_name, layer, batch_size, device, n_tokens,
-                                 desc="collect"):
+    n_massive = 0
+    for rows, index, massive in hook_rows(model, windows, hook_name, layer, batch_size, device, n_tokens,
+                                          max_norm_ratio, desc="collect"):
+        n_massive += massive
         for start in range(0, len(rows), chunk_size):
             x = rows[start:start + chunk_size]
             feats, x_hat = reconstruct(sae, x)
@@ -153,4 +168,4 @@ def collect(model: LoadedModel, sae, windows: np.ndarray, hook_name: str, layer:
     if row != n_tokens:
         raise DarkMatterError(f"collected {row} tokens but {n_tokens} were asked for; "
                               "the token windows are too few: rerun 02_collect_activations.py")
-    return stats.finish(), stats.feature_moments.cpu().numpy()
+    return {**stats.finish(), "massive_tokens_excluded": n_massive}, stats.feature_moments.cpu().numpy()

@@ -52,6 +52,9 @@ class Config:
                                 "bundled Python documentation", 1)
     context_size: int = _f(128, "tokens per window, BOS included", 1)
     prepend_bos: bool = _f(True, "prepend BOS to every window (as gpt2-small-res-jb was trained)", 1)
+    max_norm_ratio: float | None = _f(10.0, "drop tokens whose activation norm exceeds this multiple "
+                                      "of the batch median (attention-sink 'massive activations', Sun et "
+                                      "al. 2024); none keeps every token", 1)
     seed: int = _f(42, "master seed: SAE training, subsamples, first ICA seed, baselines", 1)
     sae_arch: str = _f("topk", "architecture of a trained SAE (SAELens training SAE): topk", 1)
     sae_expansion: int = _f(8, "d_sae / d_model of a trained SAE", 1)
@@ -159,7 +162,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         elif "int" in text:
             conv = _none_or(int) if "None" in text else int
         elif "float" in text:
-            conv = float
+            conv = _none_or(float) if "None" in text else float
         else:
             conv = _none_or(str) if "None" in text else str
         help_text = fld.metadata["help"] + (f" (default {fld.default})" if fld.name != "preset" else

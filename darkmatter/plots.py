@@ -67,12 +67,13 @@ def residual_pca(resid_eigs: np.ndarray, act_eigs: np.ndarray, marks: dict[float
     for frac, n in marks.items():
         right.axhline(frac, color="grey", ls=":", lw=1)
         right.axvline(n, color="grey", ls=":", lw=1)
-        right.annotate(f"{frac:.0%}: {n}", (n, frac), textcoords="offset points", xytext=(4, -12),
-                       fontsize=8)
+    right.text(0.03, 0.97, "residual components needed\n" + "\n".join(
+        f"{frac:.0%} of variance: {n}" for frac, n in marks.items()), transform=right.transAxes,
+        va="top", fontsize=9, bbox={"facecolor": "white", "edgecolor": "grey", "alpha": 0.9})
     right.set_xscale("log")
     right.set_xlabel("components kept")
     right.set_ylabel("cumulative fraction of variance")
-    right.set_title("Residual components needed")
+    right.set_title("Cumulative explained variance")
     right.legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()

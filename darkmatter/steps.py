@@ -119,9 +119,9 @@ def step1_setup(cfg: Config, store: OutputStore) -> None:
                                    cfg.prepend_bos)
             windows = take_windows(stream, cfg.sae_train_tokens, model.bos_id, "the SAE training text")
             train_windows = len(windows)
-            acts = torch.cat([rows.cpu() for rows, _ in hook_rows(
+            acts = torch.cat([rows.cpu() for rows, _, _ in hook_rows(
                 model, windows, cfg.hook_name, cfg.layer, cfg.batch_size, device,
-                cfg.sae_train_tokens, desc="SAE training activations")])
+                cfg.sae_train_tokens, cfg.max_norm_ratio, desc="SAE training activations")])
             sae_dir = store.staged_dir("sae")
             result = train_topk_sae(acts, d_sae=cfg.sae_expansion * hook_width, k=cfg.sae_k,
                                     total_samples=cfg.sae_train_samples, lr=cfg.sae_lr, seed=cfg.seed,
@@ -186,7 +186,8 @@ def step2_collect(cfg: Config, store: OutputStore) -> None:
         resid = store.open_npy("residuals.npy", (cfg.n_tokens, d), np.float32)
         index = store.open_npy("token_index.npy", (cfg.n_tokens, 2), np.int32)
         sae_stats, moments = collect(model, sae, windows, cfg.hook_name, cfg.layer, cfg.n_tokens,
-                                     cfg.batch_size, cfg.sae_chunk_size, device, acts, resid, index)
+                                     cfg.batch_size, cfg.sae_chunk_size, device, acts, resid, index,
+                                     cfg.max_norm_ratio)
         used = int(index[-1, 0]) + 1
         for arr in (acts, resid, index):
             arr.flush()
@@ -196,6 +197,8 @@ def step2_collect(cfg: Config, store: OutputStore) -> None:
         sae_stats.update(n_windows=used, context_size=cfg.context_size,
                          bos_positions_excluded=int((windows[:used] == model.bos_id).sum()))
         store.write_json("sae_stats.json", sae_stats)
+    print(f"{sae_stats['massive_tokens_excluded']:,} tokens with massive activations "
+          f"(norm > {cfg.max_norm_ratio}× batch median) excluded")
     print(f"SAE on the analysed tokens: FVU {sae_stats['fvu']:.4f}, L0 {sae_stats['mean_l0']:.1f}, "
           f"dead {sae_stats['dead_fraction']:.1%}, mean cos(x, x̂) {sae_stats['mean_cos_x_xhat']:.3f}")
 
