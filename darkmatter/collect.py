@@ -7,6 +7,7 @@ sums (FVU, L0, per-feature firing counts and power sums) before the next.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,11 +19,12 @@ from darkmatter.errors import DarkMatterError
 from darkmatter.sources import LoadedModel
 
 
-def hook_rows(model: LoadedModel, windows: np.ndarray, hook_name: str, layer: int,
-              batch_size: int, device: str, n_tokens: int | None = None,
-              max_norm_ratio: float | None = None,
+def hook_rows(model: LoadedModel, windows: Iterator[np.ndarray], hook_name: str, layer: int,
+              batch_size: int, device: str, n_tokens: int, max_norm_ratio: float | None = None,
+              used_windows: list[np.ndarray] | None = None,
               desc: str = "model forward") -> Iterator[tuple[torch.Tensor, np.ndarray, int]]:
-    """Run ``windows`` through the model and yield the activation rows that are analysed.
+    """Pull token windows in batches, run them through the model and yield the analysed rows,
+    until ``n_tokens`` rows have been yielded.
 
     BOS positions are always dropped. With ``max_norm_ratio``, so are tokens whose
     activation norm exceeds that multiple of the batch's median norm: the
@@ -31,19 +33,27 @@ def hook_rows(model: LoadedModel, windows: np.ndarray, hook_name: str, layer: in
     statistic downstream.
 
     Args:
-        windows: int32[n_windows, ctx] token windows.
-        n_tokens: stop after this many rows (default: every kept position).
+        windows: int32[ctx] token windows (an iterator; only what is needed is consumed).
+        n_tokens: rows to yield in total.
+        used_windows: if given, every window pulled is appended to it (row indices refer to it).
     Yields:
         (rows: float32[m, d_model] on ``device``, index: int32[m, 2] of (window, position),
          number of non-BOS tokens dropped as massive in this batch).
     Raises:
-        DarkMatterError: the activations contain NaN or inf.
+        DarkMatterError: the activations contain NaN or inf, or the text runs out.
     """
-    total = int((windows != model.bos_id).sum()) if n_tokens is None else n_tokens
     done = 0
-    with tqdm(total=total, desc=desc, unit="tok", mininterval=2.0) as bar:
-        for start in range(0, len(windows), batch_size):
-            batch = windows[start:start + batch_size]
+    start = 0
+    with tqdm(total=n_tokens, desc=desc, unit="tok", mininterval=2.0) as bar:
+        while done < n_tokens:
+            pulled = list(itertools.islice(windows, batch_size))
+            if not pulled:
+                raise DarkMatterError(
+                    f"the text ran out after {done:,} of {n_tokens:,} tokens ({desc}); lower "
+                    "--n-tokens / --sae-train-tokens or give more text with --text-files")
+            batch = np.stack(pulled)
+            if used_windows is not None:
+                used_windows.extend(pulled)
             acts = model.activations(torch.as_tensor(batch, dtype=torch.long, device=device),
                                      hook_name, layer)
             win, pos = np.nonzero(batch != model.bos_id)
@@ -58,12 +68,11 @@ def hook_rows(model: LoadedModel, windows: np.ndarray, hook_name: str, layer: in
                 keep = (norms <= max_norm_ratio * norms.median()).cpu().numpy()
                 n_massive = int((~keep).sum())
                 rows, win, pos = rows[torch.as_tensor(keep, device=rows.device)], win[keep], pos[keep]
-            take = min(len(rows), total - done)
+            take = min(len(rows), n_tokens - done)
             done += take
             bar.update(take)
             yield rows[:take], np.stack([win[:take] + start, pos[:take]], axis=1).astype(np.int32), n_massive
-            if done >= total:
-                return
+            start += len(batch)
 
 
 @dataclass
@@ -135,25 +144,26 @@ def reconstruct(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return feats, sae.decode(feats)
 
 
-def collect(model: LoadedModel, sae, windows: np.ndarray, hook_name: str, layer: int,
+def collect(model: LoadedModel, sae, windows: Iterator[np.ndarray], hook_name: str, layer: int,
             n_tokens: int, batch_size: int, chunk_size: int, device: str,
             activations_out: np.ndarray, residuals_out: np.ndarray, index_out: np.ndarray,
-            max_norm_ratio: float | None = None) -> tuple[dict[str, float], np.ndarray]:
+            max_norm_ratio: float | None = None) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Fill ``activations_out`` / ``residuals_out`` (float32[n_tokens, d_model] memmaps) and
     ``index_out`` (int32[n_tokens, 2]) with activations, residuals ``x - SAE(x)`` and their
     (window, position), SAE-encoding in chunks of ``chunk_size`` rows. Tokens are
     selected as in :func:`hook_rows`.
 
     Returns:
-        (SAE statistics as in :meth:`SAERunningStats.finish` plus ``massive_tokens_excluded``,
-         feature moments float64[5, d_sae]: firing count, Σf, Σf², Σf³, Σf⁴).
+        (SAE statistics as in :meth:`SAERunningStats.finish` plus the excluded-token counts,
+         feature moments float64[5, d_sae]: firing count, Σf, Σf², Σf³, Σf⁴,
+         the windows used: int32[n_windows, ctx]).
     """
-    d_sae = int(sae.cfg.d_sae)
-    stats = SAERunningStats(d_sae=d_sae, d_model=activations_out.shape[1])
+    stats = SAERunningStats(d_sae=int(sae.cfg.d_sae), d_model=activations_out.shape[1])
+    used: list[np.ndarray] = []
     row = 0
     n_massive = 0
     for rows, index, massive in hook_rows(model, windows, hook_name, layer, batch_size, device, n_tokens,
-                                          max_norm_ratio, desc="collect"):
+                                          max_norm_ratio, used, desc="collect"):
         n_massive += massive
         for start in range(0, len(rows), chunk_size):
             x = rows[start:start + chunk_size]
@@ -165,7 +175,7 @@ def collect(model: LoadedModel, sae, windows: np.ndarray, hook_name: str, layer:
             index_out[row:row + m] = index[start:start + m]
             row += m
             del feats
-    if row != n_tokens:
-        raise DarkMatterError(f"collected {row} tokens but {n_tokens} were asked for; "
-                              "the token windows are too few: rerun 02_collect_activations.py")
-    return {**stats.finish(), "massive_tokens_excluded": n_massive}, stats.feature_moments.cpu().numpy()
+    windows_used = np.stack(used)
+    return ({**stats.finish(), "massive_tokens_excluded": n_massive,
+             "bos_positions_excluded": int((windows_used == model.bos_id).sum())},
+            stats.feature_moments.cpu().numpy(), windows_used)

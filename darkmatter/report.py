@@ -127,6 +127,11 @@ def report_markdown(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _code(text: str) -> str:
+    """Inline code that survives backticks inside ``text``."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
 def components_markdown(components: list[dict[str, Any]], cfg: Config, setup: dict[str, Any]) -> str:
     """components.md: one section per ICA component, marked tokens shown as **[[token]]**."""
     out = [f"# ICA components of the SAE residual: {setup['model']} `{cfg.hook_name}`", "",
@@ -142,10 +147,10 @@ def components_markdown(components: list[dict[str, Any]], cfg: Config, setup: di
             out += ["- logit lens, promotes: " + ", ".join(f"`{t!r}`" for t, _ in c["logit_lens"]["top"][:8]),
                     "- logit lens, suppresses: " + ", ".join(f"`{t!r}`" for t, _ in c["logit_lens"]["bottom"][:8])]
         out += ["", "Top activating:", ""]
-        out += [f"- {e['activation']:+.2f}: `{e['context']}`" for e in c["top"][:10]]
+        out += [f"- {e['activation']:+.2f}: {_code(e['context'])}" for e in c["top"][:10]]
         out += ["", "Bottom activating:", ""]
-        out += [f"- {e['activation']:+.2f}: `{e['context']}`" for e in c["bottom"][:5]]
+        out += [f"- {e['activation']:+.2f}: {_code(e['context'])}" for e in c["bottom"][:5]]
         out += ["", "Quantile samples:", ""]
-        out += [f"- q{e['quantile']:.2f} ({e['activation']:+.2f}): `{e['context']}`" for e in c["quantiles"]]
+        out += [f"- q{e['quantile']:.2f} ({e['activation']:+.2f}): {_code(e['context'])}" for e in c["quantiles"]]
         out += [""]
     return "\n".join(out)

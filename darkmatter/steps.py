@@ -8,7 +8,9 @@ together when the step succeeds (see :meth:`OutputStore.transaction`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import platform
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from darkmatter.config import Config
 from darkmatter.errors import DarkMatterError
 from darkmatter.sources import LoadedModel, load_model, load_sae, oriented_decoder
 from darkmatter.store import PRODUCER, OutputStore
-from darkmatter.text import documents, take_windows, token_windows
+from darkmatter.text import documents, token_windows
 
 GAUSS_TAIL_3SD = 0.0026997960632601866  # P(|N(0,1)| > 3)
 ALIVE_FREQUENCY = 1e-3  # SAE features firing on fewer tokens are left out of the kurtosis comparison
@@ -43,13 +45,12 @@ def _decoder(sae: Any, d_model: int) -> np.ndarray:
     return W_dec
 
 
-def _analysis_windows(cfg: Config, model: LoadedModel, skip_windows: int) -> np.ndarray:
-    """The analysed windows: the stream after the ``skip_windows`` used to train the SAE."""
+def _windows(cfg: Config, model: LoadedModel, skip: int = 0) -> Iterator[np.ndarray]:
+    """The token-window stream of the configured text, after its first ``skip`` windows
+    (those step 01 used to train the SAE, so the two slices are disjoint)."""
     stream = token_windows(documents(cfg), model.tokenizer, cfg.context_size, model.bos_id,
                            cfg.prepend_bos)
-    for _ in range(skip_windows):
-        next(stream, None)
-    return take_windows(stream, cfg.n_tokens, model.bos_id, "the analysis text")
+    return itertools.islice(stream, skip, None)
 
 
 def _load_arrays(store: OutputStore, cfg: Config, names: tuple[str, ...]) -> list[np.ndarray]:
@@ -115,13 +116,11 @@ def step1_setup(cfg: Config, store: OutputStore) -> None:
         training: dict[str, Any] | None = None
         train_windows = 0
         if cfg.trains_sae:
-            stream = token_windows(documents(cfg), model.tokenizer, cfg.context_size, model.bos_id,
-                                   cfg.prepend_bos)
-            windows = take_windows(stream, cfg.sae_train_tokens, model.bos_id, "the SAE training text")
-            train_windows = len(windows)
+            used: list[np.ndarray] = []
             acts = torch.cat([rows.cpu() for rows, _, _ in hook_rows(
-                model, windows, cfg.hook_name, cfg.layer, cfg.batch_size, device,
-                cfg.sae_train_tokens, cfg.max_norm_ratio, desc="SAE training activations")])
+                model, _windows(cfg, model), cfg.hook_name, cfg.layer, cfg.batch_size, device,
+                cfg.sae_train_tokens, cfg.max_norm_ratio, used, desc="SAE training activations")])
+            train_windows = len(used)
             sae_dir = store.staged_dir("sae")
             result = train_topk_sae(acts, d_sae=cfg.sae_expansion * hook_width, k=cfg.sae_k,
                                     total_samples=cfg.sae_train_samples, lr=cfg.sae_lr, seed=cfg.seed,
@@ -175,30 +174,27 @@ def step2_collect(cfg: Config, store: OutputStore) -> None:
     sae = load_sae(cfg, device, trained_path=store.path("sae"))
     if int(sae.cfg.d_in) != setup["d_model"]:
         raise DarkMatterError("the SAE no longer matches setup.json: rerun scripts/01_setup_and_load.py")
-    windows = _analysis_windows(cfg, model, setup["sae_train_windows"])
-    n_bos = int((windows == model.bos_id).sum())
-    print(f"{len(windows)} windows of {cfg.context_size}; {cfg.n_tokens:,} tokens analysed, "
-          f"{n_bos:,} BOS positions excluded")
     d = setup["d_model"]
     with store.transaction():
         _record_config(store, cfg)
         acts = store.open_npy("activations.npy", (cfg.n_tokens, d), np.float32)
         resid = store.open_npy("residuals.npy", (cfg.n_tokens, d), np.float32)
         index = store.open_npy("token_index.npy", (cfg.n_tokens, 2), np.int32)
-        sae_stats, moments = collect(model, sae, windows, cfg.hook_name, cfg.layer, cfg.n_tokens,
-                                     cfg.batch_size, cfg.sae_chunk_size, device, acts, resid, index,
-                                     cfg.max_norm_ratio)
-        used = int(index[-1, 0]) + 1
+        sae_stats, moments, windows = collect(
+            model, sae, _windows(cfg, model, setup["sae_train_windows"]), cfg.hook_name, cfg.layer,
+            cfg.n_tokens, cfg.batch_size, cfg.sae_chunk_size, device, acts, resid, index,
+            cfg.max_norm_ratio)
         for arr in (acts, resid, index):
             arr.flush()
         del acts, resid, index
-        store.save_npy("tokens.npy", windows[:used])
+        store.save_npy("tokens.npy", windows)
         store.save_npy("sae_feature_moments.npy", moments)
-        sae_stats.update(n_windows=used, context_size=cfg.context_size,
-                         bos_positions_excluded=int((windows[:used] == model.bos_id).sum()))
+        sae_stats.update(n_windows=len(windows), context_size=cfg.context_size)
         store.write_json("sae_stats.json", sae_stats)
-    print(f"{sae_stats['massive_tokens_excluded']:,} tokens with massive activations "
-          f"(norm > {cfg.max_norm_ratio}× batch median) excluded")
+    print(f"{len(windows)} windows of {cfg.context_size}; {cfg.n_tokens:,} tokens analysed; excluded: "
+          f"{sae_stats['bos_positions_excluded']:,} BOS positions")
+    print(f"  and {sae_stats['massive_tokens_excluded']:,} tokens with massive activations "
+          f"(norm > {cfg.max_norm_ratio}× batch median)")
     print(f"SAE on the analysed tokens: FVU {sae_stats['fvu']:.4f}, L0 {sae_stats['mean_l0']:.1f}, "
           f"dead {sae_stats['dead_fraction']:.1%}, mean cos(x, x̂) {sae_stats['mean_cos_x_xhat']:.3f}")
 
@@ -284,7 +280,7 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
         raise DarkMatterError("diagnostics.json is from another collection: rerun scripts/03_diagnostics.py")
     pca = stats.PCA(store.load_npy("pca_eigenvalues.npy", mmap=False),
                     store.load_npy("pca_components.npy", mmap=False))
-    k = cfg.n_components or diag["suggested_k"]
+    k = cfg.n_components or min(diag["pca_components_for"]["90%"], cfg.max_components)
     k_rule = "--n-components" if cfg.n_components else "PCA 90% rule, capped at --max-components"
     try:
         white = ica.pca_whitening(pca, store.load_npy("residual_mean.npy", mmap=False), k)

@@ -121,24 +121,3 @@ def token_windows(docs: Iterator[str], tokenizer: Any, context_size: int, bos_id
             window = ([bos_id] if prepend_bos else []) + buffer[:body]
             del buffer[:body]
             yield np.asarray(window, dtype=np.int32)
-
-
-def take_windows(windows: Iterator[np.ndarray], n_tokens: int, bos_id: int,
-                 source: str) -> np.ndarray:
-    """Take windows from ``windows`` until they hold ``n_tokens`` non-BOS positions.
-
-    Returns:
-        int32[n_windows, context_size].
-    Raises:
-        DarkMatterError: the text runs out first; the message names the shortfall.
-    """
-    taken: list[np.ndarray] = []
-    valid = 0
-    for window in windows:
-        taken.append(window)
-        valid += int((window != bos_id).sum())
-        if valid >= n_tokens:
-            return np.stack(taken)
-    raise DarkMatterError(
-        f"{source} ran out of text after {valid:,} tokens but {n_tokens:,} were asked for; "
-        "lower --n-tokens / --sae-train-tokens or give more text with --text-files")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from darkmatter.collect import SAERunningStats, hook_rows
+from darkmatter.errors import DarkMatterError
 from darkmatter.sources import LoadedModel
 
 
@@ -21,13 +22,20 @@ class FakeModel:
 def test_hook_rows_drop_bos_and_massive_activations():
     model = LoadedModel(FakeModel(), tokenizer=None, bos_id=0, d_model=4, n_layers=2, description="fake")
     windows = np.array([[0, 5, 6, 7, 8], [0, 5, 6, 7, 8]], dtype=np.int32)
-    out = list(hook_rows(model, windows, "blocks.0.hook_resid_pre", 0, batch_size=2, device="cpu",
-                         max_norm_ratio=10.0))
-    (rows, index, massive), = out
-    assert massive == 1 and len(rows) == 7
+    used = []
+    (rows, index, massive), = hook_rows(model, iter(windows), "blocks.0.hook_resid_pre", 0, batch_size=2,
+                                        device="cpu", n_tokens=7, max_norm_ratio=10.0, used_windows=used)
+    assert massive == 1 and len(rows) == 7 and len(used) == 2
     assert [1, 3] not in index.tolist() and [0, 0] not in index.tolist()
-    kept_all = list(hook_rows(model, windows, "blocks.0.hook_resid_pre", 0, 2, "cpu", max_norm_ratio=None))
-    assert len(kept_all[0][0]) == 8 and kept_all[0][2] == 0
+    (rows, _, massive), = hook_rows(model, iter(windows), "blocks.0.hook_resid_pre", 0, 2, "cpu", 8)
+    assert len(rows) == 8 and massive == 0
+
+
+def test_hook_rows_say_when_the_text_runs_out():
+    model = LoadedModel(FakeModel(), tokenizer=None, bos_id=0, d_model=4, n_layers=2, description="fake")
+    windows = np.array([[0, 5, 6, 7, 8], [0, 5, 6, 7, 8]], dtype=np.int32)
+    with pytest.raises(DarkMatterError, match="text ran out after 7 of 9 tokens"):
+        list(hook_rows(model, iter(windows), "blocks.0.hook_resid_pre", 0, 2, "cpu", 9, max_norm_ratio=10.0))
 
 
 def test_sae_running_stats_match_direct_formulas():
