@@ -8,7 +8,6 @@ together when the step succeeds (see :meth:`OutputStore.transaction`).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import platform
 from collections.abc import Iterator
 from typing import Any
@@ -45,12 +44,10 @@ def _decoder(sae: Any, d_model: int) -> np.ndarray:
     return W_dec
 
 
-def _windows(cfg: Config, model: LoadedModel, skip: int = 0) -> Iterator[np.ndarray]:
-    """The token-window stream of the configured text, after its first ``skip`` windows
-    (those step 01 used to train the SAE, so the two slices are disjoint)."""
-    stream = token_windows(documents(cfg), model.tokenizer, cfg.context_size, model.bos_id,
-                           cfg.prepend_bos)
-    return itertools.islice(stream, skip, None)
+def _windows(cfg: Config, model: LoadedModel, part: str) -> Iterator[np.ndarray]:
+    """Token windows of the SAE-training or the analysed part of the text (see ``documents``)."""
+    return token_windows(documents(cfg, part), model.tokenizer, cfg.context_size, model.bos_id,
+                         cfg.prepend_bos)
 
 
 def _load_arrays(store: OutputStore, cfg: Config, names: tuple[str, ...]) -> list[np.ndarray]:
@@ -118,7 +115,7 @@ def step1_setup(cfg: Config, store: OutputStore) -> None:
         if cfg.trains_sae:
             used: list[np.ndarray] = []
             acts = torch.cat([rows.cpu() for rows, _, _ in hook_rows(
-                model, _windows(cfg, model), cfg.hook_name, cfg.layer, cfg.batch_size, device,
+                model, _windows(cfg, model, "train"), cfg.hook_name, cfg.layer, cfg.batch_size, device,
                 cfg.sae_train_tokens, cfg.max_norm_ratio, used, desc="SAE training activations")])
             train_windows = len(used)
             sae_dir = store.staged_dir("sae")
@@ -156,6 +153,8 @@ def step1_setup(cfg: Config, store: OutputStore) -> None:
                     "hook_name": sae_hook},
             "text": cfg.text_files or cfg.dataset or "bundled Python documentation (pydoc_data + stdlib docstrings)",
             "sae_train_windows": train_windows,
+            "text_split": ("even-numbered documents train the SAE, odd-numbered ones are analysed"
+                           if cfg.trains_sae else "every document is analysed"),
         }
         store.write_json("setup.json", setup)
         store.write_json("config.json", cfg.to_dict())
@@ -181,7 +180,7 @@ def step2_collect(cfg: Config, store: OutputStore) -> None:
         resid = store.open_npy("residuals.npy", (cfg.n_tokens, d), np.float32)
         index = store.open_npy("token_index.npy", (cfg.n_tokens, 2), np.int32)
         sae_stats, moments, windows = collect(
-            model, sae, _windows(cfg, model, setup["sae_train_windows"]), cfg.hook_name, cfg.layer,
+            model, sae, _windows(cfg, model, "analysis"), cfg.hook_name, cfg.layer,
             cfg.n_tokens, cfg.batch_size, cfg.sae_chunk_size, device, acts, resid, index,
             cfg.max_norm_ratio)
         for arr in (acts, resid, index):

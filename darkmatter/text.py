@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import glob
+import itertools
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,13 +88,25 @@ def hub_dataset(name: str, column: str) -> Iterator[str]:
         yield row[column]
 
 
-def documents(cfg: Config) -> Iterator[str]:
-    """The configured document stream (see module docstring)."""
+def documents(cfg: Config, part: str = "analysis") -> Iterator[str]:
+    """The configured document stream (see module docstring).
+
+    When step 01 trains the SAE, documents are split by parity so that training and
+    analysis see disjoint text from the same mix: even-numbered documents
+    (``part="train"``) train the SAE, odd-numbered ones (``part="analysis"``) are
+    analysed. With a pretrained or local SAE every document is analysed.
+    """
+    if part not in ("train", "analysis"):
+        raise ValueError(f"part must be 'train' or 'analysis', not {part!r}")
     if cfg.text_files:
-        return local_files(cfg.text_files)
-    if cfg.dataset:
-        return hub_dataset(cfg.dataset, cfg.dataset_column)
-    return python_docs()
+        docs = local_files(cfg.text_files)
+    elif cfg.dataset:
+        docs = hub_dataset(cfg.dataset, cfg.dataset_column)
+    else:
+        docs = python_docs()
+    if not cfg.trains_sae:
+        return docs
+    return itertools.islice(docs, 0 if part == "train" else 1, None, 2)
 
 
 def token_windows(docs: Iterator[str], tokenizer: Any, context_size: int, bos_id: int,

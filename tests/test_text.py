@@ -30,3 +30,19 @@ def test_windows_prepend_bos_and_separate_documents():
 def test_local_files_needs_a_match(tmp_path):
     with pytest.raises(DarkMatterError, match="matches no file"):
         list(local_files(str(tmp_path / "*.txt")))
+
+
+def test_training_and_analysis_documents_are_disjoint(tmp_path):
+    from dataclasses import replace
+
+    from darkmatter.config import Config
+    from darkmatter.text import documents
+
+    for i in range(6):
+        (tmp_path / f"d{i}.txt").write_text(f"document {i}")
+    cfg = replace(Config(), text_files=str(tmp_path / "*.txt"))
+    assert cfg.trains_sae
+    assert list(documents(cfg, "train")) == ["document 0", "document 2", "document 4"]
+    assert list(documents(cfg, "analysis")) == ["document 1", "document 3", "document 5"]
+    pretrained = replace(cfg, sae_path="/some/sae")
+    assert len(list(documents(pretrained, "analysis"))) == 6
