@@ -19,6 +19,11 @@ def _log_kurtosis_bins(*arrays: np.ndarray, n: int = 50) -> np.ndarray:
     return np.geomspace(lo, hi, n)
 
 
+def _share(values: np.ndarray) -> np.ndarray:
+    """Histogram weights that make each set's bars sum to 1 (sets of very different sizes)."""
+    return np.full(len(values), 1.0 / max(len(values), 1))
+
+
 def _mark_gaussian(ax, se: float) -> None:
     ax.axvline(GAUSSIAN_KURTOSIS, color="black", ls="--", lw=1, label="Gaussian (3)")
     ax.axvspan(GAUSSIAN_KURTOSIS - 2 * se, GAUSSIAN_KURTOSIS + 2 * se, color="grey", alpha=0.3,
@@ -103,24 +108,24 @@ def kurtosis_vs_sae(ica_kurt: np.ndarray, sae_kurt: np.ndarray, ica_tail: np.nda
     """Excess kurtosis and sparsity of ICA sources against SAE feature activations."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     bins = _log_kurtosis_bins(ica_kurt, sae_kurt)
-    left.hist(sae_kurt + 3, bins=bins, density=True, alpha=0.6,
+    left.hist(sae_kurt + 3, bins=bins, weights=_share(sae_kurt), alpha=0.6,
               label=f"SAE features (n={len(sae_kurt)}, median excess {np.median(sae_kurt):.1f})")
-    left.hist(ica_kurt + 3, bins=bins, density=True, alpha=0.6,
+    left.hist(ica_kurt + 3, bins=bins, weights=_share(ica_kurt), alpha=0.6,
               label=f"ICA sources (n={len(ica_kurt)}, median excess {np.median(ica_kurt):.2f})")
     _mark_gaussian(left, se)
     left.set_xscale("log")
     left.set_xlabel("kurtosis over all tokens (log scale; excess = value − 3)")
-    left.set_ylabel("density")
+    left.set_ylabel("fraction of each set")
     left.set_title("Heavy tails")
     left.legend(fontsize=8)
     fbins = np.geomspace(max(min(sae_freq.min(), ica_tail.min(), gauss_tail) * 0.8, 1e-7), 1.0, 40)
-    right.hist(sae_freq, bins=fbins, density=True, alpha=0.6, label="SAE: firing frequency")
-    right.hist(np.maximum(ica_tail, fbins[0]), bins=fbins, density=True, alpha=0.6,
+    right.hist(sae_freq, bins=fbins, weights=_share(sae_freq), alpha=0.6, label="SAE: firing frequency")
+    right.hist(np.maximum(ica_tail, fbins[0]), bins=fbins, weights=_share(ica_tail), alpha=0.6,
                label="ICA: fraction of tokens with |s| > 3σ")
     right.axvline(gauss_tail, color="black", ls="--", lw=1, label=f"Gaussian |s| > 3σ ({gauss_tail:.4f})")
     right.set_xscale("log")
     right.set_xlabel("fraction of tokens (log scale)")
-    right.set_ylabel("density")
+    right.set_ylabel("fraction of each set")
     right.set_title("Sparsity")
     right.legend(fontsize=8)
     fig.suptitle(title)

@@ -52,7 +52,7 @@ def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, An
         "mean max |cos| to the SAE: " + ", ".join(
             f"{name} {sim[name]['mean_max_abs_cos']:.3f}" for name in ("ICA", "random", "PCA")),
         f"excess kurtosis: ICA median {summary['kurtosis']['ica_median']:.2f} vs SAE features "
-        f"{summary['kurtosis']['sae_median'] if summary['kurtosis']['sae_median'] is None else round(summary['kurtosis']['sae_median'], 2)}",
+        f"{_num(summary['kurtosis']['sae_median'])}",
         f"{len(novel)} stable ICA components lie far (|cos| < 0.3) from every SAE feature: {novel[:20]}",
     ]
     return {
@@ -79,6 +79,10 @@ def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, An
         "arrays": arrays,
         "plots": list(PLOTS),
     }
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -113,13 +117,17 @@ def report_markdown(results: dict[str, Any]) -> str:
             f"{ica['n_stable']}/{ica['k']} components are stable (matched |cos| ≥ {ica['stable_threshold']} "
             "in every seed).", "",
             f"Excess kurtosis: ICA sources median {s['kurtosis']['ica_median']:.2f}, SAE features "
-            f"median {s['kurtosis']['sae_median']}; Gaussian noise floor ±{s['kurtosis']['noise_floor_se']:.4f} "
+            f"median {_num(s['kurtosis']['sae_median'])} (features firing on ≥ 0.1% of tokens); "
+            f"Gaussian noise floor ±{s['kurtosis']['noise_floor_se']:.4f} "
             "(one standard error).", "",
             "Per-component readings: [components.md](components.md).", "", "## Plots", ""]
     out += [f"![{p}]({p})" for p in results["plots"]]
-    out += ["", "## Time and memory", "",
-            _table(["step", "seconds", "peak RAM (MiB)"],
-                   [[k, v["seconds"], v["peak_rss_mb"]] for k, v in results["timings"].items()])]
+    timings = results["timings"]
+    rows = [[k, f"{v['seconds']:.1f}", f"{v['peak_rss_mb']:.0f}"] for k, v in timings.items()]
+    if timings:
+        rows.append(["**total**", f"{sum(v['seconds'] for v in timings.values()):.1f}",
+                     f"{max(v['peak_rss_mb'] for v in timings.values()):.0f} (max)"])
+    out += ["", "## Time and memory", "", _table(["step", "seconds", "peak RAM (MiB)"], rows)]
     out += ["", "## Arrays", "",
             _table(["file", "shape", "dtype"],
                    [[f"`{k}`", " × ".join(str(x) for x in v["shape"]), v["dtype"]]

@@ -68,18 +68,25 @@ def _go_offline() -> None:
 
 @contextlib.contextmanager
 def hub_guard(what: str) -> Iterator[None]:
-    """Turn a hub failure while loading ``what`` into one DarkMatterError line.
+    """Turn a failure to fetch ``what`` from the hub into one DarkMatterError line.
 
     If the hub is unreachable, loading falls back to the local Hugging Face
-    cache at once (no retries); a cached model still loads.
+    cache at once (no retries); a cached model still loads. With the hub
+    reachable, a missing repository or file is reported with the library's reason.
     """
-    if not hub_reachable():
+    reachable = hub_reachable()
+    if not reachable:
         _go_offline()
     try:
         yield
     except DarkMatterError:
         raise
     except (OSError, ConnectionError, ValueError) as exc:
+        if reachable and isinstance(exc, ValueError):
+            raise
+        if reachable:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DarkMatterError(f"cannot load {what}: {reason}; check the name") from exc
         raise DarkMatterError(
             f"cannot load {what}: the Hugging Face hub is unreachable and it is not in the local "
             f"cache ({type(exc).__name__}); {OFFLINE_HINT}") from exc
