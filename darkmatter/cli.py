@@ -34,8 +34,25 @@ def load_config(argv: Sequence[str] | None, step: int, description: str) -> Conf
                             fix=f"rerun scripts/{SCRIPTS[1]} with the new flags (then 02 onward)")
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak-memory window (Linux: ``clear_refs`` 5 resets VmHWM); no-op elsewhere."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process, MiB (Linux ``ru_maxrss`` is KiB)."""
+    """Peak resident memory, MiB, since the last :func:`reset_peak_rss` (Linux VmHWM); else the
+    process's lifetime peak (``ru_maxrss``)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -45,6 +62,7 @@ def main(step: int, description: str, run: Callable[[Config, OutputStore], None]
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start = time.perf_counter()
+    reset_peak_rss()
     try:
         cfg = load_config(argv, step, description)
         store = OutputStore(cfg.outputs)

@@ -62,13 +62,17 @@ def hook_rows(model: LoadedModel, windows: Iterator[np.ndarray], hook_name: str,
                 raise DarkMatterError(
                     f"activations at {hook_name} contain NaN/inf (windows {start}..{start + len(batch)}); "
                     "the model weights or inputs are broken: check --model, or use --device cpu")
-            n_massive = 0
+            massive = np.zeros(len(win), dtype=bool)
             if max_norm_ratio is not None and len(rows):
                 norms = rows.norm(dim=1)
-                keep = (norms <= max_norm_ratio * norms.median()).cpu().numpy()
-                n_massive = int((~keep).sum())
-                rows, win, pos = rows[torch.as_tensor(keep, device=rows.device)], win[keep], pos[keep]
-            take = min(len(rows), n_tokens - done)
+                massive = (norms > max_norm_ratio * norms.median()).cpu().numpy()
+            take = min(int((~massive).sum()), n_tokens - done)
+            if take < (~massive).sum():  # last batch: count only what lies before the cut
+                cut = np.flatnonzero(~massive)[take - 1] if take else -1
+                massive[cut + 1:] = False
+            n_massive = int(massive.sum())
+            keep = ~massive
+            rows, win, pos = rows[torch.as_tensor(keep, device=rows.device)], win[keep], pos[keep]
             done += take
             bar.update(take)
             yield rows[:take], np.stack([win[:take] + start, pos[:take]], axis=1).astype(np.int32), n_massive
@@ -176,6 +180,8 @@ def collect(model: LoadedModel, sae, windows: Iterator[np.ndarray], hook_name: s
             row += m
             del feats
     windows_used = np.stack(used)
-    return ({**stats.finish(), "massive_tokens_excluded": n_massive,
-             "bos_positions_excluded": int((windows_used == model.bos_id).sum())},
+    last_window, last_pos = index_out[-1]
+    is_bos = windows_used == model.bos_id
+    n_bos = int(is_bos[:last_window].sum() + is_bos[last_window, :last_pos + 1].sum())
+    return ({**stats.finish(), "massive_tokens_excluded": n_massive, "bos_positions_excluded": n_bos},
             stats.feature_moments.cpu().numpy(), windows_used)

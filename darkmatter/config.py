@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field, fields, replace
@@ -59,8 +60,8 @@ class Config:
     sae_arch: str = _f("topk", "architecture of a trained SAE (SAELens training SAE): topk", 1)
     sae_expansion: int = _f(8, "d_sae / d_model of a trained SAE", 1)
     sae_k: int = _f(32, "k (target L0) of a trained TopK SAE", 1)
-    sae_train_tokens: int = _f(120_000, "activation tokens collected to train the SAE; taken "
-                               "from windows before the analysed ones, so the slices are disjoint", 1)
+    sae_train_tokens: int = _f(120_000, "activation tokens collected to train the SAE, from the "
+                               "even-numbered documents (odd ones are analysed), so the two are disjoint", 1)
     sae_train_samples: int = _f(360_000, "samples the SAE trainer sees (epochs over the tokens)", 1)
     sae_lr: float = _f(1e-3, "Adam learning rate of SAE training", 1)
     sae_batch_size: int = _f(1024, "SAE training batch, in tokens", 1)
@@ -149,10 +150,11 @@ def _none_or(kind: type) -> Any:
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
-    """The shared command line: one flag per Config field, every default None.
+    """The shared command line: one flag per Config field.
 
-    A None default lets us tell a typed flag from an omitted one, which the
-    config-contradiction check needs.
+    Omitted flags are absent from the namespace (``argparse.SUPPRESS``), so a typed
+    flag, even ``--n-components auto`` (None), can be told from an omitted one, which
+    the config-contradiction check needs.
     """
     parser = argparse.ArgumentParser(description=description)
     for fld in fields(Config):
@@ -167,24 +169,36 @@ def build_parser(description: str) -> argparse.ArgumentParser:
             conv = _none_or(str) if "None" in text else str
         help_text = fld.metadata["help"] + (f" (default {fld.default})" if fld.name != "preset" else
                                             f"; one of {', '.join(PRESETS)}")
-        parser.add_argument(_flag(fld.name), dest=fld.name, type=conv, default=None, help=help_text)
+        parser.add_argument(_flag(fld.name), dest=fld.name, type=conv, default=argparse.SUPPRESS,
+                            help=help_text)
     return parser
 
 
+_EXCLUSIVE = (("sae_path", "sae_release"), ("text_files", "dataset"))
+
+
 def _apply_overrides(base: Config, given: dict[str, Any]) -> Config:
-    """Apply typed flags to ``base``, keeping mutually exclusive sources consistent."""
+    """Apply typed flags to ``base``, keeping mutually exclusive sources consistent.
+
+    Raises:
+        DarkMatterError: two exclusive sources typed together, or invalid values.
+    """
+    for a, b in _EXCLUSIVE:
+        if given.get(a) is not None and given.get(b) is not None:
+            raise DarkMatterError(f"{_flag(a)} and {_flag(b)} exclude each other; pass one")
+    changed = {k for k, v in given.items() if getattr(base, k) != v}
     cfg = replace(base, **given)
-    if "model" in given and "model_source" not in given:
+    if "model" in changed and "model_source" not in given:
         cfg = replace(cfg, model_source=infer_model_source(cfg.model))
-    if "sae_path" in given and given["sae_path"] is not None:
+    if "sae_path" in changed and cfg.sae_path is not None:
         cfg = replace(cfg, sae_release=None, sae_id=None)
-    if "sae_release" in given and given["sae_release"] is not None:
+    if "sae_release" in changed and cfg.sae_release is not None:
         cfg = replace(cfg, sae_path=None)
-    if "text_files" in given and given["text_files"] is not None:
+    if "text_files" in changed and cfg.text_files is not None:
         cfg = replace(cfg, dataset=None)
-    if "dataset" in given and given["dataset"] is not None:
+    if "dataset" in changed and cfg.dataset is not None:
         cfg = replace(cfg, text_files=None)
-    if {"model", "sae_release", "sae_id", "sae_path", "hook_name"} & set(given) and \
+    if {"model", "sae_release", "sae_id", "sae_path", "hook_name"} & changed and \
             "neuronpedia_id" not in given:
         cfg = replace(cfg, neuronpedia_id=None)
     validate(cfg)
@@ -216,8 +230,13 @@ def validate(cfg: Config) -> None:
                  "sae_expansion", "sae_k", "sae_train_tokens", "sae_train_samples", "sae_batch_size"):
         if getattr(cfg, name) < 1:
             problems.append(f"{_flag(name)} must be positive")
-    if cfg.n_components is not None and cfg.n_components < 1:
-        problems.append("--n-components must be positive")
+    for name in ("n_components", "ica_max_tokens", "max_norm_ratio"):
+        value = getattr(cfg, name)
+        if value is not None and value <= (1 if name == "max_norm_ratio" else 0):
+            problems.append(f"{_flag(name)} must be {'above 1' if name == 'max_norm_ratio' else 'positive'} "
+                            "or none")
+    if cfg.ica_max_iter < 1 or cfg.ica_tol <= 0 or not 0 < cfg.stable_cos <= 1:
+        problems.append("--ica-max-iter must be ≥ 1, --ica-tol > 0 and --stable-cos in (0, 1]")
     if cfg.sae_arch != "topk":
         problems.append(f"--sae-arch {cfg.sae_arch!r}: only topk is trained by this pipeline")
     _ = cfg.layer
@@ -227,7 +246,7 @@ def validate(cfg: Config) -> None:
 
 def resolve_new(args: argparse.Namespace) -> Config:
     """Step 01: start from the preset, apply typed flags."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k in STEP_OF_FIELD}
+    given = {k: v for k, v in vars(args).items() if k in STEP_OF_FIELD}
     preset = given.get("preset", Config.preset)
     if preset not in PRESETS:
         raise DarkMatterError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -242,7 +261,7 @@ def resolve_recorded(args: argparse.Namespace, recorded: dict[str, Any], step: i
     earlier step; ``fix`` names what to rerun.
     """
     base = Config(**{k: v for k, v in recorded.items() if k in STEP_OF_FIELD})
-    given = {k: v for k, v in vars(args).items() if v is not None and k in STEP_OF_FIELD}
+    given = {k: v for k, v in vars(args).items() if k in STEP_OF_FIELD}
     clashes = [f"{_flag(k)} {v!r} (this run has {getattr(base, k)!r})"
                for k, v in given.items()
                if k != "outputs" and 0 < STEP_OF_FIELD[k] < step and getattr(base, k) != v]
@@ -253,5 +272,13 @@ def resolve_recorded(args: argparse.Namespace, recorded: dict[str, Any], step: i
     return _apply_overrides(base, given)
 
 
-def config_json(cfg: Config) -> str:
-    return json.dumps(cfg.to_dict(), indent=2)
+def run_id(cfg: Config, step: int) -> str:
+    """A fingerprint of every field owned by steps 1..``step``.
+
+    Each step stamps its JSON output with its own ``run_id``; a later step compares
+    the stamps of its inputs with the current config, so files left over from a
+    differently configured run are refused instead of silently mixed. The stamp is
+    deterministic: rerunning a step with the same config rewrites identical bytes.
+    """
+    owned = {k: v for k, v in cfg.to_dict().items() if 0 < STEP_OF_FIELD[k] <= step}
+    return hashlib.sha1(json.dumps(owned, sort_keys=True).encode()).hexdigest()[:12]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from darkmatter.compare import LOW
 from darkmatter.config import Config
 
 SCHEMA_VERSION = 1
@@ -42,7 +43,7 @@ def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, An
                      "noise_floor_se": st["kurtosis_standard_error"]},
     }
     novel = [c["component"] for c, s in zip(comps, sim["components"])
-             if s["max_abs_cos"] < 0.3 and ica["stability_min_abs_cos"][c["component"]] >= ica["stable_threshold"]]
+             if s["max_abs_cos"] < LOW and ica["stability_min_abs_cos"][c["component"]] >= ica["stable_threshold"]]
     headline = [
         f"SAE: FVU {sae['fvu']:.4f}, L0 {sae['mean_l0']:.1f}, dead {sae['dead_fraction']:.1%}",
         f"residual: mean excess kurtosis {summary['residual']['mean_excess_kurtosis']:.2f}, "
@@ -53,7 +54,7 @@ def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, An
             f"{name} {sim[name]['mean_max_abs_cos']:.3f}" for name in ("ICA", "random", "PCA")),
         f"excess kurtosis: ICA median {summary['kurtosis']['ica_median']:.2f} vs SAE features "
         f"{_num(summary['kurtosis']['sae_median'])}",
-        f"{len(novel)} stable ICA components lie far (|cos| < 0.3) from every SAE feature: {novel[:20]}",
+        f"{len(novel)} stable ICA components lie far (|cos| < {LOW}) from every SAE feature: {novel[:20]}",
     ]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -68,7 +69,7 @@ def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, An
         "diagnostics": diag,
         "ica": ica,
         "similarity": {k: v for k, v in sim.items() if k != "components"},
-        "statistics": {k: v for k, v in st.items()},
+        "statistics": st,
         "components": [{"component": c["component"],
                         "max_abs_cos_to_sae": s["max_abs_cos"], "best_sae_feature": s["best_feature"],
                         "stability": ica["stability_min_abs_cos"][c["component"]],

@@ -82,10 +82,9 @@ def hub_guard(what: str) -> Iterator[None]:
     except DarkMatterError:
         raise
     except (OSError, ConnectionError, ValueError) as exc:
-        if reachable and isinstance(exc, ValueError):
-            raise
-        if reachable:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        # TransformerLens and SAELens raise ValueError for an unknown model name, release or id.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        if isinstance(exc, ValueError) or reachable:
             raise DarkMatterError(f"cannot load {what}: {reason}; check the name") from exc
         raise DarkMatterError(
             f"cannot load {what}: the Hugging Face hub is unreachable and it is not in the local "

@@ -17,7 +17,7 @@ import torch
 
 from darkmatter import compare, ica, interpret, plots, report, stats
 from darkmatter.collect import collect, hook_rows
-from darkmatter.config import Config
+from darkmatter.config import Config, run_id
 from darkmatter.errors import DarkMatterError
 from darkmatter.sources import LoadedModel, load_model, load_sae, oriented_decoder
 from darkmatter.store import PRODUCER, OutputStore
@@ -39,6 +39,32 @@ def _record_config(store: OutputStore, cfg: Config) -> None:
     store.write_json("config.json", cfg.to_dict())
 
 
+#: JSON outputs stamped with ``run_id`` and the step that writes them.
+STAMPED = {"setup.json": 1, "sae_stats.json": 2, "diagnostics.json": 3, "ica.json": 4,
+           "similarity.json": 5, "interpretations.json": 6, "statistics.json": 7}
+
+
+def _read_inputs(store: OutputStore, cfg: Config, *names: str) -> list[dict[str, Any]]:
+    """Read JSON inputs and check each was written under the current config.
+
+    Raises:
+        DarkMatterError: a file is missing, or stamped by a differently configured run.
+    """
+    out = []
+    for name in names:
+        data = store.read_json(name)
+        if data.get("run_id") != run_id(cfg, STAMPED[name]):
+            raise DarkMatterError(
+                f"{store.path(name)} was written by a differently configured run: rerun "
+                f"scripts/{PRODUCER[name]} and the steps after it")
+        out.append(data)
+    return out
+
+
+def _write_stamped(store: OutputStore, cfg: Config, name: str, data: dict[str, Any]) -> None:
+    store.write_json(name, {"run_id": run_id(cfg, STAMPED[name]), **data})
+
+
 def _decoder(sae: Any, d_model: int) -> np.ndarray:
     W_dec, _ = oriented_decoder(sae.W_dec.detach().float().cpu().numpy(), d_model)
     return W_dec
@@ -52,8 +78,8 @@ def _windows(cfg: Config, model: LoadedModel, part: str) -> Iterator[np.ndarray]
 
 def _load_arrays(store: OutputStore, cfg: Config, names: tuple[str, ...]) -> list[np.ndarray]:
     """Memmap float arrays written by step 02 and check they match the recorded run."""
-    store.require("setup.json", *names)
-    d_model = store.read_json("setup.json")["d_model"]
+    setup, _ = _read_inputs(store, cfg, "setup.json", "sae_stats.json")
+    d_model = setup["d_model"]
     arrays = [store.load_npy(name) for name in names]
     for name, arr in zip(names, arrays):
         if arr.shape != (cfg.n_tokens, d_model):
@@ -105,7 +131,7 @@ def step1_setup(cfg: Config, store: OutputStore) -> None:
     print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()))
     model = load_model(cfg, device)
     model.check_hook(cfg.hook_name)
-    probe = torch.tensor([[model.bos_id] + [model.bos_id + 1] * 3], device=device)
+    probe = torch.tensor([[model.bos_id] * 2], device=device)
     hook_width = model.activations(probe, cfg.hook_name, cfg.layer).shape[-1]
     print(f"model: {model.description}; d_model {model.d_model}, hook {cfg.hook_name} width {hook_width}")
 
@@ -131,6 +157,9 @@ def step1_setup(cfg: Config, store: OutputStore) -> None:
             sae = load_sae(cfg, device, trained_path=sae_dir)
         else:
             sae = load_sae(cfg, device)
+            for stale in ("sae", "sae_training.json"):  # from an earlier run that trained one
+                if store.exists(stale):
+                    store.discard(stale)
 
         raw_W_dec = sae.W_dec.detach().cpu().numpy()
         _, transposed = oriented_decoder(raw_W_dec, hook_width)
@@ -156,7 +185,7 @@ def step1_setup(cfg: Config, store: OutputStore) -> None:
             "text_split": ("even-numbered documents train the SAE, odd-numbered ones are analysed"
                            if cfg.trains_sae else "every document is analysed"),
         }
-        store.write_json("setup.json", setup)
+        _write_stamped(store, cfg, "setup.json", setup)
         store.write_json("config.json", cfg.to_dict())
     print(f"SAE: {setup['sae']['class']} d_sae {setup['sae']['d_sae']}, W_dec {tuple(raw_W_dec.shape)}")
 
@@ -166,7 +195,7 @@ def step1_setup(cfg: Config, store: OutputStore) -> None:
 # ---------------------------------------------------------------------------------------------
 def step2_collect(cfg: Config, store: OutputStore) -> None:
     """Text → windows → activations → SAE reconstruction (chunked) → residual, streamed to memmaps."""
-    setup = store.read_json("setup.json")
+    (setup,) = _read_inputs(store, cfg, "setup.json")
     device = cfg.resolved_device()
     model = load_model(cfg, device)
     model.check_hook(cfg.hook_name)
@@ -189,7 +218,7 @@ def step2_collect(cfg: Config, store: OutputStore) -> None:
         store.save_npy("tokens.npy", windows)
         store.save_npy("sae_feature_moments.npy", moments)
         sae_stats.update(n_windows=len(windows), context_size=cfg.context_size)
-        store.write_json("sae_stats.json", sae_stats)
+        _write_stamped(store, cfg, "sae_stats.json", sae_stats)
     print(f"{len(windows)} windows of {cfg.context_size}; {cfg.n_tokens:,} tokens analysed; excluded: "
           f"{sae_stats['bos_positions_excluded']:,} BOS positions")
     print(f"  and {sae_stats['massive_tokens_excluded']:,} tokens with massive activations "
@@ -253,7 +282,7 @@ def step3_diagnostics(cfg: Config, store: OutputStore) -> None:
         store.save_npy("residual_mean.npy", m_res.mean)
         store.save_npy("pca_eigenvalues.npy", pca_res.eigenvalues)
         store.save_npy("pca_components.npy", pca_res.components)
-        store.write_json("diagnostics.json", diagnostics)
+        _write_stamped(store, cfg, "diagnostics.json", diagnostics)
         store.save_figure("residual_kurtosis.png", plots.residual_kurtosis(
             kurt, m_act.excess_kurtosis, se, f"SAE residual vs activations: {title}"))
         store.save_figure("residual_pca.png", plots.residual_pca(
@@ -272,11 +301,9 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 def step4_ica(cfg: Config, store: OutputStore) -> None:
     """PCA-whiten the residual to k components, FastICA over seeds, match, fix signs, write sources."""
-    store.require("diagnostics.json", "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy")
     (resid,) = _load_arrays(store, cfg, ("residuals.npy",))
-    diag = store.read_json("diagnostics.json")
-    if diag["n_tokens"] != cfg.n_tokens:
-        raise DarkMatterError("diagnostics.json is from another collection: rerun scripts/03_diagnostics.py")
+    (diag,) = _read_inputs(store, cfg, "diagnostics.json")
+    store.require("residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy")
     pca = stats.PCA(store.load_npy("pca_eigenvalues.npy", mmap=False),
                     store.load_npy("pca_components.npy", mmap=False))
     k = cfg.n_components or min(diag["pca_components_for"]["90%"], cfg.max_components)
@@ -298,7 +325,7 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
         fit = ica.fastica(z, cfg.seed + i, cfg.ica_max_iter, cfg.ica_tol)
         print(f"  seed {fit.seed}: {fit.n_iter} iterations, converged={fit.converged}")
         fits.append(fit)
-    dirs = [ica.mixing_directions(f.W, white) for f in fits]
+    dirs = [ica.mixing_directions(f.W, white) for f in fits]  # seed order, for matching
     stab = ica.stability(dirs[0], dirs[1:])
 
     sample = z[: min(len(z), QUANTILE_SAMPLE)] @ fits[0].W.T
@@ -311,7 +338,7 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
     del z, sample
     unmixing = W @ white.whitener  # [k, d_model]
     mixing = white.dewhitener.T @ W.T  # [d_model, k]
-    directions = compare.unit_rows(mixing.T)
+    directions = ica.mixing_directions(W, white)
 
     err = 0.0
     total = 0.0
@@ -335,7 +362,7 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
         store.save_npy("ica_mixing.npy", mixing.astype(np.float32))
         store.save_npy("ica_unmixing.npy", unmixing.astype(np.float32))
         n_stable = int((stab >= cfg.stable_cos).sum())
-        store.write_json("ica.json", {
+        _write_stamped(store, cfg, "ica.json", {
             "k": k, "k_rule": k_rule, "n_tokens": n, "n_fit_tokens": int(len(fit_rows)),
             "algorithm": "scikit-learn FastICA, parallel, logcosh, whiten=False on PCA-whitened data",
             "seeds": [{"seed": f.seed, "n_iter": f.n_iter, "converged": f.converged} for f in fits],
@@ -357,8 +384,8 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
 # ---------------------------------------------------------------------------------------------
 def step5_compare(cfg: Config, store: OutputStore) -> None:
     """Max |cos| of ICA, random and top-PCA directions to the SAE decoder rows."""
-    store.require("ica_directions.npy", "pca_components.npy", "setup.json")
-    setup = store.read_json("setup.json")
+    setup, _ = _read_inputs(store, cfg, "setup.json", "ica.json")
+    store.require("ica_directions.npy", "pca_components.npy")
     directions = store.load_npy("ica_directions.npy", mmap=False)
     k, d = directions.shape
     W_dec = _decoder(load_sae(cfg, cfg.resolved_device(), trained_path=store.path("sae")), d)
@@ -379,7 +406,7 @@ def step5_compare(cfg: Config, store: OutputStore) -> None:
     result = {"k": k, "d_sae": int(W_dec.shape[0]), "thresholds": [compare.LOW, compare.HIGH],
               **{name: m.summary() for name, m in sets.items()}, "components": per_component}
     with store.transaction():
-        store.write_json("similarity.json", result)
+        _write_stamped(store, cfg, "similarity.json", result)
         store.save_figure("ica_sae_similarity.png", plots.similarity_histograms(
             {f"ICA ({k} components)": sets["ICA"].max_abs_cos,
              f"random ({k} unit directions)": sets["random"].max_abs_cos,
@@ -396,18 +423,12 @@ def step5_compare(cfg: Config, store: OutputStore) -> None:
 # ---------------------------------------------------------------------------------------------
 def step6_interpret(cfg: Config, store: OutputStore) -> None:
     """Top/bottom contexts, quantile samples, frequent tokens, logit lens, nearest SAE features."""
-    store.require("ica_activations.npy", "ica_directions.npy", "tokens.npy", "token_index.npy",
-                  "similarity.json", "setup.json")
-    setup = store.read_json("setup.json")
+    setup, _, _, similarity = _read_inputs(store, cfg, "setup.json", "sae_stats.json", "ica.json",
+                                           "similarity.json")
     sources = store.load_npy("ica_activations.npy")
-    if sources.shape[0] != cfg.n_tokens:
-        raise DarkMatterError("ica_activations.npy is from another collection: rerun scripts/04_run_ica.py")
     directions = store.load_npy("ica_directions.npy", mmap=False)
     tokens = store.load_npy("tokens.npy", mmap=False)
     index = store.load_npy("token_index.npy", mmap=False)
-    similarity = store.read_json("similarity.json")
-    if similarity["k"] != directions.shape[0]:
-        raise DarkMatterError("similarity.json is from another ICA run: rerun scripts/05_compare_sae.py")
     model = load_model(cfg, cfg.resolved_device())
     W_U = model.unembed()
     bos = setup["bos_id"]
@@ -445,7 +466,8 @@ def step6_interpret(cfg: Config, store: OutputStore) -> None:
             for f, c in zip(sim["top_features"], sim["top_cos"])]
         components.append(entry)
     with store.transaction():
-        store.write_json("interpretations.json", {"k": len(components), "components": components})
+        _record_config(store, cfg)
+        _write_stamped(store, cfg, "interpretations.json", {"k": len(components), "components": components})
         store.write_text("components.md", report.components_markdown(components, cfg, setup))
     print(f"interpreted {len(components)} components → {store.path('components.md')}")
 
@@ -455,10 +477,8 @@ def step6_interpret(cfg: Config, store: OutputStore) -> None:
 # ---------------------------------------------------------------------------------------------
 def step7_statistics(cfg: Config, store: OutputStore) -> None:
     """Excess kurtosis and sparsity of ICA sources against SAE feature activations."""
-    store.require("ica_activations.npy", "sae_feature_moments.npy", "sae_stats.json")
+    sae_stats, _ = _read_inputs(store, cfg, "sae_stats.json", "ica.json")
     sources = store.load_npy("ica_activations.npy")
-    if sources.shape[0] != cfg.n_tokens:
-        raise DarkMatterError("ica_activations.npy is from another collection: rerun scripts/04_run_ica.py")
     n, k = sources.shape
     chunk = max(cfg.sae_chunk_size, 65536)
     m_ica = _moments(sources, "ica_activations.npy", chunk)
@@ -469,10 +489,9 @@ def step7_statistics(cfg: Config, store: OutputStore) -> None:
     tail /= n
     corr = m_ica.cov / np.outer(sd, sd)
     fm = store.load_npy("sae_feature_moments.npy", mmap=False)
-    n_sae = store.read_json("sae_stats.json")["n_tokens"]
-    if n_sae != n:
-        raise DarkMatterError("sae_feature_moments.npy and ica_activations.npy come from different "
-                              "collections: rerun scripts/02_collect_activations.py, then 03-04")
+    if sae_stats["n_tokens"] != n or fm.shape != (5, sae_stats["d_sae"]):
+        raise DarkMatterError("ica_activations.npy / sae_feature_moments.npy do not match sae_stats.json: "
+                              "rerun scripts/02_collect_activations.py, then 03-04")
     freq = fm[0] / n
     alive = freq >= ALIVE_FREQUENCY
     _, _, _, sae_kurt = stats.central_from_raw(n, fm[1], fm[2], fm[3], fm[4])
@@ -491,7 +510,7 @@ def step7_statistics(cfg: Config, store: OutputStore) -> None:
         "ica_max_abs_offdiag_correlation": float(np.abs(corr - np.diag(np.diag(corr))).max()),
     }
     with store.transaction():
-        store.write_json("statistics.json", result)
+        _write_stamped(store, cfg, "statistics.json", result)
         store.save_figure("ica_vs_sae_kurtosis.png", plots.kurtosis_vs_sae(
             ica_k, sae_kurt[alive], tail, freq[alive], GAUSS_TAIL_3SD, se,
             f"ICA sources of the residual vs SAE features ({n:,} tokens)"))
@@ -505,11 +524,9 @@ def step7_statistics(cfg: Config, store: OutputStore) -> None:
 # ---------------------------------------------------------------------------------------------
 def step8_report(cfg: Config, store: OutputStore) -> None:
     """Aggregate every JSON into ica_dark_matter_results.json and write report.md."""
-    names = ("setup.json", "sae_stats.json", "diagnostics.json", "ica.json", "similarity.json",
-             "interpretations.json", "statistics.json")
-    store.require(*names)
-    parts = {name.removesuffix(".json"): store.read_json(name) for name in names}
-    if store.exists("sae_training.json"):
+    names = tuple(STAMPED)
+    parts = {name.removesuffix(".json"): data for name, data in zip(names, _read_inputs(store, cfg, *names))}
+    if cfg.trains_sae and store.exists("sae_training.json"):
         parts["sae_training"] = store.read_json("sae_training.json")
     if store.exists("timings.json"):
         parts["timings"] = store.read_json("timings.json")

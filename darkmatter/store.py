@@ -93,19 +93,35 @@ class OutputStore:
             raise RuntimeError("transactions do not nest")
         self.root.mkdir(parents=True, exist_ok=True)
         self._pending = []
+        self._discarded: list[Path] = []
         try:
             yield self
-        except BaseException:
+            self._commit()
+        finally:
             for tmp, _ in self._pending:
                 _remove(tmp)
-            raise
-        else:
-            for tmp, final in self._pending:
-                if final.is_dir() and not final.is_symlink():
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-        finally:
             self._pending = None
+
+    def _commit(self) -> None:
+        assert self._pending is not None
+        for path in self._discarded:
+            _remove(path)
+        while self._pending:
+            tmp, final = self._pending[0]
+            if final.is_dir() and not final.is_symlink():
+                old = final.with_name(f".{final.name}.old{os.getpid()}")
+                os.replace(final, old)  # a directory cannot be replaced in one rename
+                os.replace(tmp, final)
+                _remove(old)
+            else:
+                os.replace(tmp, final)
+            self._pending.pop(0)
+
+    def discard(self, name: str) -> None:
+        """Delete ``name`` when the transaction commits (an output this run no longer makes)."""
+        if self._pending is None:
+            raise RuntimeError("discard must happen inside store.transaction()")
+        self._discarded.append(self.path(name))
 
     def _staged(self, name: str) -> Path:
         final = self.path(name)

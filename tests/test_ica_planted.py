@@ -4,7 +4,6 @@ Steps 03 and 04 run on it exactly as on real residuals; ICA must find every plan
 direction (|cos| > 0.9) and PCA must not.
 """
 
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -34,12 +33,18 @@ def planted_run(tmp_path):
     truth, resid, acts = planted()
     cfg = replace(Config(), outputs=str(tmp_path), n_tokens=N, n_components=K)
     store = OutputStore(tmp_path)
+    write_collection(store, cfg, resid, acts)
+    return cfg, store, truth
+
+
+def write_collection(store, cfg, resid, acts):
+    """What steps 01-02 would leave: config, stamped setup/sae_stats, the two arrays."""
     with store.transaction():
         store.write_json("config.json", cfg.to_dict())
-        store.write_json("setup.json", {"d_model": D})
+        steps._write_stamped(store, cfg, "setup.json", {"d_model": D})
+        steps._write_stamped(store, cfg, "sae_stats.json", {"n_tokens": N})
         store.save_npy("residuals.npy", resid)
         store.save_npy("activations.npy", acts)
-    return cfg, store, truth
 
 
 def best_cos(found, truth):
@@ -71,10 +76,7 @@ def test_gaussian_residual_gives_near_zero_kurtosis_verdict(tmp_path):
     resid = rng.standard_normal((N, D)).astype(np.float32)
     cfg = replace(Config(), outputs=str(tmp_path), n_tokens=N)
     store = OutputStore(tmp_path)
-    with store.transaction():
-        store.write_json("setup.json", {"d_model": D})
-        store.save_npy("residuals.npy", resid)
-        store.save_npy("activations.npy", resid * 2)
+    write_collection(store, cfg, resid, resid * 2)
     steps.step3_diagnostics(cfg, store)
     diag = store.read_json("diagnostics.json")
     assert not diag["residual_is_non_gaussian"]
@@ -100,12 +102,15 @@ def test_whitening_more_components_than_the_rank_is_refused():
         ica.pca_whitening(pca, np.zeros(5), 4)
 
 
-def test_step4_refuses_stale_diagnostics(planted_run):
+def test_later_steps_refuse_files_of_a_differently_configured_run(planted_run):
     cfg, store, _ = planted_run
     steps.step3_diagnostics(cfg, store)
+    other = replace(cfg, seed=7)  # as if 01 had been rerun with another seed
+    with pytest.raises(DarkMatterError, match="differently configured run: rerun scripts/01_setup_and_load.py"):
+        steps.step4_ica(other, store)
     diag = store.read_json("diagnostics.json")
     with store.transaction():
-        store.write_json("diagnostics.json", {**diag, "n_tokens": 5})
-    with pytest.raises(DarkMatterError, match="03_diagnostics.py"):
+        store.write_json("diagnostics.json", {**diag, "run_id": "stale"})
+    with pytest.raises(DarkMatterError, match="rerun scripts/03_diagnostics.py"):
         steps.step4_ica(cfg, store)
-    assert json.loads((store.root / "config.json").read_text())["n_tokens"] == N
+    assert not store.exists("ica.json")

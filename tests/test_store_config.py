@@ -74,3 +74,30 @@ def test_recorded_config_rejects_contradictions_but_allows_own_fields():
 def test_bad_flags(argv, message):
     with pytest.raises(DarkMatterError, match=message):
         resolve_new(_args(*argv))
+
+
+def test_typed_none_is_kept_and_exclusive_sources_are_refused():
+    assert resolve_new(_args("--max-norm-ratio", "none")).max_norm_ratio is None
+    recorded = resolve_new(_args("--n-components", "50")).to_dict()
+    assert resolve_recorded(_args("--n-components", "auto"), recorded, step=4, fix="").n_components is None
+    with pytest.raises(DarkMatterError, match="exclude each other"):
+        resolve_new(_args("--text-files", "*.txt", "--dataset", "x"))
+    with pytest.raises(DarkMatterError, match="exclude each other"):
+        resolve_new(_args("--sae-path", "p", "--sae-release", "r", "--sae-id", "i"))
+
+
+def test_repeating_a_recorded_value_changes_nothing():
+    gpt2 = resolve_new(_args("--preset", "gpt2-small-res-jb")).to_dict()
+    again = resolve_recorded(_args("--hook-name", "blocks.6.hook_resid_pre"), gpt2, step=5, fix="")
+    assert again.neuronpedia_id == "gpt2-small/6-res-jb"
+
+
+def test_run_id_tracks_only_fields_up_to_the_step():
+    from dataclasses import replace
+
+    from darkmatter.config import run_id
+
+    cfg = resolve_new(_args())
+    tweaked = replace(cfg, n_components=7)
+    assert run_id(cfg, 3) == run_id(tweaked, 3) and run_id(cfg, 4) != run_id(tweaked, 4)
+    assert run_id(cfg, 1) != run_id(replace(cfg, seed=1), 1)
