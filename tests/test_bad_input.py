@@ -42,7 +42,7 @@ def test_missing_earlier_step(tmp_path, capsys):
 def test_missing_collection_after_setup(tmp_path, capsys, tiny_model_dir, tiny_sae_dir, text_glob):
     assert cli.main(1, "", steps.step1_setup, base_args(tiny_model_dir, tiny_sae_dir, text_glob, tmp_path)) == 0
     capsys.readouterr()
-    fails(capsys, 4, steps.step4_ica, ["--outputs", str(tmp_path)], "03_diagnostics.py")
+    fails(capsys, 4, steps.step4_ica, ["--outputs", str(tmp_path)], "02_collect_activations.py")
     fails(capsys, 3, steps.step3_diagnostics, ["--outputs", str(tmp_path)], "02_collect_activations.py")
 
 
