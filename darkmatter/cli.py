@@ -28,7 +28,7 @@ def load_config(argv: Sequence[str] | None, step: int, description: str) -> Conf
     args = build_parser(description).parse_args(argv)
     if step == 1:
         return resolve_new(args)
-    store = OutputStore(args.outputs or Config.outputs)
+    store = OutputStore(getattr(args, "outputs", Config.outputs))
     recorded = store.read_json("config.json")
     return resolve_recorded(args, recorded, step,
                             fix=f"rerun scripts/{SCRIPTS[1]} with the new flags (then 02 onward)")

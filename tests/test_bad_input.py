@@ -102,6 +102,18 @@ def test_wrong_shape_of_a_collected_array(tmp_path, capsys, tiny_model_dir, tiny
     fails(capsys, 3, steps.step3_diagnostics, ["--outputs", str(tmp_path)], "shape", "02_collect_activations.py")
 
 
+def test_default_outputs_folder_is_used_without_the_flag(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "03_diagnostics.py")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "outputs/config.json is missing" in proc.stderr and "01_setup_and_load.py" in proc.stderr
+
+
 def test_script_exit_code_and_message(tmp_path):
     proc = run_script("05_compare_sae.py", "--outputs", str(tmp_path / "empty"), check=False)
     assert proc.returncode == 2
