@@ -114,3 +114,13 @@ def test_later_steps_refuse_files_of_a_differently_configured_run(planted_run):
     with pytest.raises(DarkMatterError, match="rerun scripts/03_diagnostics.py"):
         steps.step4_ica(cfg, store)
     assert not store.exists("ica.json")
+
+
+def test_ica_fit_on_a_subsample_still_recovers_and_writes_every_token(planted_run):
+    cfg, store, truth = planted_run
+    cfg = replace(cfg, ica_max_tokens=6000)
+    steps.step3_diagnostics(cfg, store)
+    steps.step4_ica(cfg, store)
+    assert store.read_json("ica.json")["n_fit_tokens"] == 6000
+    assert store.load_npy("ica_activations.npy").shape == (N, K)
+    assert best_cos(store.load_npy("ica_directions.npy", mmap=False), truth).min() > 0.9
