@@ -148,29 +148,25 @@ def reconstruct(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return feats, sae.decode(feats)
 
 
-def collect(model: LoadedModel, sae, windows: Iterator[np.ndarray], hook_name: str, layer: int,
-            n_tokens: int, batch_size: int, chunk_size: int, device: str,
-            activations_out: np.ndarray, residuals_out: np.ndarray, index_out: np.ndarray,
-            max_norm_ratio: float | None = None) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+def collect_rows(rows: Iterator[tuple[torch.Tensor, np.ndarray, int]], sae, chunk_size: int,
+                 activations_out: np.ndarray, residuals_out: np.ndarray,
+                 index_out: np.ndarray) -> tuple[SAERunningStats, int]:
     """Fill ``activations_out`` / ``residuals_out`` (float32[n_tokens, d_model] memmaps) and
-    ``index_out`` (int32[n_tokens, 2]) with activations, residuals ``x - SAE(x)`` and their
-    (window, position), SAE-encoding in chunks of ``chunk_size`` rows. Tokens are
-    selected as in :func:`hook_rows`.
+    ``index_out`` (int32[n_tokens, 2]) from ``rows``, SAE-encoding in chunks of ``chunk_size``.
 
+    Args:
+        rows: yields (x: float32[m, d_model], index: int32[m, 2], tokens excluded in this batch),
+            as :func:`hook_rows` does, until ``len(activations_out)`` rows have come.
     Returns:
-        (SAE statistics as in :meth:`SAERunningStats.finish` plus the excluded-token counts,
-         feature moments float64[5, d_sae]: firing count, Σf, Σf², Σf³, Σf⁴,
-         the windows used: int32[n_windows, ctx]).
+        (the running SAE statistics, total tokens excluded).
     """
     stats = SAERunningStats(d_sae=int(sae.cfg.d_sae), d_model=activations_out.shape[1])
-    used: list[np.ndarray] = []
     row = 0
-    n_massive = 0
-    for rows, index, massive in hook_rows(model, windows, hook_name, layer, batch_size, device, n_tokens,
-                                          max_norm_ratio, used, desc="collect"):
-        n_massive += massive
-        for start in range(0, len(rows), chunk_size):
-            x = rows[start:start + chunk_size]
+    excluded = 0
+    for batch, index, dropped in rows:
+        excluded += dropped
+        for start in range(0, len(batch), chunk_size):
+            x = batch[start:start + chunk_size]
             feats, x_hat = reconstruct(sae, x)
             stats.update(x, x_hat, feats)
             m = len(x)
@@ -179,6 +175,27 @@ def collect(model: LoadedModel, sae, windows: Iterator[np.ndarray], hook_name: s
             index_out[row:row + m] = index[start:start + m]
             row += m
             del feats
+    if row != len(activations_out):
+        raise DarkMatterError(f"only {row:,} of {len(activations_out):,} rows arrived")
+    return stats, excluded
+
+
+def collect(model: LoadedModel, sae, windows: Iterator[np.ndarray], hook_name: str, layer: int,
+            n_tokens: int, batch_size: int, chunk_size: int, device: str,
+            activations_out: np.ndarray, residuals_out: np.ndarray, index_out: np.ndarray,
+            max_norm_ratio: float | None = None) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Model activations at ``hook_name`` through :func:`collect_rows`; tokens are selected as
+    in :func:`hook_rows`.
+
+    Returns:
+        (SAE statistics as in :meth:`SAERunningStats.finish` plus the excluded-token counts,
+         feature moments float64[5, d_sae]: firing count, Σf, Σf², Σf³, Σf⁴,
+         the windows used: int32[n_windows, ctx]).
+    """
+    used: list[np.ndarray] = []
+    stats, n_massive = collect_rows(
+        hook_rows(model, windows, hook_name, layer, batch_size, device, n_tokens, max_norm_ratio, used,
+                  desc="collect"), sae, chunk_size, activations_out, residuals_out, index_out)
     windows_used = np.stack(used)
     last_window, last_pos = index_out[-1]
     is_bos = windows_used == model.bos_id

@@ -40,7 +40,7 @@ class Config:
     model: str = _f(SMOLLM2_MODEL, "model: a TransformerLens name, the bundled SmolLM2, "
                     "or a folder holding hooked_config.json (+ weights.pt, tokenizer files)", 1)
     model_source: str = _f("smollm2_gguf", "how to load the model: transformer_lens | "
-                           "smollm2_gguf | local_hooked (derived from --model when omitted)", 1)
+                           "smollm2_gguf | local_hooked | planted (derived from --model when omitted)", 1)
     hook_name: str = _f("blocks.15.hook_resid_pre", "TransformerLens hook whose activations "
                         "the SAE reconstructs", 1)
     sae_release: str | None = _f(None, "SAELens release of a pretrained SAE", 1)
@@ -57,15 +57,27 @@ class Config:
                                       "of the batch median (attention-sink 'massive activations', Sun et "
                                       "al. 2024); none keeps every token", 1)
     seed: int = _f(42, "master seed: SAE training, subsamples, first ICA seed, baselines", 1)
-    sae_arch: str = _f("topk", "architecture of a trained SAE (SAELens training SAE): topk", 1)
+    sae_arch: str = _f("topk", "architecture of a trained SAE (SAELens training SAE): "
+                       "standard (ReLU + L1) | topk | batchtopk | jumprelu", 1)
     sae_expansion: int = _f(8, "d_sae / d_model of a trained SAE", 1)
-    sae_k: int = _f(32, "k (target L0) of a trained TopK SAE", 1)
+    sae_l0: float = _f(32.0, "target L0 of a trained SAE: k for topk/batchtopk; the L1 or L0 "
+                       "coefficient of standard/jumprelu is calibrated to hit it", 1)
     sae_train_tokens: int = _f(120_000, "activation tokens collected to train the SAE, from the "
                                "even-numbered documents (odd ones are analysed), so the two are disjoint", 1)
     sae_train_samples: int = _f(360_000, "samples the SAE trainer sees (epochs over the tokens)", 1)
     sae_lr: float = _f(1e-3, "Adam learning rate of SAE training", 1)
     sae_batch_size: int = _f(1024, "SAE training batch, in tokens", 1)
     neuronpedia_id: str | None = _f(None, "Neuronpedia model/SAE id, e.g. gpt2-small/6-res-jb", 1)
+    planted_mode: str = _f("withheld", "planted dark matter: withheld (an oracle SAE knows all but "
+                           "--planted-withheld features) | capacity (an SAE is trained with too few "
+                           "latents or too low an L0)", 1)
+    planted_d_model: int = _f(64, "planted: width of the activations", 1)
+    planted_features: int = _f(128, "planted: true feature directions (more than d_model: superposition)", 1)
+    planted_withheld: int = _f(16, "planted: features the oracle SAE does not know", 1)
+    planted_p_fire: float = _f(0.01, "planted: probability that a feature fires on a token", 1)
+    planted_magnitude_sigma: float = _f(0.3, "planted: sigma of the log-normal feature magnitudes", 1)
+    planted_noise: float = _f(0.05, "planted: standard deviation of the Gaussian noise per dimension", 1)
+    planted_threshold: float = _f(0.6, "planted: JumpReLU threshold of the oracle SAE", 1)
     n_tokens: int = _f(120_000, "tokens analysed (BOS positions excluded)", 2)
     n_components: int | None = _f(None, "ICA components k; default: PCA components for 90%% "
                                   "of residual variance, capped at --max-components", 4)
@@ -76,6 +88,9 @@ class Config:
     ica_max_tokens: int | None = _f(None, "fit ICA on a random subsample of this many tokens "
                                     "(sources are still computed for every token)", 4)
     stable_cos: float = _f(0.9, "matched |cos| across seeds for a component to count as stable", 4)
+    gaussian_control: bool = _f(True, "also run ICA on a Gaussian surrogate with the residual's "
+                                "covariance (same tokens, k and seeds): the noise floor of kurtosis "
+                                "and stability", 4)
     n_top_contexts: int = _f(20, "top and bottom activating contexts kept per component", 6)
     context_window: int = _f(10, "tokens of context shown either side of the marked token", 6)
     device: str = _f("auto", "torch device: auto | cpu | cuda")
@@ -91,6 +106,21 @@ class Config:
                 f"hook {self.hook_name!r} is not a per-block hook (blocks.L.hook_...); "
                 "pass --hook-name like blocks.6.hook_resid_pre")
         return int(m.group(1))
+
+    @property
+    def planted(self) -> bool:
+        """True for planted activations (no model: see :mod:`darkmatter.planted`)."""
+        return self.model_source == "planted"
+
+    def planted_spec(self):
+        """The :class:`darkmatter.planted.PlantedSpec` of this run (seeded by ``seed``)."""
+        from darkmatter.planted import PlantedSpec
+
+        return PlantedSpec(d_model=self.planted_d_model, n_features=self.planted_features,
+                           n_withheld=self.planted_withheld if self.planted_mode == "withheld" else 0,
+                           p_fire=self.planted_p_fire, magnitude_sigma=self.planted_magnitude_sigma,
+                           noise_std=self.planted_noise, seed=self.seed,
+                           oracle_threshold=self.planted_threshold)
 
     @property
     def trains_sae(self) -> bool:
@@ -127,7 +157,22 @@ PRESETS: dict[str, Config] = {
         neuronpedia_id="gpt2-small/6-res-jb",
     ),
     "smollm2-135m-local": Config(),
+    "planted": Config(
+        preset="planted",
+        model="planted",
+        model_source="planted",
+        hook_name="planted",
+        max_norm_ratio=None,
+        n_tokens=100_000,
+        sae_train_tokens=100_000,
+        sae_train_samples=300_000,
+        sae_expansion=1,
+        sae_l0=2.0,
+        max_components=100,
+    ),
 }
+
+ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
 
 
 def _flag(name: str) -> str:
@@ -214,20 +259,22 @@ def infer_model_source(model: str) -> str:
         return "local_hooked"
     if model == SMOLLM2_MODEL:
         return "smollm2_gguf"
+    if model == "planted":
+        return "planted"
     return "transformer_lens"
 
 
 def validate(cfg: Config) -> None:
     """Raise DarkMatterError on values that cannot make a run."""
     problems = []
-    if cfg.model_source not in ("transformer_lens", "smollm2_gguf", "local_hooked"):
+    if cfg.model_source not in ("transformer_lens", "smollm2_gguf", "local_hooked", "planted"):
         problems.append(f"--model-source {cfg.model_source!r} is unknown")
     if (cfg.sae_release is None) != (cfg.sae_id is None):
         problems.append("--sae-release and --sae-id go together")
     if cfg.context_size < 2:
         problems.append("--context-size must be at least 2")
     for name in ("n_tokens", "batch_size", "sae_chunk_size", "ica_seeds", "max_components",
-                 "sae_expansion", "sae_k", "sae_train_tokens", "sae_train_samples", "sae_batch_size"):
+                 "sae_expansion", "sae_l0", "sae_train_tokens", "sae_train_samples", "sae_batch_size"):
         if getattr(cfg, name) < 1:
             problems.append(f"{_flag(name)} must be positive")
     for name in ("n_components", "ica_max_tokens", "max_norm_ratio"):
@@ -237,9 +284,19 @@ def validate(cfg: Config) -> None:
                             "or none")
     if cfg.ica_max_iter < 1 or cfg.ica_tol <= 0 or not 0 < cfg.stable_cos <= 1:
         problems.append("--ica-max-iter must be ≥ 1, --ica-tol > 0 and --stable-cos in (0, 1]")
-    if cfg.sae_arch != "topk":
-        problems.append(f"--sae-arch {cfg.sae_arch!r}: only topk is trained by this pipeline")
-    _ = cfg.layer
+    if cfg.sae_arch not in ARCHITECTURES:
+        problems.append(f"--sae-arch {cfg.sae_arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
+    if cfg.planted:
+        if cfg.planted_mode not in ("withheld", "capacity"):
+            problems.append(f"--planted-mode {cfg.planted_mode!r}: choose withheld or capacity")
+        if cfg.sae_release or cfg.sae_path:
+            problems.append("planted activations bring their own SAE: drop --sae-release/--sae-path")
+        try:
+            cfg.planted_spec()
+        except ValueError as exc:
+            problems.append(f"planted: {exc}")
+    else:
+        _ = cfg.layer
     if problems:
         raise DarkMatterError("; ".join(problems))
 

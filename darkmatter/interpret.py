@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -73,9 +74,10 @@ def quantile_rows(values: np.ndarray, rows: np.ndarray,
     return out
 
 
-def frequent_tokens(token_ids: np.ndarray, decode: Callable[[int], str], n: int = 10) -> list[tuple[str, int]]:
-    """The n most common tokens (decoded) among ``token_ids`` with their counts."""
-    return [(decode(t), c) for t, c in Counter(int(t) for t in token_ids).most_common(n)]
+def frequent_tokens(token_ids: np.ndarray, decode: Callable[[Any], str], n: int = 10) -> list[tuple[str, int]]:
+    """The n most common tokens (decoded) among ``token_ids`` (int ids, or labels) with their counts."""
+    counts = Counter(t.item() if isinstance(t, np.generic) else t for t in token_ids)
+    return [(decode(t), c) for t, c in counts.most_common(n)]
 
 
 def logit_lens(direction: np.ndarray, W_U: np.ndarray, decode: Callable[[int], str],

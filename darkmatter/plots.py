@@ -30,8 +30,10 @@ def _mark_gaussian(ax, se: float) -> None:
                label=f"±2 s.e. at this n ({2 * se:.3f})")
 
 
-def residual_kurtosis(resid_kurt: np.ndarray, act_kurt: np.ndarray, se: float, title: str) -> Figure:
-    """Per-dimension kurtosis of the SAE residual and of the activations (log x-axis)."""
+def residual_kurtosis(resid_kurt: np.ndarray, act_kurt: np.ndarray, se: float, title: str,
+                      noise_floor: float | None = None) -> Figure:
+    """Per-dimension kurtosis of the SAE residual and of the activations (log x-axis); with
+    ``noise_floor`` (the largest |excess kurtosis| of a Gaussian surrogate), a band marks it."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     bins = _log_kurtosis_bins(resid_kurt, act_kurt)
     left.hist(act_kurt + 3, bins=bins, alpha=0.6, label=f"activations (median {np.median(act_kurt):.2f})")
@@ -45,6 +47,9 @@ def residual_kurtosis(resid_kurt: np.ndarray, act_kurt: np.ndarray, se: float, t
     for values, label in ((act_kurt, "activations"), (resid_kurt, "residual x − x̂")):
         right.plot(np.sort(values)[::-1] + 3, label=label)
     right.axhline(GAUSSIAN_KURTOSIS, color="black", ls="--", lw=1, label="Gaussian (3)")
+    if noise_floor is not None:
+        right.axhspan(max(GAUSSIAN_KURTOSIS - noise_floor, 1e-2), GAUSSIAN_KURTOSIS + noise_floor,
+                      color="grey", alpha=0.3, label=f"Gaussian surrogate range (±{noise_floor:.2f})")
     right.set_yscale("log")
     right.set_xlabel("dimension rank")
     right.set_ylabel("kurtosis (log scale)")
@@ -85,27 +90,34 @@ def residual_pca(resid_eigs: np.ndarray, act_eigs: np.ndarray, marks: dict[float
     return fig
 
 
-def similarity_histograms(sets: dict[str, np.ndarray], title: str) -> Figure:
-    """Max |cos| to any SAE decoder row, one panel per direction set, 0.3/0.8 marked."""
+def similarity_histograms(sets: dict[str, np.ndarray], title: str,
+                          xlabel: str = "max |cos| to any SAE decoder row (W_dec)",
+                          marks: tuple[float, float] = (0.3, 0.8), ylabel: str = "count") -> Figure:
+    """Histograms of |cos| values in [0, 1], one panel per set, with ``marks`` drawn and counted
+    (by default: max |cos| of directions to any SAE decoder row, 0.3/0.8 marked)."""
+    lo, hi = marks
     fig, axes = plt.subplots(len(sets), 1, figsize=(8, 2.4 * len(sets)), sharex=True)
     bins = np.linspace(0, 1, 41)
     for ax, (label, values) in zip(np.atleast_1d(axes), sets.items()):
         ax.hist(values, bins=bins, color="tab:blue" if label.startswith("ICA") else "tab:grey")
-        for x in (0.3, 0.8):
+        for x in marks:
             ax.axvline(x, color="black", ls="--", lw=1)
-        ax.set_ylabel("directions")
+        ax.set_ylabel(ylabel)
         ax.set_title(f"{label}: mean {values.mean():.3f}, "
-                     f"<0.3: {(values < 0.3).sum()}, >0.8: {(values > 0.8).sum()} of {len(values)}",
+                     f"<{lo}: {(values < lo).sum()}, >{hi}: {(values > hi).sum()} of {len(values)}",
                      fontsize=10)
-    np.atleast_1d(axes)[-1].set_xlabel("max |cos| to any SAE decoder row (W_dec)")
+    np.atleast_1d(axes)[-1].set_xlabel(xlabel)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
 def kurtosis_vs_sae(ica_kurt: np.ndarray, sae_kurt: np.ndarray, ica_tail: np.ndarray,
-                    sae_freq: np.ndarray, gauss_tail: float, se: float, title: str) -> Figure:
-    """Excess kurtosis and sparsity of ICA sources against SAE feature activations."""
+                    sae_freq: np.ndarray, gauss_tail: float, se: float, title: str,
+                    control_kurt_max: float | None = None) -> Figure:
+    """Excess kurtosis and sparsity of ICA sources against SAE feature activations; with
+    ``control_kurt_max`` (largest excess kurtosis of ICA sources on a Gaussian surrogate), a
+    line marks that noise floor."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     bins = _log_kurtosis_bins(ica_kurt, sae_kurt)
     left.hist(sae_kurt + 3, bins=bins, weights=_share(sae_kurt), alpha=0.6,
@@ -113,6 +125,9 @@ def kurtosis_vs_sae(ica_kurt: np.ndarray, sae_kurt: np.ndarray, ica_tail: np.nda
     left.hist(ica_kurt + 3, bins=bins, weights=_share(ica_kurt), alpha=0.6,
               label=f"ICA sources (n={len(ica_kurt)}, median excess {np.median(ica_kurt):.2f})")
     _mark_gaussian(left, se)
+    if control_kurt_max is not None:
+        left.axvline(GAUSSIAN_KURTOSIS + control_kurt_max, color="red", ls=":", lw=1.5,
+                     label=f"ICA on a Gaussian surrogate: max excess {control_kurt_max:.2f}")
     left.set_xscale("log")
     left.set_xlabel("kurtosis over all tokens (log scale; excess = value − 3)")
     left.set_ylabel("fraction of each set")

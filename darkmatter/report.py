@@ -11,7 +11,7 @@ from typing import Any
 from darkmatter.compare import LOW
 from darkmatter.config import Config
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PLOTS = ("residual_kurtosis.png", "residual_pca.png", "ica_sae_similarity.png", "ica_vs_sae_kurtosis.png")
 
 
@@ -56,6 +56,28 @@ def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, An
         f"{_num(summary['kurtosis']['sae_median'])}",
         f"{len(novel)} stable ICA components lie far (|cos| < {LOW}) from every SAE feature: {novel[:20]}",
     ]
+    control = ica.get("gaussian_control")
+    if control:
+        summary["noise_floor"] = {
+            "control_n_stable": control["n_stable"],
+            "control_max_abs_source_excess_kurtosis": control["source_excess_kurtosis_max_abs"],
+            "n_ica_above_control_kurtosis": st["gaussian_control"]["n_ica_components_above_floor"],
+            "n_ica_stable_and_above_control_kurtosis": ica["n_stable_above_control"],
+            "residual_dims_above_surrogate_kurtosis":
+                diag["gaussian_surrogate_excess_kurtosis"]["n_residual_dims_above_max_abs"]}
+        nf = summary["noise_floor"]
+        headline.append(
+            f"noise floor (ICA on a Gaussian surrogate, same n, k, seeds): {nf['control_n_stable']} stable, max "
+            f"|excess kurtosis| {nf['control_max_abs_source_excess_kurtosis']:.3f}; real components above it "
+            f"{nf['n_ica_above_control_kurtosis']}/{ica['k']}, stable and above it "
+            f"{nf['n_ica_stable_and_above_control_kurtosis']}")
+    truth = parts.get("groundtruth")
+    if truth:
+        summary["groundtruth"] = {name: truth[name] for name in ("ICA", "PCA", "random")}
+        headline.append(
+            f"planted ground truth, {len(truth['dark_features'])} dark features: found at |cos| > "
+            f"{truth['found_cos']}: " + ", ".join(f"{n} {truth[n]['n_found']}" for n in ("ICA", "PCA", "random"))
+            + f"; ICA false discoveries {truth['ICA']['n_false_discoveries']}/{truth['k']}")
     return {
         "schema_version": SCHEMA_VERSION,
         "config": cfg.to_dict(),
@@ -65,6 +87,7 @@ def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, An
         "candidate_dark_matter_components": novel,
         "setup": parts["setup"],
         "sae_training": parts.get("sae_training"),
+        "groundtruth": truth,
         "sae_stats": sae,
         "diagnostics": diag,
         "ica": ica,
@@ -78,7 +101,7 @@ def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, An
                        for c, s in zip(comps, sim["components"])],
         "timings": parts.get("timings", {}),
         "arrays": arrays,
-        "plots": list(PLOTS),
+        "plots": list(PLOTS) + (["groundtruth_recovery.png"] if truth else []),
     }
 
 
@@ -121,7 +144,29 @@ def report_markdown(results: dict[str, Any]) -> str:
             f"median {_num(s['kurtosis']['sae_median'])} (features firing on ≥ 0.1% of tokens); "
             f"Gaussian noise floor ±{s['kurtosis']['noise_floor_se']:.4f} "
             "(one standard error).", "",
-            "Per-component readings: [components.md](components.md).", "", "## Plots", ""]
+            "Per-component readings: [components.md](components.md).", ""]
+    if "noise_floor" in s:
+        nf = s["noise_floor"]
+        out += ["## Noise floor: ICA on a Gaussian surrogate", "",
+                "The same number of tokens, k and seeds, on Gaussian data with the residual's covariance: "
+                "whatever ICA reports there is sampling noise.", "",
+                _table(["", "stable components", "max abs source excess kurtosis"],
+                       [["Gaussian surrogate", nf["control_n_stable"],
+                         f"{nf['control_max_abs_source_excess_kurtosis']:.3f}"],
+                        ["residual", ica["n_stable"],
+                         f"{max(abs(v) for v in results['statistics']['ica_excess_kurtosis']['per_component']):.3f}"]]),
+                "", f"{nf['n_ica_stable_and_above_control_kurtosis']} residual components are stable and more "
+                "heavy-tailed than anything in the surrogate.", ""]
+    truth = results.get("groundtruth")
+    if truth:
+        out += ["## Ground truth (planted)", "",
+                f"{len(truth['dark_features'])} dark features ({truth['dark_rule']}).", "",
+                _table(["directions", "mean max abs cos", f"found (> {truth['found_cos']})",
+                        f"false discoveries (< {truth['false_discovery_cos']} to every true feature)"],
+                       [[n, f"{truth[n]['mean_max_abs_cos']:.3f}", f"{truth[n]['n_found']}/{truth[n]['n_dark']}",
+                         f"{truth[n]['n_false_discoveries']}/{truth[n]['n_directions']}"]
+                        for n in ("ICA", "PCA", "random")]), ""]
+    out += ["## Plots", ""]
     out += [f"![{p}]({p})" for p in results["plots"]]
     timings = results["timings"]
     rows = [[k, f"{v['seconds']:.1f}", f"{v['peak_rss_mb']:.0f}"] for k, v in timings.items()]
@@ -144,12 +189,18 @@ def _code(text: str) -> str:
 def components_markdown(components: list[dict[str, Any]], cfg: Config, setup: dict[str, Any]) -> str:
     """components.md: one section per ICA component, marked tokens shown as **[[token]]**."""
     out = [f"# ICA components of the SAE residual: {setup['model']} `{cfg.hook_name}`", "",
-           "Marked token: `[[...]]`. Activation = the component's source value (unit variance).", ""]
+           ("Planted run: a row's context lists its active true features, `f17*:1.52` = feature 17 at "
+            "magnitude 1.52, `*` = a dark feature." if cfg.planted else "Marked token: `[[...]]`.")
+           + " Activation = the component's source value (unit variance).", ""]
     for c in components:
         out += [f"## Component {c['component']}", ""]
         near = ", ".join(f"{f['feature']} ({f['cos']:+.2f})" + (f" [{f['neuronpedia']}]" if "neuronpedia" in f else "")
                          for f in c["nearest_sae_features"][:3])
         out += [f"- nearest SAE features (cos): {near}"]
+        if "nearest_true_feature" in c:
+            t = c["nearest_true_feature"]
+            out += [f"- nearest planted feature: f{t['nearest_true_feature']} (|cos| {t['abs_cos']:.3f}"
+                    f"{', a dark feature' if t['is_dark'] else ''})"]
         out += ["- frequent tokens among top activators: "
                 + ", ".join(f"`{t!r}`×{n}" for t, n in c["frequent_top_tokens"][:8])]
         if "logit_lens" in c:

@@ -158,3 +158,42 @@ def random_rows(n: int, m: int, seed: int) -> np.ndarray:
     """Sorted indices of min(n, m) rows drawn without replacement (sorted for memmap reads)."""
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=min(n, m), replace=False))
+
+
+class GaussianSurrogate:
+    """A lazy, read-only float32[n, d] array of rows drawn from N(mean, cov).
+
+    Rows are generated on demand in seeded blocks, so slicing it like a memmap in
+    :func:`streaming_moments` gives the same numbers every time while never holding
+    more than the requested rows. It is the Gaussian surrogate of a residual: the same
+    mean, covariance and sample size, and no structure beyond second order, so any
+    kurtosis measured on it is the sampling noise floor at this ``n``.
+
+    Args:
+        mean: float64[d]; cov: float64[d, d] (positive semi-definite); n: rows; seed.
+    """
+
+    BLOCK = 16384
+
+    def __init__(self, mean: np.ndarray, cov: np.ndarray, n: int, seed: int):
+        vals, vecs = np.linalg.eigh(cov)
+        self._root = vecs * np.sqrt(np.clip(vals, 0.0, None))  # cov = root @ root.T
+        self._mean = np.asarray(mean, dtype=np.float64)
+        self._seed = seed
+        self.shape = (n, len(mean))
+
+    def _block(self, b: int) -> np.ndarray:
+        rng = np.random.default_rng([self._seed, b, 1007])  # non-zero last: see planted.py
+        m = min(self.BLOCK, self.shape[0] - b * self.BLOCK)
+        return (self._mean + rng.standard_normal((m, self.shape[1])) @ self._root.T).astype(np.float32)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError("GaussianSurrogate supports contiguous row slices only")
+        start, stop, _ = rows.indices(self.shape[0])
+        if stop <= start:
+            return np.zeros((0, self.shape[1]), dtype=np.float32)
+        blocks = range(start // self.BLOCK, (stop - 1) // self.BLOCK + 1)
+        out = np.concatenate([self._block(b) for b in blocks])
+        offset = blocks[0] * self.BLOCK
+        return out[start - offset:stop - offset]
