@@ -87,6 +87,9 @@ class Config:
     ica_tol: float = _f(1e-6, "FastICA tolerance (scikit-learn's 1e-4 can stop at a mixed solution)", 4)
     ica_max_tokens: int | None = _f(None, "fit ICA on a random subsample of this many tokens "
                                     "(sources are still computed for every token)", 4)
+    ica_resample: float = _f(0.5, "share of the fit tokens each FastICA restart after the first "
+                             "sees, a fresh random subset per seed (ICASSO-style): stable then means "
+                             "reproducible across data, not only across initialisations; 1 = same rows", 4)
     stable_cos: float = _f(0.9, "matched |cos| across seeds for a component to count as stable", 4)
     gaussian_control: bool = _f(True, "also run ICA on a Gaussian surrogate with the residual's "
                                 "covariance (same tokens, k and seeds): the noise floor of kurtosis "
@@ -282,8 +285,8 @@ def validate(cfg: Config) -> None:
         if value is not None and value <= (1 if name == "max_norm_ratio" else 0):
             problems.append(f"{_flag(name)} must be {'above 1' if name == 'max_norm_ratio' else 'positive'} "
                             "or none")
-    if cfg.ica_max_iter < 1 or cfg.ica_tol <= 0 or not 0 < cfg.stable_cos <= 1:
-        problems.append("--ica-max-iter must be ≥ 1, --ica-tol > 0 and --stable-cos in (0, 1]")
+    if cfg.ica_max_iter < 1 or cfg.ica_tol <= 0 or not 0 < cfg.stable_cos <= 1 or not 0 < cfg.ica_resample <= 1:
+        problems.append("--ica-max-iter must be ≥ 1, --ica-tol > 0, --stable-cos and --ica-resample in (0, 1]")
     if cfg.sae_arch not in ARCHITECTURES:
         problems.append(f"--sae-arch {cfg.sae_arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
     if cfg.planted:

@@ -96,6 +96,38 @@ def fastica(z: np.ndarray, seed: int, max_iter: int = 200, tol: float = 1e-6) ->
                   converged=not not_converged)
 
 
+def fit_seeds(z: np.ndarray, seeds: list[int], max_iter: int, tol: float,
+              resample: float = 0.5) -> list[ICAFit]:
+    """FastICA restarts for the stability check (after ICASSO, Himberg et al. 2004).
+
+    The first seed fits all of z; every later seed fits a fresh random subset of
+    ``resample`` × n rows (drawn with that seed) from a new initialisation. A
+    component that reappears in every restart is then reproducible across data, not
+    only across initialisations: with restarts on the same rows, FastICA reproduces
+    the sample-specific extrema of finite Gaussian data too (measured: 2 of 10
+    "stable" components on 20k Gaussian rows; 0 with half-data restarts).
+
+    Args:
+        z: float64[n, k] whitened data.
+        resample: fraction of rows each later restart sees; 1 keeps every row.
+    Raises:
+        ValueError: ``resample`` outside (0, 1] or no seeds.
+    """
+    if not 0 < resample <= 1:
+        raise ValueError(f"resample must lie in (0, 1], got {resample}")
+    if not seeds:
+        raise ValueError("need at least one seed")
+    fits = [fastica(z, seeds[0], max_iter, tol)]
+    for seed in seeds[1:]:
+        if resample < 1:
+            rows = np.sort(np.random.default_rng([seed, 1012]).choice(len(z), int(resample * len(z)),
+                                                                       replace=False))
+            fits.append(fastica(z[rows], seed, max_iter, tol))
+        else:
+            fits.append(fastica(z, seed, max_iter, tol))
+    return fits
+
+
 def mixing_directions(W: np.ndarray, whitening: Whitening) -> np.ndarray:
     """Unit-norm mixing directions in d_model space: float64[k, d_model] (row i writes source i)."""
     mixing = W @ whitening.dewhitener  # [k, d_model]; W orthogonal so W^-T = W
@@ -177,8 +209,8 @@ class ControlResult:
 
 
 def gaussian_control(n: int, k: int, seeds: list[int], max_iter: int, tol: float,
-                     whitening: Whitening | None = None) -> ControlResult:
-    """Run :func:`fastica` with ``seeds`` on :func:`whitened_gaussian` data of the real run's
+                     whitening: Whitening | None = None, resample: float = 0.5) -> ControlResult:
+    """Run :func:`fit_seeds` with ``seeds`` on :func:`whitened_gaussian` data of the real run's
     shape (n tokens × k components), and measure the stability and source kurtosis it
     reports anyway. The surrogate's data seed is ``seeds[0]``.
 
@@ -193,7 +225,7 @@ def gaussian_control(n: int, k: int, seeds: list[int], max_iter: int, tol: float
     from scipy.stats import kurtosis
 
     z = whitened_gaussian(n, k, seeds[0])
-    fits = [fastica(z, s, max_iter, tol) for s in seeds]
+    fits = fit_seeds(z, seeds, max_iter, tol, resample)
     mats = [f.W if whitening is None else mixing_directions(f.W, whitening) for f in fits]
     stab = stability(mats[0], mats[1:])
     kurt = kurtosis(z[: min(n, 100_000)] @ fits[0].W.T, axis=0)

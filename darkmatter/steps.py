@@ -402,18 +402,19 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
     z = np.concatenate([white.apply(resid[fit_rows[s:s + chunk]]) for s in range(0, len(fit_rows), chunk)])
     print(f"FastICA on {len(z):,} tokens × k={k} ({white.explained:.1%} of residual variance), "
           f"seeds {cfg.seed}..{cfg.seed + cfg.ica_seeds - 1}")
-    fits = []
-    for i in range(cfg.ica_seeds):
-        fit = ica.fastica(z, cfg.seed + i, cfg.ica_max_iter, cfg.ica_tol)
-        print(f"  seed {fit.seed}: {fit.n_iter} iterations, converged={fit.converged}")
-        fits.append(fit)
+    fits = ica.fit_seeds(z, [cfg.seed + i for i in range(cfg.ica_seeds)], cfg.ica_max_iter, cfg.ica_tol,
+                         cfg.ica_resample)
+    seed_records = [{"seed": f.seed, "n_iter": f.n_iter, "converged": f.converged,
+                     "n_tokens": len(z) if i == 0 else int(cfg.ica_resample * len(z))} for i, f in enumerate(fits)]
+    for r in seed_records:
+        print(f"  seed {r['seed']} ({r['n_tokens']:,} tokens): {r['n_iter']} iterations, converged={r['converged']}")
     dirs = [ica.mixing_directions(f.W, white) for f in fits]  # seed order, for matching
     stab = ica.stability(dirs[0], dirs[1:])
     control = None
     if cfg.gaussian_control:
         print(f"Gaussian control: FastICA on {len(z):,} × {k} whitened Gaussian rows, same seeds")
         control = ica.gaussian_control(len(z), k, [f.seed for f in fits], cfg.ica_max_iter, cfg.ica_tol,
-                                       white).summary(cfg.stable_cos)
+                                       white, cfg.ica_resample).summary(cfg.stable_cos)
 
     sample = z[: min(len(z), QUANTILE_SAMPLE)] @ fits[0].W.T
     signs = ica.positive_skew_signs(sample)
@@ -453,7 +454,8 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
         _write_stamped(store, cfg, "ica.json", {
             "k": k, "k_rule": k_rule, "n_tokens": n, "n_fit_tokens": int(len(fit_rows)),
             "algorithm": "scikit-learn FastICA, parallel, logcosh, whiten=False on PCA-whitened data",
-            "seeds": [{"seed": f.seed, "n_iter": f.n_iter, "converged": f.converged} for f in fits],
+            "seeds": seed_records,
+            "restart_resample": cfg.ica_resample,
             "all_converged": all(f.converged for f in fits),
             "max_iter": cfg.ica_max_iter, "tol": cfg.ica_tol,
             "stability_min_abs_cos": stab.tolist(), "stable_threshold": cfg.stable_cos,

@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory, tiny_model_dir, text_glob) -> Path:
     run_script(SCRIPTS[0], "--model", str(tiny_model_dir), "--hook-name", TINY_HOOK,
                "--text-files", text_glob, "--context-size", "32", "--n-tokens", str(N_TOKENS),
                "--sae-train-tokens", "3000", "--sae-train-samples", "12000", "--sae-batch-size", "256",
-               "--sae-expansion", "4", "--sae-k", "4", "--n-components", str(K), "--batch-size", "8",
+               "--sae-expansion", "4", "--sae-l0", "4", "--n-components", str(K), "--batch-size", "8",
                "--outputs", str(out))
     for name in SCRIPTS[1:]:
         run_script(name, "--outputs", str(out))
