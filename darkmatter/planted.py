@@ -264,3 +264,44 @@ def describe(spec: PlantedSpec, mode: str) -> str:
     return (f"planted x = Σ f_i d_i + ε: {spec.n_features} features in {spec.d_model} dims, "
             f"p_fire {spec.p_fire}, log-normal σ {spec.magnitude_sigma}, noise {spec.noise_std}; "
             f"dark matter: {how}")
+
+
+def recovery(spec: PlantedSpec, n_tokens: int, seed: int = 0, max_components: int = 100,
+             max_iter: int = 200, tol: float = 1e-6) -> dict[str, object]:
+    """One withheld-feature experiment in memory: oracle SAE → residual → PCA whitening to the
+    components holding 90% of its variance (capped) → FastICA → scores of ICA, PCA and random
+    directions against the withheld features (:func:`score`).
+
+    This is the pipeline's 02-05 path on in-memory arrays, for sweeps over the spec.
+
+    Args:
+        spec: planted data; ``spec.n_withheld`` ≥ 1.
+        n_tokens: analysed rows.
+    Returns:
+        {"k", "fvu", "residual_median_excess_kurtosis", "ica_converged", "ica_n_iter",
+         "ICA" | "PCA" | "random": :meth:`Recovery.summary`}.
+    Raises:
+        ValueError: nothing is withheld.
+    """
+    from darkmatter import compare, ica, stats
+
+    if spec.n_withheld < 1:
+        raise ValueError("recovery needs withheld features (n_withheld ≥ 1)")
+    x, _ = sample(spec, "analysis", n_tokens)
+    sae = oracle_sae(spec)
+    with torch.no_grad():
+        xt = torch.as_tensor(x)
+        resid = (xt - sae.decode(sae.encode(xt))).numpy()
+    m = stats.streaming_moments(resid)
+    pca = stats.pca_from_cov(m.cov)
+    k = min(pca.n_for(0.9), max_components)
+    white = ica.pca_whitening(pca, m.mean, k)
+    fit = ica.fastica(white.apply(resid), seed, max_iter, tol)
+    truth, dark = spec.directions(), spec.withheld()
+    sets = {"ICA": ica.mixing_directions(fit.W, white), "PCA": pca.components[:k],
+            "random": compare.random_directions(k, spec.d_model, seed)}
+    return {"k": k, "fvu": float((resid.astype(np.float64) ** 2).sum() / (n_tokens * stats.streaming_moments(
+                x, with_cov=False).total_variance)),
+            "residual_median_excess_kurtosis": float(np.median(m.excess_kurtosis)),
+            "ica_converged": fit.converged, "ica_n_iter": fit.n_iter,
+            **{name: score(d, truth, dark).summary() for name, d in sets.items()}}

@@ -57,6 +57,11 @@ PRODUCER: dict[str, str] = {
     "ica_dark_matter_results.json": "08_save_report.py",
     "report.md": "08_save_report.py",
     "timings.json": "any numbered script",
+    "layers_summary.json": "run_pipeline.py --layers",
+    "layers_summary.md": "run_pipeline.py --layers",
+    "planted_sweep.json": "sweep_planted.py",
+    "planted_sweep.md": "sweep_planted.py",
+    "planted_sweep.png": "sweep_planted.py",
 }
 
 PLOT_DPI = 150
