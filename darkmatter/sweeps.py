@@ -94,7 +94,7 @@ def planted_figure(records: list[dict[str, Any]]):
         ax.minorticks_off()
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel(VARIED[name])
-        ax.set_ylabel(f"share of withheld features found (|cos| > {planted.FOUND_COS})")
+        ax.set_ylabel(f"share found (|cos| > {planted.FOUND_COS}); mean max |cos|")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Planted dark matter: recovery of withheld features as one parameter varies")
