@@ -78,7 +78,85 @@ def main(step: int, description: str, run: Callable[[Config, OutputStore], None]
 
 
 def run_all(argv: Sequence[str]) -> int:
-    """Run steps 1-8 in this process with the same ``argv``; return the first non-zero code."""
+    """Run steps 1-8 in this process with the same ``argv``; return the first non-zero code.
+
+    ``--layers 0,6,11`` repeats the run for each layer (see :func:`run_layers`)."""
+    argv = list(argv)
+    if "--layers" in argv or any(a.startswith("--layers=") for a in argv):
+        return run_layers(argv)
+    return _run_steps(argv)
+
+
+def _layer_argv(argv: list[str]) -> tuple[list[int], list[str]]:
+    """Split ``--layers 0,6,11`` (or ``--layers=...``) off argv. Raises DarkMatterError."""
+    rest, layers_text = [], None
+    it = iter(argv)
+    for a in it:
+        if a == "--layers":
+            layers_text = next(it, "")
+        elif a.startswith("--layers="):
+            layers_text = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    try:
+        layers = [int(x) for x in (layers_text or "").split(",") if x.strip()]
+    except ValueError:
+        layers = []
+    if not layers or len(set(layers)) != len(layers) or min(layers) < 0:
+        raise DarkMatterError(f"--layers {layers_text!r}: give distinct non-negative layer numbers, e.g. 0,6,11")
+    return layers, rest
+
+
+def run_layers(argv: list[str]) -> int:
+    """Train (or load) an SAE and analyse it for several layers in one call.
+
+    Layer L uses the configured hook with its block index replaced (``blocks.L.hook_resid_pre``)
+    and the outputs subfolder ``<outputs>/layer_LL``; a pretrained SAE's ``--sae-id`` is
+    rewritten the same way. At the end, ``<outputs>/layers_summary.{json,md}`` tabulates
+    every layer. Returns the first non-zero exit code.
+    """
+    import re
+
+    from darkmatter import report
+
+    try:
+        layers, rest = _layer_argv(argv)
+        base = resolve_new(build_parser("run_pipeline").parse_args(rest))
+        if base.planted:
+            raise DarkMatterError("--layers needs a model; planted data has no layers")
+        if not re.match(r"blocks\.\d+\.", base.hook_name):
+            raise DarkMatterError(f"--layers needs a per-block hook (blocks.L.*), not {base.hook_name!r}")
+        if base.sae_path is not None:
+            raise DarkMatterError("--layers cannot share one --sae-path across layers: drop it to train "
+                                  "an SAE per layer, or use a release whose ids name the hook")
+        if base.sae_id is not None and not re.search(r"blocks\.\d+\.", base.sae_id):
+            raise DarkMatterError(f"--layers: cannot find the layer in --sae-id {base.sae_id!r}")
+    except DarkMatterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    folders = {}
+    for layer in layers:
+        hook = re.sub(r"blocks\.\d+\.", f"blocks.{layer}.", base.hook_name, count=1)
+        folders[layer] = os.path.join(base.outputs, f"layer_{layer:02d}")
+        extra = ["--hook-name", hook, "--outputs", folders[layer]]
+        if base.sae_id is not None:
+            extra += ["--sae-id", re.sub(r"blocks\.\d+\.", f"blocks.{layer}.", base.sae_id, count=1)]
+        print(f"\n##### layer {layer}: {hook} → {folders[layer]}", flush=True)
+        code = _run_steps(rest + extra)
+        if code:
+            return code
+    store = OutputStore(base.outputs)
+    table = report.layers_summary({layer: OutputStore(f).read_json("ica_dark_matter_results.json")
+                                   for layer, f in folders.items()})
+    with store.transaction():
+        store.write_json("layers_summary.json", table)
+        store.write_text("layers_summary.md", report.layers_markdown(table))
+    print("\n" + report.layers_markdown(table))
+    return 0
+
+
+def _run_steps(argv: Sequence[str]) -> int:
+    """Steps 1-8 in order with the same argv."""
     from darkmatter import steps
 
     total = time.perf_counter()

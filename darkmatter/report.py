@@ -109,6 +109,10 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _count(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
@@ -214,3 +218,39 @@ def components_markdown(components: list[dict[str, Any]], cfg: Config, setup: di
         out += [f"- q{e['quantile']:.2f} ({e['activation']:+.2f}): {_code(e['context'])}" for e in c["quantiles"]]
         out += [""]
     return "\n".join(out)
+
+
+def layers_summary(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One row per layer from each layer's ica_dark_matter_results.json."""
+    rows = []
+    for layer, r in sorted(results.items()):
+        s = r["summary"]
+        nf = s.get("noise_floor", {})
+        rows.append({
+            "layer": layer, "hook_name": r["config"]["hook_name"], "outputs": r["config"]["outputs"],
+            "sae_fvu": s["sae"]["fvu"], "sae_l0": s["sae"]["mean_l0"], "sae_dead_fraction": s["sae"]["dead_fraction"],
+            "residual_median_excess_kurtosis": s["residual"]["median_excess_kurtosis"],
+            "pca_components_for_90": s["residual"]["pca_components_for"]["90%"],
+            "k": s["ica"]["k"], "n_stable": s["ica"]["n_stable"],
+            "control_n_stable": nf.get("control_n_stable"),
+            "n_stable_above_noise_floor": nf.get("n_ica_stable_and_above_control_kurtosis"),
+            "ica_mean_max_abs_cos_to_sae": s["similarity"]["ICA"]["mean_max_abs_cos"],
+            "random_mean_max_abs_cos_to_sae": s["similarity"]["random"]["mean_max_abs_cos"],
+            "ica_median_excess_kurtosis": s["kurtosis"]["ica_median"],
+            "n_candidate_dark_matter": len(r["candidate_dark_matter_components"]),
+        })
+    return {"schema_version": SCHEMA_VERSION, "layers": rows}
+
+
+def layers_markdown(table: dict[str, Any]) -> str:
+    """layers_summary.md: the per-layer table."""
+    head = ["layer", "hook", "SAE FVU", "L0", "dead", "resid. median excess kurt.", "PCA 90%", "k",
+            "stable", "stable in Gaussian control", "stable above noise floor",
+            "ICA / random max abs cos to SAE", "candidate dark matter"]
+    rows = [[r["layer"], f"`{r['hook_name']}`", f"{r['sae_fvu']:.4f}", f"{r['sae_l0']:.1f}",
+             f"{r['sae_dead_fraction']:.1%}", f"{r['residual_median_excess_kurtosis']:.2f}",
+             r["pca_components_for_90"], r["k"], r["n_stable"], _count(r["control_n_stable"]),
+             _count(r["n_stable_above_noise_floor"]),
+             f"{r['ica_mean_max_abs_cos_to_sae']:.3f} / {r['random_mean_max_abs_cos_to_sae']:.3f}",
+             r["n_candidate_dark_matter"]] for r in table["layers"]]
+    return "\n".join(["# ICA dark matter across layers", "", _table(head, rows), ""])

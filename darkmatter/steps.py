@@ -150,7 +150,7 @@ def _train(cfg: Config, store: OutputStore, model: LoadedModel | None, d_model: 
                        out_dir=sae_dir, best_dir=store.staged_dir("sae_best"),
                        batch_size=cfg.sae_batch_size)
     record = dataclasses.asdict(result)
-    history = {k: record.pop(k) for k in list(record) if "history" in k}
+    history = {"history": record.pop("history"), "evals": record.pop("evals")}
     training = {"train_windows": n_windows, "n_train_tokens": len(acts), **record}
     store.write_json("sae_training.json", training)
     store.write_json("sae_history.json", history)

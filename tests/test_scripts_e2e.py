@@ -14,7 +14,7 @@ SCRIPTS = ["01_setup_and_load.py", "02_collect_activations.py", "03_diagnostics.
            "05_compare_sae.py", "06_interpret.py", "07_statistics.py", "08_save_report.py"]
 N_TOKENS = 3000
 K = 6
-EXPECTED = ["config.json", "setup.json", "sae_training.json", "sae/cfg.json", "activations.npy",
+EXPECTED = ["config.json", "setup.json", "sae_training.json", "sae_history.json", "sae/cfg.json", "sae_best/cfg.json", "activations.npy",
             "residuals.npy", "tokens.npy", "token_index.npy", "sae_stats.json", "diagnostics.json",
             "residual_kurtosis.png", "residual_pca.png", "ica.json", "ica_directions.npy",
             "ica_activations.npy", "ica_mixing.npy", "ica_unmixing.npy", "similarity.json",
@@ -79,7 +79,7 @@ def test_output_shapes_and_numbers(run_dir):
         s = sim[name]
         assert s["above_0.8"] + s["between_0.3_0.8"] + s["below_0.3"] == K
     results = json.loads((run_dir / "ica_dark_matter_results.json").read_text())
-    assert results["schema_version"] == 1
+    assert results["schema_version"] == 2
     assert results["arrays"]["residuals.npy"]["shape"] == [N_TOKENS, TINY_D_MODEL]
     report = (run_dir / "report.md").read_text()
     assert "residual_pca.png" in report and "ica_activations.npy" in report
@@ -116,3 +116,23 @@ def test_contradicting_flag_stops_with_a_clear_message(run_dir):
     assert proc.returncode == 2
     assert "--context-size" in proc.stderr and "01_setup_and_load.py" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_layers_trains_and_analyses_each_layer(tmp_path, tiny_model_dir, text_glob):
+    out = tmp_path / "layers"
+    run_script("run_pipeline.py", "--model", str(tiny_model_dir), "--hook-name", TINY_HOOK,
+               "--layers", "2,6", "--text-files", text_glob, "--context-size", "32", "--n-tokens", "2000",
+               "--sae-train-tokens", "2000", "--sae-train-samples", "6000", "--sae-batch-size", "256",
+               "--sae-expansion", "4", "--sae-l0", "4", "--n-components", "4", "--batch-size", "8",
+               "--ica-seeds", "2", "--outputs", str(out))
+    table = json.loads((out / "layers_summary.json").read_text())["layers"]
+    assert [(r["layer"], r["hook_name"]) for r in table] == [(2, "blocks.2.hook_resid_pre"),
+                                                            (6, "blocks.6.hook_resid_pre")]
+    acts = [np.load(out / f"layer_{layer:02d}" / "activations.npy") for layer in (2, 6)]
+    assert not np.allclose(acts[0], acts[1])  # different hooks really were read
+    for layer in (2, 6):
+        cfg = json.loads((out / f"layer_{layer:02d}" / "config.json").read_text())
+        assert cfg["hook_name"] == f"blocks.{layer}.hook_resid_pre"
+        assert (out / f"layer_{layer:02d}" / "sae" / "cfg.json").exists()
+    assert all(0 < r["sae_fvu"] < 1 for r in table)
+    assert "| 6 | `blocks.6.hook_resid_pre`" in (out / "layers_summary.md").read_text()
