@@ -122,3 +122,21 @@ def test_planted_pipeline_end_to_end(tmp_path, capsys):
     assert not (out / "tokens.npy").exists()
     diag = json.loads((out / "diagnostics.json").read_text())
     assert diag["gaussian_surrogate_excess_kurtosis"]["n_residual_dims_above_max_abs"] == 32
+
+
+def test_capacity_mode_scores_the_features_the_trained_sae_missed(tmp_path):
+    out = tmp_path / "capacity"
+    assert cli.run_all(["--preset", "planted", "--planted-mode", "capacity", "--outputs", str(out),
+                        *SMALL_FLAGS, "--sae-expansion", "1", "--sae-l0", "2", "--sae-train-tokens", "10000",
+                        "--sae-train-samples", "40000", "--sae-batch-size", "256",
+                        "--gaussian-control", "false"]) == 0
+    truth = json.loads((out / "groundtruth.json").read_text())
+    training = json.loads((out / "sae_training.json").read_text())
+    assert training["arch"] == "topk" and training["d_sae"] == 32
+    assert training["validation"]["fvu"] < 1.0
+    assert "decoder" in truth["dark_rule"]
+    n_dark = len(truth["dark_features"])
+    assert 48 - 32 <= n_dark < 48  # 32 latents cannot cover 48 features
+    assert truth["ICA"]["n_found"] >= 2 and truth["PCA"]["n_found"] == 0 and truth["random"]["n_found"] == 0
+    assert truth["ICA"]["mean_max_abs_cos"] > truth["PCA"]["mean_max_abs_cos"] + 0.1
+    assert "gaussian_control" not in json.loads((out / "statistics.json").read_text())
