@@ -82,6 +82,9 @@ class Config:
     n_components: int | None = _f(None, "ICA components k; default: PCA components for 90%% "
                                   "of residual variance, capped at --max-components", 4)
     max_components: int = _f(100, "cap on the automatic k", 4)
+    ica_backend: str = _f("sklearn", "FastICA implementation: sklearn (scikit-learn, the reference) | "
+                          "torch (darkmatter.ica_engine: stops once the identifiable components are "
+                          "stable; CPU or CUDA)", 4)
     ica_seeds: int = _f(3, "FastICA restarts (seed, seed+1, ...) for the stability check", 4)
     ica_max_iter: int = _f(200, "FastICA iteration cap", 4)
     ica_tol: float = _f(1e-6, "FastICA tolerance (scikit-learn's 1e-4 can stop at a mixed solution)", 4)
@@ -287,6 +290,8 @@ def validate(cfg: Config) -> None:
                             "or none")
     if cfg.ica_max_iter < 1 or cfg.ica_tol <= 0 or not 0 < cfg.stable_cos <= 1 or not 0 < cfg.ica_resample <= 1:
         problems.append("--ica-max-iter must be ≥ 1, --ica-tol > 0, --stable-cos and --ica-resample in (0, 1]")
+    if cfg.ica_backend not in ("sklearn", "torch"):
+        problems.append(f"--ica-backend {cfg.ica_backend!r}: choose sklearn or torch")
     if cfg.sae_arch not in ARCHITECTURES:
         problems.append(f"--sae-arch {cfg.sae_arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
     if cfg.planted:

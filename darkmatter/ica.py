@@ -96,8 +96,26 @@ def fastica(z: np.ndarray, seed: int, max_iter: int = 200, tol: float = 1e-6) ->
                   converged=not not_converged)
 
 
+def fit(z: np.ndarray, seed: int, max_iter: int, tol: float, backend: str = "sklearn") -> ICAFit:
+    """One FastICA run with ``backend``: ``sklearn`` (:func:`fastica`) or ``torch``
+    (:func:`darkmatter.ica_engine.fastica_torch`, which may stop early once the identifiable
+    components are stable; ``converged`` then stays False).
+
+    Raises:
+        ValueError: unknown backend.
+    """
+    if backend == "sklearn":
+        return fastica(z, seed, max_iter, tol)
+    if backend == "torch":
+        from darkmatter.ica_engine import fastica_torch
+
+        f = fastica_torch(z, seed, max_iter, tol)
+        return ICAFit(W=f.W, seed=seed, n_iter=f.n_iter, converged=f.converged)
+    raise ValueError(f"unknown ICA backend {backend!r}: sklearn or torch")
+
+
 def fit_seeds(z: np.ndarray, seeds: list[int], max_iter: int, tol: float,
-              resample: float = 0.5) -> list[ICAFit]:
+              resample: float = 0.5, backend: str = "sklearn") -> list[ICAFit]:
     """FastICA restarts for the stability check (after ICASSO, Himberg et al. 2004).
 
     The first seed fits all of z; every later seed fits a fresh random subset of
@@ -117,14 +135,14 @@ def fit_seeds(z: np.ndarray, seeds: list[int], max_iter: int, tol: float,
         raise ValueError(f"resample must lie in (0, 1], got {resample}")
     if not seeds:
         raise ValueError("need at least one seed")
-    fits = [fastica(z, seeds[0], max_iter, tol)]
+    fits = [fit(z, seeds[0], max_iter, tol, backend)]
     for seed in seeds[1:]:
         if resample < 1:
             rows = np.sort(np.random.default_rng([seed, 1012]).choice(len(z), int(resample * len(z)),
                                                                        replace=False))
-            fits.append(fastica(z[rows], seed, max_iter, tol))
+            fits.append(fit(z[rows], seed, max_iter, tol, backend))
         else:
-            fits.append(fastica(z, seed, max_iter, tol))
+            fits.append(fit(z, seed, max_iter, tol, backend))
     return fits
 
 
@@ -209,7 +227,8 @@ class ControlResult:
 
 
 def gaussian_control(n: int, k: int, seeds: list[int], max_iter: int, tol: float,
-                     whitening: Whitening | None = None, resample: float = 0.5) -> ControlResult:
+                     whitening: Whitening | None = None, resample: float = 0.5,
+                     backend: str = "sklearn") -> ControlResult:
     """Run :func:`fit_seeds` with ``seeds`` on :func:`whitened_gaussian` data of the real run's
     shape (n tokens × k components), and measure the stability and source kurtosis it
     reports anyway. The surrogate's data seed is ``seeds[0]``.
@@ -225,7 +244,7 @@ def gaussian_control(n: int, k: int, seeds: list[int], max_iter: int, tol: float
     from scipy.stats import kurtosis
 
     z = whitened_gaussian(n, k, seeds[0])
-    fits = fit_seeds(z, seeds, max_iter, tol, resample)
+    fits = fit_seeds(z, seeds, max_iter, tol, resample, backend)
     mats = [f.W if whitening is None else mixing_directions(f.W, whitening) for f in fits]
     stab = stability(mats[0], mats[1:])
     kurt = kurtosis(z[: min(n, 100_000)] @ fits[0].W.T, axis=0)

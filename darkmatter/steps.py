@@ -403,7 +403,7 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
     print(f"FastICA on {len(z):,} tokens × k={k} ({white.explained:.1%} of residual variance), "
           f"seeds {cfg.seed}..{cfg.seed + cfg.ica_seeds - 1}")
     fits = ica.fit_seeds(z, [cfg.seed + i for i in range(cfg.ica_seeds)], cfg.ica_max_iter, cfg.ica_tol,
-                         cfg.ica_resample)
+                         cfg.ica_resample, cfg.ica_backend)
     seed_records = [{"seed": f.seed, "n_iter": f.n_iter, "converged": f.converged,
                      "n_tokens": len(z) if i == 0 else int(cfg.ica_resample * len(z))} for i, f in enumerate(fits)]
     for r in seed_records:
@@ -414,7 +414,7 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
     if cfg.gaussian_control:
         print(f"Gaussian control: FastICA on {len(z):,} × {k} whitened Gaussian rows, same seeds")
         control = ica.gaussian_control(len(z), k, [f.seed for f in fits], cfg.ica_max_iter, cfg.ica_tol,
-                                       white, cfg.ica_resample).summary(cfg.stable_cos)
+                                       white, cfg.ica_resample, cfg.ica_backend).summary(cfg.stable_cos)
 
     sample = z[: min(len(z), QUANTILE_SAMPLE)] @ fits[0].W.T
     signs = ica.positive_skew_signs(sample)
@@ -455,7 +455,11 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
         n_stable = int((stab >= cfg.stable_cos).sum())
         _write_stamped(store, cfg, "ica.json", {
             "k": k, "k_rule": k_rule, "n_tokens": n, "n_fit_tokens": int(len(fit_rows)),
-            "algorithm": "scikit-learn FastICA, parallel, logcosh, whiten=False on PCA-whitened data",
+            "algorithm": ("scikit-learn FastICA, parallel, logcosh, whiten=False on PCA-whitened data"
+                          if cfg.ica_backend == "sklearn" else
+                          "darkmatter.ica_engine FastICA (PyTorch), parallel, logcosh, on PCA-whitened data; "
+                          "stops once the identifiable components are stable"),
+            "backend": cfg.ica_backend,
             "seeds": seed_records,
             "restart_resample": cfg.ica_resample,
             "all_converged": all(f.converged for f in fits),

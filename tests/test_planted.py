@@ -140,3 +140,12 @@ def test_capacity_mode_scores_the_features_the_trained_sae_missed(tmp_path):
     assert truth["ICA"]["n_found"] >= 2 and truth["PCA"]["n_found"] == 0 and truth["random"]["n_found"] == 0
     assert truth["ICA"]["mean_max_abs_cos"] > truth["PCA"]["mean_max_abs_cos"] + 0.1
     assert "gaussian_control" not in json.loads((out / "statistics.json").read_text())
+
+
+def test_planted_pipeline_with_the_torch_engine(tmp_path):
+    out = tmp_path / "torch"
+    assert cli.run_all(["--preset", "planted", "--outputs", str(out), *SMALL_FLAGS, "--ica-backend", "torch"]) == 0
+    truth = json.loads((out / "groundtruth.json").read_text())
+    assert truth["ICA"]["n_found"] == 8 and truth["ICA"]["n_false_discoveries"] == 0
+    ica_info = json.loads((out / "ica.json").read_text())
+    assert ica_info["backend"] == "torch" and ica_info["gaussian_control"]["n_stable"] == 0
