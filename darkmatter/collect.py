@@ -8,8 +8,9 @@ sums (FVU, L0, per-feature firing counts and power sums) before the next.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,10 +20,46 @@ from darkmatter.errors import DarkMatterError
 from darkmatter.sources import LoadedModel
 
 
+@dataclass
+class Throughput:
+    """Wall time of collection by stage (seconds; CUDA work synchronised at each stage's end).
+
+    Attributes:
+        model: forward passes to the hook layer (stopping right after it).
+        sae: SAE encode + decode and the running statistics.
+        write: copies to the float32 memmaps (device → host included).
+        total: the whole collection, text windows and everything else included.
+    """
+
+    model: float = 0.0
+    sae: float = 0.0
+    write: float = 0.0
+    total: float = 0.0
+    _marks: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def tokens_per_second(self, n_tokens: int) -> dict[str, float]:
+        """Tokens/s for the model alone, model + SAE, and end to end with I/O."""
+        return {"model": n_tokens / max(self.model, 1e-9),
+                "model_and_sae": n_tokens / max(self.model + self.sae, 1e-9),
+                "end_to_end": n_tokens / max(self.total, 1e-9)}
+
+    def record(self, n_tokens: int) -> dict[str, float]:
+        return {"seconds_model": self.model, "seconds_sae": self.sae, "seconds_write": self.write,
+                "seconds_total": self.total,
+                **{f"tokens_per_second_{k}": v for k, v in self.tokens_per_second(n_tokens).items()}}
+
+
+def _now(device: torch.device | str) -> float:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def hook_rows(model: LoadedModel, windows: Iterator[np.ndarray], hook_name: str, layer: int,
               batch_size: int, device: str, n_tokens: int, max_norm_ratio: float | None = None,
               used_windows: list[np.ndarray] | None = None,
-              desc: str = "model forward") -> Iterator[tuple[torch.Tensor, np.ndarray, int]]:
+              desc: str = "model forward",
+              clock: Throughput | None = None) -> Iterator[tuple[torch.Tensor, np.ndarray, int]]:
     """Pull token windows in batches, run them through the model and yield the analysed rows,
     until ``n_tokens`` rows have been yielded.
 
@@ -36,6 +73,7 @@ def hook_rows(model: LoadedModel, windows: Iterator[np.ndarray], hook_name: str,
         windows: int32[ctx] token windows (an iterator; only what is needed is consumed).
         n_tokens: rows to yield in total.
         used_windows: if given, every window pulled is appended to it (row indices refer to it).
+        clock: if given, the forward passes' wall time is added to ``clock.model``.
     Yields:
         (rows: float32[m, d_model] on ``device``, index: int32[m, 2] of (window, position),
          number of non-BOS tokens dropped as massive in this batch).
@@ -54,8 +92,11 @@ def hook_rows(model: LoadedModel, windows: Iterator[np.ndarray], hook_name: str,
             batch = np.stack(pulled)
             if used_windows is not None:
                 used_windows.extend(pulled)
+            t0 = _now(device) if clock is not None else 0.0
             acts = model.activations(torch.as_tensor(batch, dtype=torch.long, device=device),
                                      hook_name, layer)
+            if clock is not None:
+                clock.model += _now(device) - t0
             win, pos = np.nonzero(batch != model.bos_id)
             rows = acts[torch.as_tensor(win, device=acts.device), torch.as_tensor(pos, device=acts.device)]
             if not torch.isfinite(rows).all():
@@ -150,13 +191,14 @@ def reconstruct(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def collect_rows(rows: Iterator[tuple[torch.Tensor, np.ndarray, int]], sae, chunk_size: int,
                  activations_out: np.ndarray, residuals_out: np.ndarray,
-                 index_out: np.ndarray) -> tuple[SAERunningStats, int]:
+                 index_out: np.ndarray, clock: Throughput | None = None) -> tuple[SAERunningStats, int]:
     """Fill ``activations_out`` / ``residuals_out`` (float32[n_tokens, d_model] memmaps) and
     ``index_out`` (int32[n_tokens, 2]) from ``rows``, SAE-encoding in chunks of ``chunk_size``.
 
     Args:
         rows: yields (x: float32[m, d_model], index: int32[m, 2], tokens excluded in this batch),
             as :func:`hook_rows` does, until ``len(activations_out)`` rows have come.
+        clock: if given, SAE and write times are added to it.
     Returns:
         (the running SAE statistics, total tokens excluded).
     """
@@ -167,12 +209,18 @@ def collect_rows(rows: Iterator[tuple[torch.Tensor, np.ndarray, int]], sae, chun
         excluded += dropped
         for start in range(0, len(batch), chunk_size):
             x = batch[start:start + chunk_size]
+            t0 = _now(x.device) if clock is not None else 0.0
             feats, x_hat = reconstruct(sae, x)
             stats.update(x, x_hat, feats)
+            resid = x - x_hat
+            t1 = _now(x.device) if clock is not None else 0.0
             m = len(x)
             activations_out[row:row + m] = x.cpu().numpy()
-            residuals_out[row:row + m] = (x - x_hat).cpu().numpy()
+            residuals_out[row:row + m] = resid.cpu().numpy()
             index_out[row:row + m] = index[start:start + m]
+            if clock is not None:
+                clock.sae += t1 - t0
+                clock.write += time.perf_counter() - t1
             row += m
             del feats
     if row != len(activations_out):
@@ -188,17 +236,23 @@ def collect(model: LoadedModel, sae, windows: Iterator[np.ndarray], hook_name: s
     in :func:`hook_rows`.
 
     Returns:
-        (SAE statistics as in :meth:`SAERunningStats.finish` plus the excluded-token counts,
+        (SAE statistics as in :meth:`SAERunningStats.finish` plus the excluded-token counts and
+         the throughput (:meth:`Throughput.record`),
          feature moments float64[5, d_sae]: firing count, Σf, Σf², Σf³, Σf⁴,
          the windows used: int32[n_windows, ctx]).
     """
     used: list[np.ndarray] = []
+    clock = Throughput()
+    t0 = time.perf_counter()
     stats, n_massive = collect_rows(
         hook_rows(model, windows, hook_name, layer, batch_size, device, n_tokens, max_norm_ratio, used,
-                  desc="collect"), sae, chunk_size, activations_out, residuals_out, index_out)
+                  desc="collect", clock=clock), sae, chunk_size, activations_out, residuals_out, index_out,
+        clock)
+    clock.total = _now(device) - t0
     windows_used = np.stack(used)
     last_window, last_pos = index_out[-1]
     is_bos = windows_used == model.bos_id
     n_bos = int(is_bos[:last_window].sum() + is_bos[last_window, :last_pos + 1].sum())
-    return ({**stats.finish(), "massive_tokens_excluded": n_massive, "bos_positions_excluded": n_bos},
+    return ({**stats.finish(), "massive_tokens_excluded": n_massive, "bos_positions_excluded": n_bos,
+             "throughput": clock.record(len(index_out))},
             stats.feature_moments.cpu().numpy(), windows_used)

@@ -82,9 +82,9 @@ class Config:
     n_components: int | None = _f(None, "ICA components k; default: PCA components for 90%% "
                                   "of residual variance, capped at --max-components", 4)
     max_components: int = _f(100, "cap on the automatic k", 4)
-    ica_backend: str = _f("sklearn", "FastICA implementation: sklearn (scikit-learn, the reference) | "
-                          "torch (darkmatter.ica_engine: stops once the identifiable components are "
-                          "stable; CPU or CUDA)", 4)
+    ica_backend: str = _f("torch", "FastICA implementation: torch (darkmatter.ica_engine, the default: "
+                          "stops once the identifiable components are stable; CPU or CUDA) | sklearn "
+                          "(scikit-learn, the reference)", 4)
     ica_seeds: int = _f(3, "FastICA restarts (seed, seed+1, ...) for the stability check", 4)
     ica_max_iter: int = _f(200, "FastICA iteration cap", 4)
     ica_tol: float = _f(1e-6, "FastICA tolerance (scikit-learn's 1e-4 can stop at a mixed solution)", 4)

@@ -1,8 +1,9 @@
 """PCA whitening, FastICA over several seeds, matching across seeds, sign convention.
 
 The estimator is FastICA (Hyvärinen & Oja 2000) with symmetric decorrelation
-and the logcosh contrast, run by scikit-learn's ``FastICA`` on data we
-whiten ourselves from the streamed covariance (``whiten=False``). Components
+and the logcosh contrast, on data we whiten ourselves from the streamed covariance:
+by default our PyTorch engine (:mod:`darkmatter.ica_engine`), or scikit-learn's
+``FastICA`` (``whiten=False``) as the reference. Components
 are matched across seeds with the Hungarian algorithm
 (``scipy.optimize.linear_sum_assignment``) on |cos| of their mixing directions.
 
@@ -76,16 +77,34 @@ class ICAFit:
         seed: random_state of the run.
         n_iter: iterations taken.
         converged: reached ``tol`` before ``max_iter``.
+        final_change: max over components of 1 − |⟨w⁺, w⟩| at the last step (None where the
+            backend does not expose it: scikit-learn).
+        n_settled: components that stopped moving (torch engine; all k when converged, None
+            for scikit-learn).
+        stopped_on_stability: the torch engine stopped because its settled set was stable.
+        settled_converged: every settled component then met ``tol`` (torch engine).
     """
 
     W: np.ndarray
     seed: int
     n_iter: int
     converged: bool
+    final_change: float | None = None
+    n_settled: int | None = None
+    stopped_on_stability: bool = False
+    settled_converged: bool | None = None
+
+    def record(self, n_tokens: int) -> dict[str, object]:
+        """Per-seed convergence report for ica.json."""
+        return {"seed": self.seed, "n_tokens": n_tokens, "n_iter": self.n_iter, "converged": self.converged,
+                "final_change": self.final_change, "n_settled": self.n_settled,
+                "stopped_on_stability": self.stopped_on_stability, "settled_converged": self.settled_converged}
 
 
 def fastica(z: np.ndarray, seed: int, max_iter: int = 200, tol: float = 1e-6) -> ICAFit:
-    """scikit-learn FastICA (parallel, logcosh) on whitened z: float64[n, k]."""
+    """scikit-learn FastICA (parallel, logcosh) on whitened z: float[n, k], fitted in float64
+    (float32 input can return wrong directions at 1M rows: ../shared/NOTES.md)."""
+    z = np.asarray(z, dtype=np.float64)
     est = FastICA(n_components=z.shape[1], algorithm="parallel", whiten=False, fun="logcosh",
                   max_iter=max_iter, tol=tol, random_state=seed)
     with warnings.catch_warnings(record=True) as caught:
@@ -96,11 +115,14 @@ def fastica(z: np.ndarray, seed: int, max_iter: int = 200, tol: float = 1e-6) ->
                   converged=not not_converged)
 
 
-def fit(z: np.ndarray, seed: int, max_iter: int, tol: float, backend: str = "sklearn") -> ICAFit:
-    """One FastICA run with ``backend``: ``sklearn`` (:func:`fastica`) or ``torch``
-    (:func:`darkmatter.ica_engine.fastica_torch`, which may stop early once the identifiable
-    components are stable; ``converged`` then stays False).
+def fit(z: np.ndarray, seed: int, max_iter: int, tol: float, backend: str = "torch",
+        device: str = "cpu") -> ICAFit:
+    """One FastICA run with ``backend``: ``torch`` (:func:`darkmatter.ica_engine.fastica_torch`
+    on ``device``, which stops once the identifiable components are stable; ``converged`` then
+    stays False) or ``sklearn`` (:func:`fastica`, the reference, on the CPU).
 
+    Args:
+        z: float[n, k] whitened data (float32 is fine for the torch engine).
     Raises:
         ValueError: unknown backend.
     """
@@ -109,13 +131,15 @@ def fit(z: np.ndarray, seed: int, max_iter: int, tol: float, backend: str = "skl
     if backend == "torch":
         from darkmatter.ica_engine import fastica_torch
 
-        f = fastica_torch(z, seed, max_iter, tol)
-        return ICAFit(W=f.W, seed=seed, n_iter=f.n_iter, converged=f.converged)
-    raise ValueError(f"unknown ICA backend {backend!r}: sklearn or torch")
+        f = fastica_torch(z, seed, max_iter, tol, device=device)
+        return ICAFit(W=f.W, seed=seed, n_iter=f.n_iter, converged=f.converged,
+                      final_change=float(np.nanmax(f.final_change)), n_settled=f.n_settled,
+                      stopped_on_stability=f.stopped_on_stability, settled_converged=f.settled_converged)
+    raise ValueError(f"unknown ICA backend {backend!r}: torch or sklearn")
 
 
 def fit_seeds(z: np.ndarray, seeds: list[int], max_iter: int, tol: float,
-              resample: float = 0.5, backend: str = "sklearn") -> list[ICAFit]:
+              resample: float = 0.5, backend: str = "torch", device: str = "cpu") -> list[ICAFit]:
     """FastICA restarts for the stability check (after ICASSO, Himberg et al. 2004).
 
     The first seed fits all of z; every later seed fits a fresh random subset of
@@ -126,8 +150,9 @@ def fit_seeds(z: np.ndarray, seeds: list[int], max_iter: int, tol: float,
     "stable" components on 20k Gaussian rows; 0 with half-data restarts).
 
     Args:
-        z: float64[n, k] whitened data.
+        z: float[n, k] whitened data.
         resample: fraction of rows each later restart sees; 1 keeps every row.
+        backend, device: see :func:`fit`.
     Raises:
         ValueError: ``resample`` outside (0, 1] or no seeds.
     """
@@ -135,14 +160,14 @@ def fit_seeds(z: np.ndarray, seeds: list[int], max_iter: int, tol: float,
         raise ValueError(f"resample must lie in (0, 1], got {resample}")
     if not seeds:
         raise ValueError("need at least one seed")
-    fits = [fit(z, seeds[0], max_iter, tol, backend)]
+    fits = [fit(z, seeds[0], max_iter, tol, backend, device)]
     for seed in seeds[1:]:
         if resample < 1:
             rows = np.sort(np.random.default_rng([seed, 1012]).choice(len(z), int(resample * len(z)),
                                                                        replace=False))
-            fits.append(fit(z[rows], seed, max_iter, tol, backend))
+            fits.append(fit(z[rows], seed, max_iter, tol, backend, device))
         else:
-            fits.append(fit(z, seed, max_iter, tol, backend))
+            fits.append(fit(z, seed, max_iter, tol, backend, device))
     return fits
 
 
@@ -184,18 +209,30 @@ def positive_skew_signs(sources_sample: np.ndarray) -> np.ndarray:
     return np.where(skew(sources_sample, axis=0) < 0, -1.0, 1.0)
 
 
-def whitened_gaussian(n: int, k: int, seed: int) -> np.ndarray:
-    """float64[n, k] Gaussian rows whitened by their own sample covariance.
+def whitened_gaussian(n: int, k: int, seed: int, chunk: int = 65536) -> np.ndarray:
+    """float32[n, k] Gaussian rows whitened by their own sample covariance.
 
     This is a Gaussian surrogate of PCA-whitened residual data (whitening removes
     the covariance, so a surrogate "with the residual's covariance" looks like this
-    after the same whitening); re-whitening makes its sample covariance exactly the
-    identity, as the real whitened data's is.
+    after the same whitening); re-whitening makes its sample covariance the identity,
+    as the real whitened data's is. Built in chunks (the moments in float64), so it
+    needs n × k × 4 bytes and no float64 copy.
     """
-    g = np.random.default_rng([seed, 1011]).standard_normal((n, k))
-    g -= g.mean(0)
-    vals, vecs = np.linalg.eigh(g.T @ g / n)
-    return g @ (vecs / np.sqrt(vals)) @ vecs.T
+    rng = np.random.default_rng([seed, 1011])
+    out = np.empty((n, k), dtype=np.float32)
+    s1 = np.zeros(k)
+    s2 = np.zeros((k, k))
+    for s in range(0, n, chunk):
+        g = rng.standard_normal((min(chunk, n - s), k))
+        out[s:s + len(g)] = g
+        s1 += g.sum(0)
+        s2 += g.T @ g
+    mean = s1 / n
+    vals, vecs = np.linalg.eigh(s2 / n - np.outer(mean, mean))
+    whitener = (vecs / np.sqrt(vals)) @ vecs.T
+    for s in range(0, n, chunk):
+        out[s:s + chunk] = (out[s:s + chunk].astype(np.float64) - mean) @ whitener
+    return out
 
 
 @dataclass(frozen=True)
@@ -228,7 +265,7 @@ class ControlResult:
 
 def gaussian_control(n: int, k: int, seeds: list[int], max_iter: int, tol: float,
                      whitening: Whitening | None = None, resample: float = 0.5,
-                     backend: str = "sklearn") -> ControlResult:
+                     backend: str = "torch", device: str = "cpu") -> ControlResult:
     """Run :func:`fit_seeds` with ``seeds`` on :func:`whitened_gaussian` data of the real run's
     shape (n tokens × k components), and measure the stability and source kurtosis it
     reports anyway. The surrogate's data seed is ``seeds[0]``.
@@ -244,8 +281,8 @@ def gaussian_control(n: int, k: int, seeds: list[int], max_iter: int, tol: float
     from scipy.stats import kurtosis
 
     z = whitened_gaussian(n, k, seeds[0])
-    fits = fit_seeds(z, seeds, max_iter, tol, resample, backend)
+    fits = fit_seeds(z, seeds, max_iter, tol, resample, backend, device)
     mats = [f.W if whitening is None else mixing_directions(f.W, whitening) for f in fits]
     stab = stability(mats[0], mats[1:])
-    kurt = kurtosis(z[: min(n, 100_000)] @ fits[0].W.T, axis=0)
+    kurt = kurtosis(z[: min(n, 100_000)].astype(np.float64) @ fits[0].W.T, axis=0)
     return ControlResult(fits=fits, stability=stab, source_excess_kurtosis=kurt)

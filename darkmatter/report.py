@@ -33,6 +33,8 @@ def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, An
                      "is_non_gaussian": diag["residual_is_non_gaussian"],
                      "pca_components_for": diag["pca_components_for"]},
         "ica": {"k": ica["k"], "all_converged": ica["all_converged"],
+                "all_settled_converged": ica.get("all_settled_converged", ica["all_converged"]),
+                "n_settled": [s.get("n_settled") for s in ica["seeds"]],
                 "iterations": [s["n_iter"] for s in ica["seeds"]], "n_stable": ica["n_stable"],
                 "variance_explained": ica["reconstruction_variance_explained"]},
         "similarity": {name: sim[name] for name in ("ICA", "random", "PCA")},
@@ -48,7 +50,7 @@ def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, An
         f"SAE: FVU {sae['fvu']:.4f}, L0 {sae['mean_l0']:.1f}, dead {sae['dead_fraction']:.1%}",
         f"residual: mean excess kurtosis {summary['residual']['mean_excess_kurtosis']:.2f}, "
         f"{diag['pca_components_for']['90%']} PCA components for 90% of its variance",
-        f"ICA: k={ica['k']}, converged={ica['all_converged']} (iterations {summary['ica']['iterations']}), "
+        f"ICA: k={ica['k']}, {_convergence(ica)} (iterations {summary['ica']['iterations']}), "
         f"{ica['n_stable']}/{ica['k']} stable across seeds",
         "mean max |cos| to the SAE: " + ", ".join(
             f"{name} {sim[name]['mean_max_abs_cos']:.3f}" for name in ("ICA", "random", "PCA")),
@@ -105,6 +107,18 @@ def aggregate(cfg: Config, parts: dict[str, Any], arrays: dict[str, dict[str, An
     }
 
 
+def _convergence(ica: dict[str, Any]) -> str:
+    """One phrase on how the FastICA runs ended."""
+    if ica["all_converged"]:
+        return "converged in every seed"
+    seeds = ica["seeds"]
+    if all(r.get("stopped_on_stability") for r in seeds):
+        settled = "/".join(str(r.get("n_settled")) for r in seeds)
+        done = " and refined to tol" if ica.get("all_settled_converged") else ""
+        return f"stopped once stable in every seed ({settled} of {ica['k']} components settled{done})"
+    return "NOT converged (hit the iteration cap)"
+
+
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -140,8 +154,13 @@ def report_markdown(results: dict[str, Any]) -> str:
             f"k = {ica['k']} ({ica['k_rule']}); the k-component reconstruction explains "
             f"{ica['reconstruction_variance_explained']:.4f} of the residual variance "
             f"(PCA kept {ica['pca_variance_kept']:.4f}).", "",
-            _table(["seed", "iterations", "converged"],
-                   [[r["seed"], r["n_iter"], r["converged"]] for r in ica["seeds"]]), "",
+            _table(["seed", "tokens", "iterations", "converged", "stopped on stability (settled)",
+                    "settled converged", "final change"],
+                   [[r["seed"], f"{r.get('n_tokens', 0):,}", r["n_iter"], r["converged"],
+                     f"{r.get('stopped_on_stability', False)} ({_count(r.get('n_settled'))})",
+                     _count(r.get("settled_converged")),
+                     "n/a" if r.get("final_change") is None else f"{r['final_change']:.1e}"]
+                    for r in ica["seeds"]]), "",
             f"{ica['n_stable']}/{ica['k']} components are stable (matched |cos| ≥ {ica['stable_threshold']} "
             "in every seed).", "",
             f"Excess kurtosis: ICA sources median {s['kurtosis']['ica_median']:.2f}, SAE features "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,9 @@ def _train(cfg: Config, store: OutputStore, model: LoadedModel | None, d_model: 
     sae_history.json. Returns (the staged folder of the final SAE, training windows used)."""
     from darkmatter.training import train_sae
 
+    t0 = time.perf_counter()
     acts, n_windows = _training_activations(cfg, model, device)
+    t1 = time.perf_counter()
     sae_dir = store.staged_dir("sae")
     result = train_sae(acts, arch=cfg.sae_arch, d_sae=cfg.sae_expansion * d_model, l0_target=cfg.sae_l0,
                        total_samples=cfg.sae_train_samples, lr=cfg.sae_lr, seed=cfg.seed, device=device,
@@ -151,7 +154,8 @@ def _train(cfg: Config, store: OutputStore, model: LoadedModel | None, d_model: 
                        batch_size=cfg.sae_batch_size)
     record = dataclasses.asdict(result)
     history = {"history": record.pop("history"), "evals": record.pop("evals")}
-    training = {"train_windows": n_windows, "n_train_tokens": len(acts), **record}
+    training = {"train_windows": n_windows, "n_train_tokens": len(acts),
+                "seconds_activations": t1 - t0, "seconds_training": time.perf_counter() - t1, **record}
     store.write_json("sae_training.json", training)
     store.write_json("sae_history.json", history)
     v = result.validation
@@ -297,6 +301,12 @@ def step2_collect(cfg: Config, store: OutputStore) -> None:
         print(f"{cfg.n_tokens:,} planted rows analysed")
     print(f"SAE on the analysed tokens: FVU {sae_stats['fvu']:.4f}, L0 {sae_stats['mean_l0']:.1f}, "
           f"dead {sae_stats['dead_fraction']:.1%}, mean cos(x, x̂) {sae_stats['mean_cos_x_xhat']:.3f}")
+    tp = sae_stats.get("throughput")
+    if tp:
+        print(f"throughput: model {tp['tokens_per_second_model']:,.0f} tok/s, model + SAE "
+              f"{tp['tokens_per_second_model_and_sae']:,.0f} tok/s, end to end "
+              f"{tp['tokens_per_second_end_to_end']:,.0f} tok/s (model {tp['seconds_model']:.1f} s, SAE "
+              f"{tp['seconds_sae']:.1f} s, writes {tp['seconds_write']:.1f} s of {tp['seconds_total']:.1f} s)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,24 +409,36 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
     fit_rows = (np.arange(n) if not cfg.ica_max_tokens or cfg.ica_max_tokens >= n
                 else stats.random_rows(n, cfg.ica_max_tokens, cfg.seed))
     chunk = max(cfg.sae_chunk_size, 16384)
-    z = np.concatenate([white.apply(resid[fit_rows[s:s + chunk]]) for s in range(0, len(fit_rows), chunk)])
+    z = np.empty((len(fit_rows), k), dtype=np.float32)  # n × k × 4 bytes: the one array 04 holds whole
+    for s in range(0, len(fit_rows), chunk):
+        z[s:s + chunk] = white.apply(resid[fit_rows[s:s + chunk]])
     print(f"FastICA on {len(z):,} tokens × k={k} ({white.explained:.1%} of residual variance), "
           f"seeds {cfg.seed}..{cfg.seed + cfg.ica_seeds - 1}")
+    device = cfg.resolved_device()
     fits = ica.fit_seeds(z, [cfg.seed + i for i in range(cfg.ica_seeds)], cfg.ica_max_iter, cfg.ica_tol,
-                         cfg.ica_resample, cfg.ica_backend)
-    seed_records = [{"seed": f.seed, "n_iter": f.n_iter, "converged": f.converged,
-                     "n_tokens": len(z) if i == 0 else int(cfg.ica_resample * len(z))} for i, f in enumerate(fits)]
+                         cfg.ica_resample, cfg.ica_backend, device)
+    seed_records = [f.record(len(z) if i == 0 else int(cfg.ica_resample * len(z))) for i, f in enumerate(fits)]
     for r in seed_records:
-        print(f"  seed {r['seed']} ({r['n_tokens']:,} tokens): {r['n_iter']} iterations, converged={r['converged']}")
+        how = (f"stopped on stability with {r['n_settled']}/{k} settled"
+               f"{' (settled ones converged)' if r['settled_converged'] else ''}"
+               if r["stopped_on_stability"] else f"converged={r['converged']}")
+        change = "" if r["final_change"] is None else f", final change {r['final_change']:.1e}"
+        print(f"  seed {r['seed']} ({r['n_tokens']:,} tokens): {r['n_iter']} iterations, {how}{change}")
     dirs = [ica.mixing_directions(f.W, white) for f in fits]  # seed order, for matching
     stab = ica.stability(dirs[0], dirs[1:])
     control = None
     if cfg.gaussian_control:
-        print(f"Gaussian control: FastICA on {len(z):,} × {k} whitened Gaussian rows, same seeds")
-        control = ica.gaussian_control(len(z), k, [f.seed for f in fits], cfg.ica_max_iter, cfg.ica_tol,
-                                       white, cfg.ica_resample, cfg.ica_backend).summary(cfg.stable_cos)
+        # the same iteration budget as the real fits took: on Gaussian rows nothing ever settles, so
+        # the engine would otherwise always run to the cap (200 full passes per seed)
+        budget = cfg.ica_max_iter if cfg.ica_backend == "sklearn" else min(
+            cfg.ica_max_iter, max(f.n_iter for f in fits))
+        print(f"Gaussian control: FastICA on {len(z):,} × {k} whitened Gaussian rows, same seeds, "
+              f"≤ {budget} iterations")
+        control = {**ica.gaussian_control(len(z), k, [f.seed for f in fits], budget, cfg.ica_tol, white,
+                                          cfg.ica_resample, cfg.ica_backend, device).summary(cfg.stable_cos),
+                   "max_iter": budget}
 
-    sample = z[: min(len(z), QUANTILE_SAMPLE)] @ fits[0].W.T
+    sample = z[: min(len(z), QUANTILE_SAMPLE)].astype(np.float64) @ fits[0].W.T
     signs = ica.positive_skew_signs(sample)
     from scipy.stats import kurtosis
 
@@ -457,12 +479,15 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
             "k": k, "k_rule": k_rule, "n_tokens": n, "n_fit_tokens": int(len(fit_rows)),
             "algorithm": ("scikit-learn FastICA, parallel, logcosh, whiten=False on PCA-whitened data"
                           if cfg.ica_backend == "sklearn" else
-                          "darkmatter.ica_engine FastICA (PyTorch), parallel, logcosh, on PCA-whitened data; "
-                          "stops once the identifiable components are stable"),
+                          "darkmatter.ica_engine FastICA (PyTorch, float32 products, float64 sums), parallel, "
+                          "logcosh, on PCA-whitened data; stops once the identifiable components are stable, "
+                          "then refines those alone to tol"),
             "backend": cfg.ica_backend,
             "seeds": seed_records,
             "restart_resample": cfg.ica_resample,
             "all_converged": all(f.converged for f in fits),
+            "all_settled_converged": all(f.converged or (f.stopped_on_stability and bool(f.settled_converged))
+                                         for f in fits),
             "max_iter": cfg.ica_max_iter, "tol": cfg.ica_tol,
             "stability_min_abs_cos": stab.tolist(), "stable_threshold": cfg.stable_cos,
             "n_stable": n_stable,

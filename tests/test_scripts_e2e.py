@@ -59,9 +59,19 @@ def test_output_shapes_and_numbers(run_dir):
     assert stats["fvu"] < 1.0, "the trained SAE does worse than predicting the mean"
     assert stats["mean_l0"] == pytest.approx(4.0)  # TopK k=4
     assert stats["bos_positions_excluded"] > 0
+    tp = stats["throughput"]
+    assert 0 < tp["seconds_model"] and 0 < tp["seconds_sae"]
+    assert tp["seconds_model"] + tp["seconds_sae"] + tp["seconds_write"] <= tp["seconds_total"]
+    assert tp["tokens_per_second_model"] == pytest.approx(N_TOKENS / tp["seconds_model"])
+    assert tp["tokens_per_second_model"] > tp["tokens_per_second_model_and_sae"] > tp["tokens_per_second_end_to_end"]
 
     ica = json.loads((run_dir / "ica.json").read_text())
     assert ica["k"] == K and len(ica["seeds"]) == 3 and ica["seeds"][0]["seed"] == 42
+    assert ica["backend"] == "torch"  # the engine is the default
+    for r in ica["seeds"]:  # convergence reported per seed
+        assert r["n_iter"] >= 1 and r["final_change"] >= 0 and 0 <= r["n_settled"] <= K
+        assert r["converged"] or r["stopped_on_stability"] or r["n_iter"] == ica["max_iter"]
+    assert ica["gaussian_control"]["max_iter"] <= max(r["n_iter"] for r in ica["seeds"])
     assert ica["reconstruction_variance_explained"] == pytest.approx(ica["pca_variance_kept"], abs=1e-3)
     directions = np.load(run_dir / "ica_directions.npy")
     sources = np.load(run_dir / "ica_activations.npy")
