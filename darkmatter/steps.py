@@ -426,18 +426,6 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
         print(f"  seed {r['seed']} ({r['n_tokens']:,} tokens): {r['n_iter']} iterations, {how}{change}")
     dirs = [ica.mixing_directions(f.W, white) for f in fits]  # seed order, for matching
     stab = ica.stability(dirs[0], dirs[1:])
-    control = None
-    if cfg.gaussian_control:
-        # the same iteration budget as the real fits took: on Gaussian rows nothing ever settles, so
-        # the engine would otherwise always run to the cap (200 full passes per seed)
-        budget = cfg.ica_max_iter if cfg.ica_backend == "sklearn" else min(
-            cfg.ica_max_iter, max(f.n_iter for f in fits))
-        print(f"Gaussian control: FastICA on {len(z):,} × {k} whitened Gaussian rows, same seeds, "
-              f"≤ {budget} iterations")
-        control = {**ica.gaussian_control(len(z), k, [f.seed for f in fits], budget, cfg.ica_tol, white,
-                                          cfg.ica_resample, cfg.ica_backend, device).summary(cfg.stable_cos),
-                   "max_iter": budget}
-
     sample = z[: min(len(z), QUANTILE_SAMPLE)].astype(np.float64) @ fits[0].W.T
     signs = ica.positive_skew_signs(sample)
     from scipy.stats import kurtosis
@@ -446,7 +434,20 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
     order = np.argsort(-source_kurt)  # most heavy-tailed first
     W = (signs[:, None] * fits[0].W)[order]
     stab = stab[order]
-    del z, sample
+    n_fit = len(z)
+    del z, sample  # before the control, which builds its own n × k array
+    control = None
+    if cfg.gaussian_control:
+        # the same iteration budget as the real fits took: on Gaussian rows nothing ever settles, so
+        # the engine would otherwise always run to the cap (200 full passes per seed)
+        budget = cfg.ica_max_iter if cfg.ica_backend == "sklearn" else min(
+            cfg.ica_max_iter, max(f.n_iter for f in fits))
+        print(f"Gaussian control: FastICA on {n_fit:,} × {k} whitened Gaussian rows, same seeds, "
+              f"≤ {budget} iterations")
+        control = {**ica.gaussian_control(n_fit, k, [f.seed for f in fits], budget, cfg.ica_tol, white,
+                                          cfg.ica_resample, cfg.ica_backend, device).summary(cfg.stable_cos),
+                   "max_iter": budget}
+
     unmixing = W @ white.whitener  # [k, d_model]
     mixing = white.dewhitener.T @ W.T  # [d_model, k]
     directions = ica.mixing_directions(W, white)
