@@ -158,14 +158,16 @@ def run_layers(argv: list[str]) -> int:
 def _run_steps(argv: Sequence[str]) -> int:
     """Steps 1-8 in order with the same argv."""
     from darkmatter import steps
+    from darkmatter.sources import model_cache
 
     total = time.perf_counter()
-    for step, run in enumerate((steps.step1_setup, steps.step2_collect, steps.step3_diagnostics,
-                                steps.step4_ica, steps.step5_compare, steps.step6_interpret,
-                                steps.step7_statistics, steps.step8_report), start=1):
-        print(f"\n=== {SCRIPTS[step]} ===", flush=True)
-        code = main(step, run.__doc__ or "", run, argv)
-        if code:
-            return code
+    with model_cache():  # 01, 02 and 06 share one model load
+        for step, run in enumerate((steps.step1_setup, steps.step2_collect, steps.step3_diagnostics,
+                                    steps.step4_ica, steps.step5_compare, steps.step6_interpret,
+                                    steps.step7_statistics, steps.step8_report), start=1):
+            print(f"\n=== {SCRIPTS[step]} ===", flush=True)
+            code = main(step, run.__doc__ or "", run, argv)
+            if code:
+                return code
     print(f"\npipeline done in {time.perf_counter() - total:.1f} s")
     return 0

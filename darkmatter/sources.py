@@ -154,12 +154,39 @@ def _smollm2_dir() -> str:
     return os.path.dirname(spec.origin)
 
 
+_MODEL_CACHE: dict[tuple[Any, ...], LoadedModel] | None = None
+
+
+@contextlib.contextmanager
+def model_cache() -> Iterator[None]:
+    """Inside this block :func:`load_model` loads each (source, model, device, seed) once and
+    hands the same object back after that. ``run_pipeline.py`` runs 01-08 in one process
+    inside it, so 01, 02 and 06 share one load (SmolLM2 takes ~17 s to load on 2 cores)."""
+    global _MODEL_CACHE
+    outer = _MODEL_CACHE
+    _MODEL_CACHE = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _MODEL_CACHE = outer
+
+
 def load_model(cfg: Config, device: str) -> LoadedModel:
-    """Load the configured model on ``device``.
+    """Load the configured model on ``device`` (once per process inside :func:`model_cache`).
 
     Raises:
         DarkMatterError: hub unreachable, package missing, or a bad local folder.
     """
+    key = (cfg.model_source, cfg.model, device, cfg.seed)
+    if _MODEL_CACHE is not None and key in _MODEL_CACHE:
+        return _MODEL_CACHE[key]
+    model = _load_model(cfg, device)
+    if _MODEL_CACHE is not None:
+        _MODEL_CACHE[key] = model
+    return model
+
+
+def _load_model(cfg: Config, device: str) -> LoadedModel:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="transformer_lens")
     if cfg.model_source == "smollm2_gguf":
         return _load_smollm2(device)

@@ -100,3 +100,11 @@ def test_decoder_orientation():
 def test_custom_flags_pick_the_local_model(tiny_model_dir):
     cfg = resolve_new(build_parser("t").parse_args(["--model", str(tiny_model_dir)]))
     assert cfg.model_source == "local_hooked"
+
+
+def test_model_cache_loads_once_inside_and_fresh_outside(tiny_model_dir):
+    cfg = resolve_new(build_parser("t").parse_args(["--model", str(tiny_model_dir)]))
+    with sources.model_cache():
+        first = sources.load_model(cfg, "cpu")
+        assert sources.load_model(cfg, "cpu") is first  # 01, 02 and 06 of run_pipeline share it
+    assert sources.load_model(cfg, "cpu") is not first  # a lone script loads its own
