@@ -83,6 +83,8 @@ class ICAFit:
             for scikit-learn).
         stopped_on_stability: the torch engine stopped because its settled set was stable.
         settled_converged: every settled component then met ``tol`` (torch engine).
+        n_iter_symmetric: iterations of the symmetric phase, before the settled rows were
+            refined alone (torch engine; None for scikit-learn).
     """
 
     W: np.ndarray
@@ -93,12 +95,14 @@ class ICAFit:
     n_settled: int | None = None
     stopped_on_stability: bool = False
     settled_converged: bool | None = None
+    n_iter_symmetric: int | None = None
 
     def record(self, n_tokens: int) -> dict[str, object]:
         """Per-seed convergence report for ica.json."""
         return {"seed": self.seed, "n_tokens": n_tokens, "n_iter": self.n_iter, "converged": self.converged,
                 "final_change": self.final_change, "n_settled": self.n_settled,
-                "stopped_on_stability": self.stopped_on_stability, "settled_converged": self.settled_converged}
+                "stopped_on_stability": self.stopped_on_stability, "settled_converged": self.settled_converged,
+                "n_iter_symmetric": self.n_iter_symmetric}
 
 
 def fastica(z: np.ndarray, seed: int, max_iter: int = 200, tol: float = 1e-6) -> ICAFit:
@@ -134,7 +138,8 @@ def fit(z: np.ndarray, seed: int, max_iter: int, tol: float, backend: str = "tor
         f = fastica_torch(z, seed, max_iter, tol, device=device)
         return ICAFit(W=f.W, seed=seed, n_iter=f.n_iter, converged=f.converged,
                       final_change=float(np.nanmax(f.final_change)), n_settled=f.n_settled,
-                      stopped_on_stability=f.stopped_on_stability, settled_converged=f.settled_converged)
+                      stopped_on_stability=f.stopped_on_stability, settled_converged=f.settled_converged,
+                      n_iter_symmetric=f.phases.get("full", f.n_iter))
     raise ValueError(f"unknown ICA backend {backend!r}: torch or sklearn")
 
 

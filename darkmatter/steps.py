@@ -438,10 +438,12 @@ def step4_ica(cfg: Config, store: OutputStore) -> None:
     del z, sample  # before the control, which builds its own n × k array
     control = None
     if cfg.gaussian_control:
-        # the same iteration budget as the real fits took: on Gaussian rows nothing ever settles, so
-        # the engine would otherwise always run to the cap (200 full passes per seed)
+        # the engine's control gets the symmetric iterations the real fits needed to settle: the
+        # question is whether noise settles as soon as the real components did (on Gaussian rows
+        # nothing settles, so it would otherwise always run to the cap); the refine that follows
+        # only polishes rows that have settled, and a control has none
         budget = cfg.ica_max_iter if cfg.ica_backend == "sklearn" else min(
-            cfg.ica_max_iter, max(f.n_iter for f in fits))
+            cfg.ica_max_iter, max(f.n_iter_symmetric or f.n_iter for f in fits))
         print(f"Gaussian control: FastICA on {n_fit:,} × {k} whitened Gaussian rows, same seeds, "
               f"≤ {budget} iterations")
         control = {**ica.gaussian_control(n_fit, k, [f.seed for f in fits], budget, cfg.ica_tol, white,
