@@ -87,7 +87,7 @@ class StandardSAE:
         """Per-latent b_enc so each latent fires on l0/d_sae of the rows in x (L0 ≈ l0)."""
         self.b_dec = x.mean(0)
         pre = (x - self.b_dec) @ self.W_enc
-        self.b_enc = -torch.quantile(pre[:, :], 1 - l0 / pre.shape[1], dim=0)
+        self.b_enc = -torch.quantile(pre, 1 - l0 / pre.shape[1], dim=0)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
@@ -182,7 +182,8 @@ def main() -> None:
         zi = z if i == 0 else z[torch.as_tensor(np.sort(np.random.default_rng([seed, 1012]).choice(
             n, n // 2, replace=False)), device=dev)]
         fits.append(fastica_torch(zi, seed=seed, device=dev))
-    stab = ica.stability(*(lambda d: (d[0], d[1:]))([ica.mixing_directions(f.W, white) for f in fits]))
+    dirs = [ica.mixing_directions(f.W, white) for f in fits]
+    stab = ica.stability(dirs[0], dirs[1:])
     times["ica"] = now() - t
     total = sum(times.values())
     report = {
