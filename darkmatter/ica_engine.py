@@ -227,7 +227,7 @@ def fastica_torch(z: np.ndarray | torch.Tensor, seed: int, max_iter: int = 200, 
     if z.ndim != 2 or z.shape[0] < z.shape[1]:
         raise ValueError(f"z must be [n, k] with n ≥ k, got shape {tuple(z.shape)}")
     zt = torch.as_tensor(z, device=device).to(dtype)
-    n, k = zt.shape
+    k = zt.shape[1]
     rng = np.random.default_rng([seed, 1013])
     W = _sym_decorrelate(torch.as_tensor(rng.standard_normal((k, k)), dtype=torch.float64, device=device))
     phases: dict[str, int] = {}
