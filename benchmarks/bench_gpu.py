@@ -10,12 +10,12 @@ The stages, each timed (CUDA synchronised):
   SAE      a 24,576-latent ReLU SAE with SAELens's standard encode/decode
            (f = ReLU((x − b_dec) W_enc + b_enc), x̂ = f W_dec + b_dec); random weights, with
            b_enc set so that L0 ≈ 50 as in ``gpt2-small-res-jb``.
-  collect  :func:`darkmatter.collect.collect_rows` streams activations and residuals to float32
+  collect  :func:`darkmatter.sources.collect.collect_rows` streams activations and residuals to float32
            memmaps and keeps the SAE's running statistics (FVU, L0, feature moments).
   moments  one pass over the residual memmap on the GPU: mean and float64 covariance (the
-           same sums as :func:`darkmatter.stats.streaming_moments`).
+           same sums as :func:`darkmatter.analysis.stats.streaming_moments`).
   ica      PCA whitening to k = 100 from that covariance, then
-           :func:`darkmatter.ica_engine.fastica_torch` on CUDA (3 seeds, restarts on random
+           :func:`darkmatter.analysis.ica_engine.fastica_torch` on CUDA (3 seeds, restarts on random
            halves, as step 04).
 
     python benchmarks/bench_gpu.py --tokens 1000000 --out /tmp/bench_gpu
@@ -24,6 +24,7 @@ The stages, each timed (CUDA synchronised):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -107,10 +108,11 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/bench_gpu")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    from darkmatter import ica
-    from darkmatter.collect import SAERunningStats, Throughput, collect_rows
-    from darkmatter.ica_engine import fastica_torch
-    from darkmatter.stats import pca_from_cov
+    from darkmatter.analysis import ica
+    from darkmatter.analysis.ica_engine import fastica_torch
+    from darkmatter.analysis.stats import pca_from_cov
+    from darkmatter.sources.base import RowBatch
+    from darkmatter.sources.collect import Throughput, collect_rows
 
     dev = args.device
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -147,12 +149,12 @@ def main() -> None:
             clock.model += now() - t0
             m = min(x.shape[0] * x.shape[1], n - done)
             win, pos = np.divmod(np.arange(m), ctx - 1)
-            yield x.reshape(-1, 768)[:m], np.stack([win + w0, pos + 1], 1).astype(np.int32), 0
+            yield RowBatch(x=x.reshape(-1, 768)[:m], index=np.stack([win + w0, pos + 1], 1).astype(np.int32))
             done += m
             w0 += args.batch
 
     t = now()
-    running, _ = collect_rows(rows(), sae, args.chunk, acts, resid, index, clock)
+    running = collect_rows(rows(), sae, args.chunk, acts, resid, index, clock).stats
     clock.total = now() - t
     times["collect"] = clock.total
     for a in (acts, resid, index):
@@ -189,7 +191,7 @@ def main() -> None:
     report = {
         "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
         "tokens": n, "d_sae": args.d_sae, "k": args.k, "seconds": times, "seconds_total": total,
-        "throughput": clock.record(n), "sae": sae_stats,
+        "throughput": dataclasses.asdict(clock.record(n)), "sae": dataclasses.asdict(sae_stats),
         "ica": [{"seed": f.seed, "n_iter": f.n_iter, "phases": f.phases, "converged": f.converged,
                  "stopped_on_stability": f.stopped_on_stability, "n_settled": f.n_settled} for f in fits],
         "n_stable_0.9": int((stab >= 0.9).sum()),

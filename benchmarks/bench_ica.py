@@ -144,7 +144,7 @@ def run_one(method: str, kind: str, n: int, k: int, max_iter: int, device: str, 
     t = time.perf_counter()
     info: dict = {}
     if method == "engine":
-        from darkmatter.ica_engine import fastica_torch
+        from darkmatter.analysis.ica_engine import fastica_torch
 
         mean, Wh = _eigh_whitener(X)
         z = np.empty((n, k), dtype=np.float32)  # whitened in chunks: no n × k float64 temporary
@@ -270,7 +270,8 @@ def main() -> None:
                     ttr = "—" if r["ttr"] is None else f"{r['ttr']:.1f} ({r['ttr_iter']})"
                     print(f"| {kind} | {n:,} | {k} | {method} | {r['seconds']:.1f} | {x_total} | {ttr} | {x_ttr} | "
                           f"{r['iterations']} | {r['converged']}{'; ' + r['note'] if r.get('note') else ''} | "
-                          f"{r['found']}/{r['n_sources']} | {r['min_cos']:.4f} | {r['peak_mb']:.0f} ({r['data_mb']:.0f}) |",
+                          f"{r['found']}/{r['n_sources']} | {r['min_cos']:.4f} | "
+                          f"{r['peak_mb']:.0f} ({r['data_mb']:.0f}) |",
                           flush=True)
     if args.json:
         import json

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +36,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ORDER = ["01_setup_and_load.py", "02_collect_activations.py", "03_diagnostics.py", "04_run_ica.py",
-         "05_compare_sae.py", "06_interpret.py", "07_statistics.py", "08_save_report.py"]
 
 
 def _status_mb(field: str) -> float:
@@ -60,7 +57,11 @@ def pipeline(outputs: str, extra: list[str], existing: bool = False) -> None:
     timings = json.loads((out / "timings.json").read_text())
     training = json.loads((out / "sae_training.json").read_text()) if (out / "sae_training.json").exists() else {}
     sae_stats = json.loads((out / "sae_stats.json").read_text())
-    tp = sae_stats.get("throughput", {})
+    tp = sae_stats.get("throughput") or {}
+    training = training.get("result", {}) | {k: v for k, v in training.items() if k != "result"}
+    from darkmatter.pipeline import table
+
+    ORDER = [s.script for s in table.steps()]
     print("| step | seconds | share | peak RAM MB |\n|---|---|---|---|")
     total = sum(timings[s]["seconds"] for s in ORDER if s in timings)
     for s in ORDER:
@@ -77,9 +78,10 @@ def pipeline(outputs: str, extra: list[str], existing: bool = False) -> None:
     print(f"forward passes: {fwd / total:.0%} of the run; forward + training: {(fwd + train) / total:.0%}; "
           f"the run takes {total / max(fwd + train, 1e-9):.2f}× the floor (target ≤ 1.3×)")
     if tp:
-        n = sae_stats["n_tokens"]
+        n = sae_stats["metrics"]["n_tokens"]
         print(f"\n02 collection, {n:,} tokens: model {tp['tokens_per_second_model']:,.0f} tok/s, model + SAE "
-              f"{tp['tokens_per_second_model_and_sae']:,.0f} tok/s, end to end {tp['tokens_per_second_end_to_end']:,.0f}"
+              f"{tp['tokens_per_second_model_and_sae']:,.0f} tok/s, end to end "
+              f"{tp['tokens_per_second_end_to_end']:,.0f}"
               f" tok/s (model {tp['seconds_model']:.1f} s, SAE {tp['seconds_sae']:.1f} s, writes "
               f"{tp['seconds_write']:.1f} s, total {tp['seconds_total']:.1f} s)")
 
@@ -87,40 +89,34 @@ def pipeline(outputs: str, extra: list[str], existing: bool = False) -> None:
 def _synthetic(outputs: str, n: int, d: int, n_sparse: int = 40) -> None:
     """Residuals: Gaussian with a decaying spectrum plus ``n_sparse`` sparse heavy-tailed
     directions; activations = residuals × 2 + a shift. Written in chunks to float32 memmaps."""
-    from darkmatter import steps
-    from darkmatter.config import Config
-    from darkmatter.store import OutputStore
+    from darkmatter.pipeline.config import Config, with_values
+    from darkmatter.pipeline.synthetic import seed_collection
 
-    cfg = replace(Config(), outputs=outputs, n_tokens=n)
-    store = OutputStore(outputs)
+    cfg = with_values(Config(), dict(outputs=outputs, n_tokens=n))
     rng = np.random.default_rng(0)
     scales = np.geomspace(1.0, 0.05, d)
     q, _ = np.linalg.qr(rng.standard_normal((d, d)))
     dirs = q[:n_sparse] * 3.0
-    with store.transaction():
-        store.write_json("config.json", cfg.to_dict())
-        steps._write_stamped(store, cfg, "setup.json", {"d_model": d})
-        steps._write_stamped(store, cfg, "sae_stats.json", {"n_tokens": n})
-        resid = store.open_npy("residuals.npy", (n, d), np.float32)
-        acts = store.open_npy("activations.npy", (n, d), np.float32)
+
+    def fill(acts, resid):
         for s in range(0, n, 65536):
             m = min(65536, n - s)
             r = (rng.standard_normal((m, d)) * scales) @ q
             r += (rng.laplace(size=(m, n_sparse)) * (rng.random((m, n_sparse)) < 0.05)) @ dirs
             resid[s:s + m] = r
             acts[s:s + m] = 2 * r + 1.0
-        resid.flush()
-        acts.flush()
-        del resid, acts
+
+    seed_collection(cfg, d, fill, "synthetic residuals for bench_pipeline --memory")
 
 
 def _run_step(step: int, outputs: str, queue) -> None:
-    from darkmatter import steps
-    from darkmatter.config import Config
-    from darkmatter.store import OutputStore
+    from darkmatter.pipeline import table
+    from darkmatter.pipeline.config import Config, with_values
+    from darkmatter.pipeline.context import StepContext
+    from darkmatter.pipeline.store import OutputStore
 
     n = int(np.load(Path(outputs) / "residuals.npy", mmap_mode="r").shape[0])
-    cfg = replace(Config(), outputs=outputs, n_tokens=n)
+    cfg = with_values(Config(), dict(outputs=outputs, n_tokens=n))
     peak = [0.0]
     done = threading.Event()
 
@@ -132,7 +128,7 @@ def _run_step(step: int, outputs: str, queue) -> None:
     th = threading.Thread(target=sample, daemon=True)
     th.start()
     t = time.perf_counter()
-    (steps.step3_diagnostics if step == 3 else steps.step4_ica)(cfg, OutputStore(outputs))
+    table.step(step).function()(StepContext(cfg=cfg, store=OutputStore(outputs), step=table.step(step)))
     seconds = time.perf_counter() - t
     done.set()
     th.join()
@@ -144,7 +140,8 @@ def memory(outputs: str, n: int, d: int) -> None:
     _synthetic(outputs, n, d)
     print(f"synthetic residuals + activations: {n:,} × {d} float32 each "
           f"({2 * n * d * 4 / 2**30:.2f} GiB of memmaps), written in {time.perf_counter() - t:.0f} s")
-    print("| step | seconds | peak anonymous RSS MB (beyond the memmaps) | VmHWM MB (page cache of the memmaps included) |")
+    print("| step | seconds | peak anonymous RSS MB (beyond the memmaps) "
+          "| VmHWM MB (page cache of the memmaps included) |")
     print("|---|---|---|---|")
     ctx = mp.get_context("spawn")
     for step in (3, 4):

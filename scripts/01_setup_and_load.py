@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Step 01: report the environment, load the model and the SAE (training one for the offline preset), check the hook and W_dec shapes, write config.json and setup.json.
+"""Step 01: report the environment, open the source of activations, load or train the SAE,
+check the hook and W_dec shapes; write config.json and setup.json.
 
-Run from the repository root after `pip install -e .`; `--help` lists the shared flags.
+The logic lives in darkmatter/pipeline/ (see the step table in darkmatter/pipeline/table.py);
+`--help` lists this step's flags first.
 """
 
 import sys
 
-from darkmatter.cli import main
-from darkmatter.steps import step1_setup
+from darkmatter.pipeline.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(1, __doc__, step1_setup))
+    sys.exit(main(1))

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Step 02: text -> token windows -> activations at the hook -> SAE reconstruction in chunks -> residual; writes activations.npy, residuals.npy, tokens.npy, token_index.npy and sae_stats.json.
+"""Step 02: activations at the hook → SAE reconstruction in chunks → residual, streamed to outputs/*.npy.
 
-Run from the repository root after `pip install -e .`; `--help` lists the shared flags.
+The logic lives in darkmatter/pipeline/ (see the step table in darkmatter/pipeline/table.py);
+`--help` lists this step's flags first.
 """
 
 import sys
 
-from darkmatter.cli import main
-from darkmatter.steps import step2_collect
+from darkmatter.pipeline.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(2, __doc__, step2_collect))
+    sys.exit(main(2))

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Step 03: FVU, per-dimension excess kurtosis, a Gaussianity test and the full-spectrum PCA of the residual; writes diagnostics.json and two plots, and prints the decision-point verdict.
+"""Step 03: FVU, excess kurtosis against a Gaussian surrogate, Gaussianity test and PCA of the residual.
 
-Run from the repository root after `pip install -e .`; `--help` lists the shared flags.
+The logic lives in darkmatter/pipeline/ (see the step table in darkmatter/pipeline/table.py);
+`--help` lists this step's flags first.
 """
 
 import sys
 
-from darkmatter.cli import main
-from darkmatter.steps import step3_diagnostics
+from darkmatter.pipeline.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(3, __doc__, step3_diagnostics))
+    sys.exit(main(3))

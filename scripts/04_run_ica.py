@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Step 04: PCA-whiten the residual to k components and run FastICA over several seeds; writes ica_directions.npy, ica_activations.npy, the mixing/unmixing matrices and ica.json.
+"""Step 04: PCA-whiten the residual, FastICA over seeds, stability, the Gaussian control, sources.
 
-Run from the repository root after `pip install -e .`; `--help` lists the shared flags.
+The logic lives in darkmatter/pipeline/ (see the step table in darkmatter/pipeline/table.py);
+`--help` lists this step's flags first.
 """
 
 import sys
 
-from darkmatter.cli import main
-from darkmatter.steps import step4_ica
+from darkmatter.pipeline.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(4, __doc__, step4_ica))
+    sys.exit(main(4))

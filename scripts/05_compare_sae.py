@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Step 05: max |cos| of each ICA direction to the SAE decoder rows, against random and PCA baselines; writes similarity.json and ica_sae_similarity.png.
+"""Step 05: ICA directions and every baseline against the SAE decoder rows (and planted ground truth).
 
-Run from the repository root after `pip install -e .`; `--help` lists the shared flags.
+The logic lives in darkmatter/pipeline/ (see the step table in darkmatter/pipeline/table.py);
+`--help` lists this step's flags first.
 """
 
 import sys
 
-from darkmatter.cli import main
-from darkmatter.steps import step5_compare
+from darkmatter.pipeline.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(5, __doc__, step5_compare))
+    sys.exit(main(5))

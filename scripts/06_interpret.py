@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Step 06: top/bottom activating contexts, quantile samples, frequent tokens, logit lens and nearest SAE features per component; writes interpretations.json and components.md.
+"""Step 06: contexts, quantile samples, frequent tokens, logit lens and nearest SAE features per component.
 
-Run from the repository root after `pip install -e .`; `--help` lists the shared flags.
+The logic lives in darkmatter/pipeline/ (see the step table in darkmatter/pipeline/table.py);
+`--help` lists this step's flags first.
 """
 
 import sys
 
-from darkmatter.cli import main
-from darkmatter.steps import step6_interpret
+from darkmatter.pipeline.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(6, __doc__, step6_interpret))
+    sys.exit(main(6))

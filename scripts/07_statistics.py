@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Step 07: excess kurtosis and sparsity of the ICA sources against the SAE features' activations; writes statistics.json and ica_vs_sae_kurtosis.png.
+"""Step 07: excess kurtosis and sparsity of ICA sources against SAE features.
 
-Run from the repository root after `pip install -e .`; `--help` lists the shared flags.
+The logic lives in darkmatter/pipeline/ (see the step table in darkmatter/pipeline/table.py);
+`--help` lists this step's flags first.
 """
 
 import sys
 
-from darkmatter.cli import main
-from darkmatter.steps import step7_statistics
+from darkmatter.pipeline.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(7, __doc__, step7_statistics))
+    sys.exit(main(7))

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Step 08: aggregate every step into ica_dark_matter_results.json and report.md.
+"""Step 08: ica_dark_matter_results.json and report.md from every step's results.
 
-Run from the repository root after `pip install -e .`; `--help` lists the shared flags.
+The logic lives in darkmatter/pipeline/ (see the step table in darkmatter/pipeline/table.py);
+`--help` lists this step's flags first.
 """
 
 import sys
 
-from darkmatter.cli import main
-from darkmatter.steps import step8_report
+from darkmatter.pipeline.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(8, __doc__, step8_report))
+    sys.exit(main(8))

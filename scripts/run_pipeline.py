@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run steps 01 -> 08 in order with the same flags; stop at the first failure.
+"""Run every step of the table (01 -> 08) in order with the same flags; stop at the first failure.
 
 Example: python scripts/run_pipeline.py --preset smollm2-135m-local
 
@@ -9,7 +9,7 @@ With --layers 0,6,11 it trains (or loads) an SAE and analyses each layer in turn
 
 import sys
 
-from darkmatter.cli import run_all
+from darkmatter.pipeline.cli import run_all
 
 if __name__ == "__main__":
     sys.exit(run_all(sys.argv[1:]))

@@ -31,11 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from darkmatter.collect import hook_rows  # noqa: E402
-from darkmatter.config import Config  # noqa: E402
-from darkmatter.sources import load_model  # noqa: E402
-from darkmatter.steps import _windows  # noqa: E402
-from darkmatter.training import ARCHITECTURES, train_sae  # noqa: E402
+from darkmatter.experiments.training import ARCHITECTURES, train_sae  # noqa: E402
+from darkmatter.pipeline.config import Config, with_values  # noqa: E402
+from darkmatter.pipeline.context import open_source  # noqa: E402
+from darkmatter.sources.base import RowLog  # noqa: E402
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -47,12 +46,10 @@ def _atomic_write(path: Path, text: str) -> None:
 def collect_training_activations(cfg: Config, device: str) -> tuple[torch.Tensor, int]:
     """float32[cfg.sae_train_tokens, d_model] SAE-training activations, as step 01 collects them,
     and the number of token windows used."""
-    model = load_model(cfg, device)
-    used: list[np.ndarray] = []
-    acts = torch.cat([rows.cpu() for rows, _, _ in hook_rows(
-        model, _windows(cfg, model, "train"), cfg.hook_name, cfg.layer, cfg.batch_size, device,
-        cfg.sae_train_tokens, cfg.max_norm_ratio, used, desc="SAE training activations")])
-    return acts, len(used)
+    log = RowLog()
+    acts = torch.cat([b.x.cpu() for b in open_source(cfg, device).rows(
+        "train", cfg.training.sae_train_tokens, cfg.run.batch_size, device, log, desc="SAE training activations")])
+    return acts, len(log.windows)
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -99,22 +96,22 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     base = Config()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    p.add_argument("--train-tokens", type=int, default=base.sae_train_tokens)
-    p.add_argument("--train-samples", type=int, default=base.sae_train_samples)
-    default_l0 = float(base.sae_l0)
-    p.add_argument("--l0", type=float, default=default_l0, help="L0 target of every architecture")
-    p.add_argument("--expansion", type=int, default=base.sae_expansion)
-    p.add_argument("--outputs", default=base.outputs)
+    t = base.training
+    p.add_argument("--train-tokens", type=int, default=t.sae_train_tokens)
+    p.add_argument("--train-samples", type=int, default=t.sae_train_samples)
+    p.add_argument("--l0", type=float, default=float(t.sae_l0), help="L0 target of every architecture")
+    p.add_argument("--expansion", type=int, default=t.sae_expansion)
+    p.add_argument("--outputs", default=base.run.outputs)
     p.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
-    p.add_argument("--batch-size", type=int, default=base.sae_batch_size)
-    p.add_argument("--lr", type=float, default=base.sae_lr)
-    p.add_argument("--seed", type=int, default=base.seed)
+    p.add_argument("--batch-size", type=int, default=t.sae_batch_size)
+    p.add_argument("--lr", type=float, default=t.sae_lr)
+    p.add_argument("--seed", type=int, default=base.source.seed)
     p.add_argument("--acts-cache", default=None,
                    help="optional .npy: reuse these activations if it exists, else save them there")
     args = p.parse_args(argv)
 
-    cfg = dataclasses.replace(base, sae_train_tokens=args.train_tokens, sae_train_samples=args.train_samples,
-                              sae_expansion=args.expansion, seed=args.seed, outputs=args.outputs)
+    cfg = with_values(base, dict(sae_train_tokens=args.train_tokens, sae_train_samples=args.train_samples,
+                                 sae_expansion=args.expansion, seed=args.seed, outputs=args.outputs))
     device = cfg.resolved_device()
     out = Path(args.outputs) / "sae_arch_sweep"
     out.mkdir(parents=True, exist_ok=True)
@@ -123,21 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.acts_cache) if args.acts_cache else None
     if cache is not None and cache.exists():
         acts, n_windows = torch.from_numpy(np.load(cache)), -1
-        if len(acts) != cfg.sae_train_tokens:
-            raise SystemExit(f"{cache} holds {len(acts)} rows, not --train-tokens {cfg.sae_train_tokens}")
+        if len(acts) != cfg.training.sae_train_tokens:
+            raise SystemExit(f"{cache} holds {len(acts)} rows, not --train-tokens {cfg.training.sae_train_tokens}")
     else:
         acts, n_windows = collect_training_activations(cfg, device)
         if cache is not None:
             np.save(cache, acts.numpy())
     collect_seconds = time.perf_counter() - t_start
-    d_sae = cfg.sae_expansion * acts.shape[1]
+    d_sae = cfg.training.sae_expansion * acts.shape[1]
     print(f"activations {tuple(acts.shape)} in {collect_seconds:.0f} s; d_sae {d_sae}", flush=True)
 
     results = {}
     for arch in args.archs:
         t0 = time.perf_counter()
-        r = train_sae(acts, arch, d_sae=d_sae, l0_target=args.l0, total_samples=cfg.sae_train_samples,
-                      lr=args.lr, seed=cfg.seed, device=device, out_dir=out / arch,
+        r = train_sae(acts, arch, d_sae=d_sae, l0_target=args.l0, total_samples=cfg.training.sae_train_samples,
+                      lr=args.lr, seed=cfg.source.seed, device=device, out_dir=out / arch,
                       best_dir=out / f"{arch}_best", batch_size=args.batch_size, verbose=True)
         results[arch] = {**dataclasses.asdict(r), "wall_seconds": time.perf_counter() - t0}
         v = r.validation
@@ -145,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
               f"FVU {v['fvu']:.4f}, dead {v['dead_fraction']:.3f}, {r.training_seconds:.0f} s", flush=True)
 
     report = {
-        "settings": {"model": cfg.model, "hook_name": cfg.hook_name, "train_tokens": cfg.sae_train_tokens,
-                     "train_windows": n_windows, "train_samples": cfg.sae_train_samples,
-                     "expansion": cfg.sae_expansion, "d_sae": d_sae, "d_model": acts.shape[1],
-                     "l0_target": args.l0, "batch_size": args.batch_size, "lr": args.lr, "seed": cfg.seed,
+        "settings": {"model": cfg.source.model, "hook_name": cfg.source.hook_name,
+                     "train_tokens": cfg.training.sae_train_tokens, "train_windows": n_windows,
+                     "train_samples": cfg.training.sae_train_samples, "expansion": cfg.training.sae_expansion,
+                     "d_sae": d_sae, "d_model": acts.shape[1], "l0_target": args.l0, "batch_size": args.batch_size,
+                     "lr": args.lr, "seed": cfg.source.seed,
                      "device": device, "n_train": next(iter(results.values()))["n_train"],
                      "n_val": next(iter(results.values()))["n_val"],
                      "torch_threads": torch.get_num_threads()},

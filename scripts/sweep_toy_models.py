@@ -2,7 +2,7 @@
 """Sweep toy models of superposition × sparsity × seed: toy AE → SAELens SAE → ICA on the residual.
 
 Writes toy_sweep.json (settings, per-run records, summary), toy_sweep.md (tables) and
-toy_sweep.png (150 DPI) to --outputs, each atomically. The logic is in darkmatter/toy.py.
+toy_sweep.png (150 DPI) to --outputs, each atomically. The logic is in darkmatter/experiments/toy.py.
 Run from the repository root after `pip install -e .`.
 
     .venv/bin/python scripts/sweep_toy_models.py            # default grid: 2 archs × 3 S × 5 seeds
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from darkmatter import toy
-from darkmatter.store import PLOT_DPI
+from darkmatter.analysis.directions import baselines
+from darkmatter.experiments import toy
+from darkmatter.pipeline.store import PLOT_DPI
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
@@ -102,6 +103,7 @@ def _pm(row: toy.SummaryRow, name: str, fmt: str) -> str:
 
 
 def markdown(rows: list[toy.SummaryRow], records: list[toy.RunRecord], settings: dict, wall_s: float) -> str:
+    names = [b.name for b in baselines()]
     lines = [
         "# Toy models of superposition: SAE (SAELens StandardTrainingSAE) and ICA on its residual",
         "",
@@ -114,16 +116,18 @@ def markdown(rows: list[toy.SummaryRow], records: list[toy.RunRecord], settings:
         "scipy.spatial.procrustes disparity of Hungarian-matched (|cos|) decoder rows and columns of W; "
         "matched abs cos: mean matched |cos|. ICA finds: represented features the SAE missed "
         "(best alive-latent |cos| < 0.9) → those an ICA direction of the residual matches at "
-        "|cos| > 0.9. max abs cos ICA / random: mean best |cos| of missed features to the ICA "
-        "directions / to as many random directions.",
+        f"|cos| > 0.9. max abs cos ICA / {' / '.join(names)}: mean best |cos| of missed features to the ICA "
+        "directions / to as many directions of each baseline (mean over draws).",
         "",
         "| arch | S | AE loss | cond(W) | diag dom. | SAE L0 | dead | active | Procrustes sim "
-        "| matched abs cos | SAE FVU | ICA finds (missed → found) | max abs cos ICA / random | collapsed |",
+        "| matched abs cos | SAE FVU | ICA finds (missed → found) | "
+        f"max abs cos ICA / {' / '.join(names)} | collapsed |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ica_rand = ("–" if not math.isfinite(r.mean["missed_max_cos_ica"]) else
-                    f"{r.mean['missed_max_cos_ica']:.2f} / {r.mean['missed_max_cos_random']:.2f}")
+                    " / ".join(f"{r.mean[key]:.2f}" for key in ["missed_max_cos_ica"]
+                               + [f"missed_max_cos_{n}" for n in names]))
         lines.append(
             f"| {r.arch} | {r.sparsity:g} | {_pm(r, 'ae_loss', '.2e')} ({(1 - r.sparsity) / 3:.3f}) "
             f"| {_pm(r, 'cond_W', '.3f')} | {r.mean['diag_dominant_fraction']:.2f} / "

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny HookedTransformer folder, tiny SAEs, local text, seeded RNGs.
+"""Shared fixtures: a tiny HookedTransformer folder, tiny SAEs, local text, seeded RNGs
+(helpers that are not fixtures live in ``tests/helpers.py``).
 
 Nothing here touches the network: the model is built from a HookedTransformerConfig
 with seeded random weights, its tokenizer is a small byte-level BPE trained on
@@ -10,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_D_MODEL = 32
-TINY_LAYERS = 8
-TINY_HOOK = "blocks.6.hook_resid_pre"  # the GPT-2 preset's hook
+from helpers import TINY_D_MODEL, TINY_LAYERS, save_sae  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -75,30 +71,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def save_sae(folder: Path, d_in: int, d_sae: int, seed: int = 0) -> Path:
-    """A randomly initialised SAELens StandardSAE saved with ``save_model``."""
-    from sae_lens import StandardSAE, StandardSAEConfig
-
-    torch.manual_seed(seed)
-    sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae))
-    with torch.no_grad():
-        sae.W_enc.normal_(0, 0.3)
-        sae.b_enc.fill_(-0.05)
-    folder.mkdir(parents=True, exist_ok=True)
-    sae.save_model(str(folder))
-    return folder
-
-
 @pytest.fixture(scope="session")
 def tiny_sae_dir(tmp_path_factory) -> Path:
     return save_sae(tmp_path_factory.mktemp("tiny_sae"), TINY_D_MODEL, 128)
-
-
-def run_script(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run scripts/<name> in a subprocess from the repo root; return the finished process."""
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{name} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
-                             f"stderr:\n{proc.stderr[-3000:]}")
-    return proc

@@ -1,0 +1,134 @@
+"""The direction sets every comparison runs over: the ICA directions and each baseline.
+
+Compare (step 05), ground truth, the report, the sweeps and the plots iterate over
+:func:`direction_sets`, so a new baseline is one :func:`register_baseline` call here (or in a
+user's code) and shows up everywhere. The ICA set is always first and is named :data:`ICA`.
+
+A baseline is built from a :class:`DirectionContext`: the same k and d_model as the ICA set,
+the run's seed and the residual's principal components.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from darkmatter.analysis.compare import unit_rows
+
+#: Name of the set every baseline is compared with.
+ICA = "ICA"
+
+
+@dataclass(frozen=True)
+class DirectionContext:
+    """What a baseline may use to build k directions.
+
+    Attributes:
+        k: directions to build (the ICA set's size).
+        d_model: their width.
+        seed: the run's seed (baselines that draw at random use it).
+        pca_components: float64[d, d_model] principal components of the residual, descending
+            variance (None where the caller has none).
+    """
+
+    k: int
+    d_model: int
+    seed: int
+    pca_components: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A direction set to hold the ICA directions against.
+
+    Attributes:
+        name: short name used as a key in every JSON and table.
+        label: plot label, formatted with ``k`` (e.g. ``"random ({k} unit directions)"``).
+        description: one line for the report (what the baseline is and why).
+        build: DirectionContext → float64[k, d_model] unit rows.
+    """
+
+    name: str
+    label: str
+    description: str
+    build: Callable[[DirectionContext], np.ndarray]
+
+
+_BASELINES: dict[str, Baseline] = {}
+
+
+def register_baseline(baseline: Baseline) -> None:
+    """Add a baseline to every comparison. Raises ValueError on a duplicate name or ``"ICA"``."""
+    if baseline.name in _BASELINES or baseline.name == ICA:
+        raise ValueError(f"a direction set named {baseline.name!r} is already registered")
+    _BASELINES[baseline.name] = baseline
+
+
+def unregister_baseline(name: str) -> None:
+    """Remove a registered baseline (tests register temporary ones). Raises KeyError if absent."""
+    del _BASELINES[name]
+
+
+def baselines() -> list[Baseline]:
+    """The registered baselines, in registration order."""
+    return list(_BASELINES.values())
+
+
+def set_names() -> list[str]:
+    """Names of every direction set: ``ICA`` first, then the baselines."""
+    return [ICA, *_BASELINES]
+
+
+def labels(k: int) -> dict[str, str]:
+    """Plot label of every direction set for k directions."""
+    return {ICA: f"ICA ({k} components)", **{b.name: b.label.format(k=k) for b in _BASELINES.values()}}
+
+
+def direction_sets(ica_directions: np.ndarray, context: DirectionContext) -> dict[str, np.ndarray]:
+    """Every direction set, ICA first.
+
+    Args:
+        ica_directions: float[k, d_model] ICA mixing directions.
+        context: for the baselines; ``context.k`` must equal k.
+    Returns:
+        {name: float64[k, d_model]} in :func:`set_names` order.
+    Raises:
+        ValueError: the context's k or d_model differs from the ICA set's.
+    """
+    if ica_directions.shape != (context.k, context.d_model):
+        raise ValueError(f"ICA directions have shape {ica_directions.shape}, the context says "
+                         f"({context.k}, {context.d_model})")
+    return {ICA: np.asarray(ica_directions, dtype=np.float64),
+            **{b.name: b.build(context) for b in _BASELINES.values()}}
+
+
+def baseline_draws(name: str, context: DirectionContext, n_draws: int) -> Iterator[np.ndarray]:
+    """``n_draws`` instances of baseline ``name`` with seeds ``context.seed + i`` (a null
+    distribution for randomised baselines; a deterministic one repeats itself)."""
+    from dataclasses import replace
+
+    for i in range(n_draws):
+        yield _BASELINES[name].build(replace(context, seed=context.seed + i))
+
+
+def random_unit(k: int, d_model: int, seed: int) -> np.ndarray:
+    """k directions drawn uniformly from the unit sphere in d_model dimensions: float64[k, d_model]."""
+    return unit_rows(np.random.default_rng(seed).standard_normal((k, d_model)))
+
+
+def _top_pca(context: DirectionContext) -> np.ndarray:
+    if context.pca_components is None:
+        raise ValueError("the PCA baseline needs the residual's principal components")
+    return np.asarray(context.pca_components[:context.k], dtype=np.float64)
+
+
+register_baseline(Baseline(
+    name="random", label="random ({k} unit directions)",
+    description="k directions drawn uniformly from the unit sphere in d_model dimensions (isotropic)",
+    build=lambda c: random_unit(c.k, c.d_model, c.seed)))
+register_baseline(Baseline(
+    name="PCA", label="PCA (top {k} residual components)",
+    description="the top-k principal components of the residual",
+    build=_top_pca))

@@ -1,0 +1,168 @@
+"""The shared ``main`` of the numbered scripts and ``run_pipeline.py``.
+
+A DarkMatterError becomes one line on stderr and exit code 2; anything else is a bug and keeps
+its traceback. Heavy libraries are imported only once a step runs, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import sys
+import time
+from collections.abc import Sequence
+
+from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import flags, resolve, table
+from darkmatter.pipeline.config import Config
+
+
+def _quiet_environment() -> None:
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-memory window (Linux: ``clear_refs`` 5 resets VmHWM); no-op elsewhere."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory, MiB, since the last :func:`reset_peak_rss` (Linux VmHWM); else the
+    process's lifetime peak (``ru_maxrss``)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _resolve(step: table.Step, given: dict) -> Config:
+    """Step 01 resolves from the preset, later steps from the recorded config.json."""
+    from darkmatter.pipeline.store import OutputStore
+
+    if step.number == 1:
+        return resolve.resolve_new(given)
+    store = OutputStore(given.get("outputs", Config().run.outputs))
+    recorded = store.read_json("config.json")
+    return resolve.resolve_recorded(given, recorded, step, str(store.path("config.json")))
+
+
+def run_step(step: table.Step, given: dict) -> int:
+    """Run one step with typed flags ``given``; return the exit code (0 ok, 2 user error)."""
+    from darkmatter.pipeline.context import StepContext
+    from darkmatter.pipeline.store import OutputStore
+
+    _quiet_environment()
+    start = time.perf_counter()
+    reset_peak_rss()
+    try:
+        cfg = _resolve(step, given)
+        store = OutputStore(cfg.run.outputs)
+        step.function()(StepContext(cfg=cfg, store=store, step=step))
+    except DarkMatterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - start
+    store.record_timing(step.script, {"seconds": round(elapsed, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
+    print(f"[{step.script}] done in {elapsed:.1f} s (peak RAM {peak_rss_mb():.0f} MiB)")
+    return 0
+
+
+def main(step_number: int, argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scripts/0N_*.py``: parse the command line and run step ``step_number``."""
+    step = table.step(step_number)
+    parsed = flags.parse(list(sys.argv[1:] if argv is None else argv), step)
+    return run_step(step, parsed.given)
+
+
+def run_all(argv: Sequence[str]) -> int:
+    """Entry point of ``run_pipeline.py``: every step of the table in this process with the same
+    flags (``--layers 0,6,11``: once per layer, see :func:`run_layers`)."""
+    parsed = flags.parse(list(argv), None)
+    if parsed.pipeline.layers is not None:
+        return run_layers(parsed.given, parsed.pipeline.layers)
+    return _run_steps(parsed.given)
+
+
+def _run_steps(given: dict) -> int:
+    from darkmatter.sources.models import model_cache
+
+    total = time.perf_counter()
+    with model_cache():  # 01, 02 and 06 share one model load
+        for step in table.steps():
+            print(f"\n=== {step.script} ===", flush=True)
+            code = run_step(step, given)
+            if code:
+                return code
+    print(f"\npipeline done in {time.perf_counter() - total:.1f} s")
+    return 0
+
+
+def _parse_layers(text: str) -> list[int]:
+    try:
+        layers = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        layers = []
+    if not layers or len(set(layers)) != len(layers) or min(layers) < 0:
+        raise DarkMatterError(f"--layers {text!r}: give distinct non-negative layer numbers, e.g. 0,6,11")
+    return layers
+
+
+def run_layers(given: dict, layers_text: str) -> int:
+    """Train (or load) an SAE and analyse it for several layers in one call.
+
+    Layer L uses the configured hook with its block index replaced (``blocks.L.hook_resid_pre``)
+    and the outputs subfolder ``<outputs>/layer_LL``; a pretrained SAE's ``--sae-id`` is
+    rewritten the same way. At the end, ``<outputs>/layers_summary.{json,md}`` tabulates
+    every layer. Returns the first non-zero exit code.
+    """
+    from darkmatter.pipeline import report
+    from darkmatter.pipeline.document import Results
+    from darkmatter.pipeline.markdown import layers_markdown
+    from darkmatter.pipeline.store import OutputStore
+
+    try:
+        layers = _parse_layers(layers_text)
+        base = resolve.resolve_new(given)
+        s = base.source
+        if s.model_source in ("planted", "cached"):
+            raise DarkMatterError(f"--layers needs a model; {s.model_source} activations have no layers")
+        if not re.match(r"blocks\.\d+\.", s.hook_name):
+            raise DarkMatterError(f"--layers needs a per-block hook (blocks.L.*), not {s.hook_name!r}")
+        if s.sae_path is not None:
+            raise DarkMatterError("--layers cannot share one --sae-path across layers: drop it to train "
+                                  "an SAE per layer, or use a release whose ids name the hook")
+        if s.sae_id is not None and not re.search(r"blocks\.\d+\.", s.sae_id):
+            raise DarkMatterError(f"--layers: cannot find the layer in --sae-id {s.sae_id!r}")
+    except DarkMatterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    folders = {}
+    for layer in layers:
+        hook = re.sub(r"blocks\.\d+\.", f"blocks.{layer}.", s.hook_name, count=1)
+        folders[layer] = os.path.join(base.run.outputs, f"layer_{layer:02d}")
+        extra = {"hook_name": hook, "outputs": folders[layer]}
+        if s.sae_id is not None:
+            extra["sae_id"] = re.sub(r"blocks\.\d+\.", f"blocks.{layer}.", s.sae_id, count=1)
+        print(f"\n##### layer {layer}: {hook} → {folders[layer]}", flush=True)
+        code = _run_steps({**given, **extra})
+        if code:
+            return code
+    store = OutputStore(base.run.outputs)
+    summary = report.layers_summary({layer: OutputStore(f).read_result("ica_dark_matter_results.json", Results,
+                                                                       ("schema_version", "run_id"))[0]
+                                     for layer, f in folders.items()})
+    with store.transaction():
+        store.write_result("layers_summary.json", summary)
+        store.write_text("layers_summary.md", layers_markdown(summary))
+    print("\n" + layers_markdown(summary))
+    return 0

@@ -1,0 +1,153 @@
+"""What a step gets: the config, the store, its table row, and checked access to earlier results.
+
+:class:`StepContext` is the glue every ``sNN_*.run(ctx)`` uses: typed results read back with
+their ``run_id`` checked against the current config (stale files are refused with the script
+to rerun), writes stamped with this step's ``run_id``, the run's source of activations and its
+SAE, and memmapped arrays checked against the recorded shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import table
+from darkmatter.pipeline.config import Config
+from darkmatter.pipeline.resolve import planted_spec_kwargs, run_id
+from darkmatter.pipeline.results import RESULT_FILES, SCHEMA_VERSION
+from darkmatter.pipeline.store import OutputStore
+from darkmatter.sources.base import ActivationSource
+
+T = TypeVar("T")
+STAMPS = ("schema_version", "run_id")
+
+
+def open_source(cfg: Config, device: str) -> ActivationSource:
+    """The run's source of activations, built from the config's plain values (nothing heavy is
+    loaded until the source needs it)."""
+    s = cfg.source
+    if s.model_source == "planted":
+        from darkmatter.sources.planted import PlantedSource, PlantedSpec
+
+        return PlantedSource(PlantedSpec(**planted_spec_kwargs(cfg)), cfg.planted.planted_mode)
+    if s.model_source == "cached":
+        from darkmatter.sources.cached import CachedSource
+
+        assert s.activations is not None
+        return CachedSource(s.activations, s.hook_name, s.activation_tokens, s.tokenizer, s.max_norm_ratio,
+                            split=cfg.trains_sae)
+    from darkmatter.sources.model_source import ModelSource, TextSpec
+
+    text = TextSpec(text_files=s.text_files, dataset=s.dataset, column=s.dataset_column,
+                    context_size=s.context_size, prepend_bos=s.prepend_bos, split=cfg.trains_sae)
+    return ModelSource(s.model_source, s.model, s.hook_name, text, s.max_norm_ratio, device, s.seed)
+
+
+@dataclass
+class StepContext:
+    """One step's view of the run."""
+
+    cfg: Config
+    store: OutputStore
+    step: table.Step
+
+    @cached_property
+    def device(self) -> str:
+        return self.cfg.resolved_device()
+
+    @cached_property
+    def source(self) -> ActivationSource:
+        return open_source(self.cfg, self.device)
+
+    # ---- typed results --------------------------------------------------------------------
+    def read(self, cls: type[T], name: str | None = None) -> T:
+        """The typed result of an earlier step, checked against the current config.
+
+        Args:
+            cls: the result's dataclass; name: its file (default: :data:`RESULT_FILES`).
+        Raises:
+            DarkMatterError: missing, from another version of the tool, or written by a
+                differently configured run (the message names the script to rerun).
+        """
+        name = name or RESULT_FILES[cls]
+        result, stamps = self.store.read_result(name, cls, STAMPS)
+        producer = table.producer_step(name)
+        if stamps.get("schema_version") != SCHEMA_VERSION:
+            raise DarkMatterError(f"{self.store.path(name)} was written by another version of this tool "
+                                  f"(schema {stamps.get('schema_version')}, now {SCHEMA_VERSION}): rerun "
+                                  f"scripts/{producer.script} and the steps after it")
+        if stamps.get("run_id") != run_id(self.cfg, producer.number):
+            raise DarkMatterError(f"{self.store.path(name)} was written by a differently configured run: "
+                                  f"rerun scripts/{producer.script} and the steps after it")
+        return result
+
+    def write(self, result: Any, name: str | None = None) -> None:
+        """Stage a typed result (a dataclass) as ``name`` (default: :data:`RESULT_FILES`), stamped
+        with the schema version and this step's run_id."""
+        self.store.write_result(name or RESULT_FILES[type(result)], result, schema_version=SCHEMA_VERSION,
+                                run_id=run_id(self.cfg, self.step.number))
+
+    def exists(self, cls: type, name: str | None = None) -> bool:
+        return self.store.exists(name or RESULT_FILES[cls])
+
+    def record_config(self) -> None:
+        """Rewrite config.json when this step changed a field it owns (e.g. ``--n-components``)."""
+        if self.store.exists("config.json") and self.store.read_json("config.json") == self.cfg.to_dict():
+            return
+        self.store.write_json("config.json", self.cfg.to_dict())
+
+    def discard_unless(self, made: set[str], *names: str) -> None:
+        """Inside a transaction: delete outputs ``names`` this run did not make (left by an
+        earlier, differently configured run)."""
+        for name in names:
+            if name not in made and self.store.exists(name):
+                self.store.discard(name)
+
+    # ---- the SAE ----------------------------------------------------------------------------
+    def sae(self, staged: Path | None = None) -> Any:
+        """The run's SAE: pretrained (``--sae-release``), a folder (``--sae-path``) or the run's own
+        ``sae/`` (trained or brought by the source; ``staged`` while step 01 writes it)."""
+        from darkmatter.sources.saes import load_sae
+
+        s = self.cfg.source
+        if s.sae_release is not None:
+            return load_sae(self.device, release=s.sae_release, sae_id=s.sae_id)
+        if s.sae_path is not None:
+            return load_sae(self.device, path=s.sae_path,
+                            missing_fix="check --sae-path (a folder written by SAE.save_model)")
+        return load_sae(self.device, path=staged or self.store.path("sae"),
+                        missing_fix=f"run scripts/{table.producer('sae')} first")
+
+    def sae_source(self) -> str:
+        s = self.cfg.source
+        return f"{s.sae_release}/{s.sae_id}" if s.sae_release else s.sae_path or str(self.store.path("sae"))
+
+    # ---- arrays -----------------------------------------------------------------------------
+    def arrays(self, *names: str, d_model: int) -> list[np.ndarray]:
+        """Memmaps of step 02's float arrays, checked to be [n_tokens, d_model].
+
+        Raises:
+            DarkMatterError: missing, or of another shape (rerun step 02).
+        """
+        out = [self.store.load_npy(name) for name in names]
+        n = self.cfg.collect.n_tokens
+        for name, arr in zip(names, out):
+            if arr.shape != (n, d_model):
+                raise DarkMatterError(f"{self.store.path(name)} has shape {arr.shape} but this run expects "
+                                      f"({n}, {d_model}): rerun scripts/{table.producer(name)}")
+        return out
+
+    def moments(self, array: Any, name: str, chunk: int, with_cov: bool = True) -> Any:
+        """Streamed moments of ``array``; NaN/inf becomes a DarkMatterError naming its producer."""
+        from darkmatter.analysis import stats
+
+        try:
+            return stats.streaming_moments(array, chunk, with_cov=with_cov, desc=f"moments of {name}")
+        except ValueError as exc:
+            fix = f"rerun scripts/{table.producer(name)}" if name in table.known_files() else "report a bug"
+            raise DarkMatterError(f"{name} is unusable ({exc}): {fix} and check the model/SAE") from exc

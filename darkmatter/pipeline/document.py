@@ -1,0 +1,135 @@
+"""The results document (ica_dark_matter_results.json, step 08) and the per-layer summary
+(layers_summary.json, ``run_pipeline.py --layers``), as typed results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from darkmatter.analysis.diagnostics import ResidualDiagnostics
+from darkmatter.analysis.groundtruth import GroundTruthScores
+from darkmatter.analysis.tails import TailComparison
+from darkmatter.pipeline.results import (
+    CollectResult,
+    ICAResult,
+    SetupResult,
+    SimilarityResult,
+    TrainingRecord,
+    register_result,
+)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One script's wall time (seconds) and peak resident memory (MiB)."""
+
+    seconds: float
+    peak_rss_mb: float
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """A step of the table as it ran: number, script, summary, outputs present, timing."""
+
+    number: int
+    script: str
+    summary: str
+    outputs: list[str]
+    timing: Timing | None
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    shape: list[int]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """The real run against the Gaussian control."""
+
+    control_n_stable: int
+    control_max_abs_source_excess_kurtosis: float
+    n_ica_above_control_kurtosis: int
+    n_ica_stable_and_above_control_kurtosis: int | None
+    residual_dims_above_surrogate_kurtosis: int
+
+
+@dataclass(frozen=True)
+class ComponentRow:
+    """One line per component of the results file."""
+
+    component: int
+    max_abs_cos_to_sae: float
+    best_sae_feature: int
+    stability: float
+    excess_kurtosis: float
+    top_tokens: list[str]
+
+
+@dataclass(frozen=True)
+class Results:
+    """ica_dark_matter_results.json (step 08): every step's typed result plus the headline.
+
+    Attributes:
+        generated: ISO date the report was built; machine: one line (CPU count, device, platform).
+        config: the resolved config by section.
+        headline: one-line findings; verdict: step 03's decision-point sentence.
+        candidate_dark_matter_components: stable components with max |cos| < 0.3 to every SAE feature.
+        noise_floor: the real run against the Gaussian control (None without a control).
+        components: one row per component.
+        steps: every step of the table with its outputs and timing.
+        arrays: shape and dtype of every .npy; plots: the PNG names.
+    """
+
+    generated: str
+    machine: str
+    config: dict[str, Any]
+    headline: list[str]
+    verdict: str
+    candidate_dark_matter_components: list[int]
+    setup: SetupResult
+    sae_training: TrainingRecord | None
+    sae_stats: CollectResult
+    diagnostics: ResidualDiagnostics
+    ica: ICAResult
+    similarity: SimilarityResult
+    statistics: TailComparison
+    groundtruth: GroundTruthScores | None
+    noise_floor: NoiseFloor | None
+    components: list[ComponentRow]
+    steps: list[StepRecord]
+    arrays: dict[str, ArrayInfo]
+    plots: list[str]
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One layer of ``run_pipeline.py --layers``."""
+
+    layer: int
+    hook_name: str
+    outputs: str
+    sae_fvu: float
+    sae_l0: float
+    sae_dead_fraction: float
+    residual_median_excess_kurtosis: float
+    pca_components_for_90: int
+    k: int
+    n_stable: int
+    control_n_stable: int | None
+    n_stable_above_noise_floor: int | None
+    mean_max_abs_cos_to_sae: dict[str, float]
+    ica_median_excess_kurtosis: float
+    n_candidate_dark_matter: int
+
+
+@dataclass(frozen=True)
+class LayersSummary:
+    """layers_summary.json."""
+
+    layers: list[LayerRow]
+
+
+register_result(Results, "ica_dark_matter_results.json")
+register_result(LayersSummary, "layers_summary.json")

@@ -1,0 +1,252 @@
+"""Typed stage results: what each step writes as JSON, as frozen dataclasses.
+
+The store serialises a result with ``dataclasses.asdict`` plus two stamps (``schema_version``
+and the writing step's ``run_id``) and reads it back through pydantic, so a key exists once,
+as a field. :data:`SCHEMA_VERSION` is the one version number of every JSON the pipeline
+writes; it changes whenever any of these classes (or those of
+:mod:`darkmatter.pipeline.document`) does. :data:`RESULT_FILES` maps each class to its file
+(the step table says which step writes it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from darkmatter.analysis.compare import MatchSummary
+from darkmatter.analysis.diagnostics import ResidualDiagnostics
+from darkmatter.analysis.groundtruth import ComponentTruth, GroundTruthScores
+from darkmatter.analysis.ica import ControlSummary, SeedFit
+from darkmatter.analysis.tails import TailComparison
+from darkmatter.experiments.training import SAETrainingResult
+from darkmatter.sources.base import HookInfo
+from darkmatter.sources.collect import SAEMetrics, ThroughputRecord
+
+SCHEMA_VERSION = 3
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The machine and library versions of a run."""
+
+    python: str
+    platform: str
+    cpu_count: int | None
+    ram_free_gb: float
+    device: str
+    packages: dict[str, str | None]
+    gpu: str | None = None
+    gpu_free_gb: float | None = None
+    gpu_total_gb: float | None = None
+
+
+@dataclass(frozen=True)
+class SAEInfo:
+    """The SAE under analysis.
+
+    Attributes:
+        source: release/id, folder, or the run's own ``sae/`` folder.
+        sae_class: SAELens class name; d_sae, d_in: its widths.
+        W_dec_shape: as stored; W_dec_transposed: whether it had to be turned to [d_sae, d_model].
+        hook_name: the hook recorded in the SAE's metadata (None if it records none).
+        made_by: pretrained, trained here (architecture), or brought by the source.
+    """
+
+    source: str
+    sae_class: str
+    d_sae: int
+    d_in: int
+    W_dec_shape: list[int]
+    W_dec_transposed: bool
+    hook_name: str | None
+    made_by: str
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    """setup.json (step 01)."""
+
+    environment: Environment
+    source_kind: str
+    description: str
+    hook: HookInfo
+    sae: SAEInfo
+    sae_train_windows: int
+    source_details: dict[str, Any]
+
+    @property
+    def d_model(self) -> int:
+        return self.hook.d_model
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """sae_training.json (step 01, when it trains the SAE): the training run without its history
+    (which is in sae_history.json)."""
+
+    train_windows: int
+    n_train_tokens: int
+    seconds_activations: float
+    seconds_training: float
+    result: SAETrainingResult
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    """sae_stats.json (step 02): the SAE on the analysed tokens and what was excluded."""
+
+    metrics: SAEMetrics
+    massive_tokens_excluded: int
+    bos_positions_excluded: int
+    max_norm_ratio: float | None
+    throughput: ThroughputRecord | None
+    n_windows: int
+    context_size: int | None
+
+
+@dataclass(frozen=True)
+class ICAResult:
+    """ica.json (step 04).
+
+    Attributes:
+        k, k_rule: components and the rule that chose k.
+        n_tokens, n_fit_tokens: tokens with sources, tokens FastICA saw.
+        algorithm, backend: the estimator.
+        seeds: how each restart ended; restart_resample: the share of rows later restarts see.
+        all_converged, all_settled_converged: over seeds.
+        max_iter, tol: the settings.
+        stability_min_abs_cos: per component, in component order; stable_threshold, n_stable.
+        pca_variance_kept: share of residual variance in the whitened subspace;
+        reconstruction_variance_explained: the same measured through the unmixing (must agree).
+        component_order: how components are ordered and signed.
+        source_excess_kurtosis_sample: per component, on the first 100,000 fit rows (the order key).
+        gaussian_control: FastICA on a whitened Gaussian surrogate (None when switched off).
+        n_stable_above_control: stable components whose source kurtosis exceeds the control's largest.
+    """
+
+    k: int
+    k_rule: str
+    n_tokens: int
+    n_fit_tokens: int
+    algorithm: str
+    backend: str
+    seeds: list[SeedFit]
+    restart_resample: float
+    all_converged: bool
+    all_settled_converged: bool
+    max_iter: int
+    tol: float
+    stability_min_abs_cos: list[float]
+    stable_threshold: float
+    n_stable: int
+    pca_variance_kept: float
+    reconstruction_variance_explained: float
+    reconstruction_matches_pca: bool
+    component_order: str
+    source_excess_kurtosis_sample: list[float]
+    gaussian_control: ControlSummary | None
+    n_stable_above_control: int | None
+
+    def is_stable(self, component: int) -> bool:
+        return self.stability_min_abs_cos[component] >= self.stable_threshold
+
+
+@dataclass(frozen=True)
+class ComponentMatch:
+    """One ICA component's nearest SAE decoder rows."""
+
+    component: int
+    max_abs_cos: float
+    best_feature: int
+    top_features: list[int]
+    top_cos: list[float]
+    neuronpedia: str | None
+
+
+@dataclass(frozen=True)
+class SimilarityResult:
+    """similarity.json (step 05): every direction set against the SAE decoder.
+
+    Attributes:
+        k, d_sae: directions per set, decoder rows.
+        thresholds: (low, high) |cos| cuts.
+        sets: {set name: MatchSummary}, ICA first, then every registered baseline.
+        descriptions: {baseline name: what it is}.
+        components: per ICA component.
+    """
+
+    k: int
+    d_sae: int
+    thresholds: list[float]
+    sets: dict[str, MatchSummary]
+    descriptions: dict[str, str]
+    components: list[ComponentMatch]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One analysed row shown for a component: where it is, what it says, the source's value."""
+
+    token: str
+    context: str
+    activation: float
+    window: int | None = None
+    position: int | None = None
+    row: int | None = None
+    quantile: float | None = None
+
+
+@dataclass(frozen=True)
+class NearestFeature:
+    """An SAE decoder row near a component (signed cos), with its Neuronpedia id on GPT-2."""
+
+    feature: int
+    cos: float
+    neuronpedia: str | None = None
+
+
+@dataclass(frozen=True)
+class LogitLens:
+    """Tokens a direction promotes and suppresses through the unembedding: (token, logit)."""
+
+    top: list[tuple[str, float]]
+    bottom: list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class ComponentReading:
+    """interpretations.json entry: everything step 06 shows for one component."""
+
+    component: int
+    top: list[Example]
+    bottom: list[Example]
+    quantiles: list[Example]
+    frequent_top_tokens: list[tuple[str, int]]
+    logit_lens: LogitLens | None
+    nearest_sae_features: list[NearestFeature]
+    nearest_true_feature: ComponentTruth | None = None
+
+
+@dataclass(frozen=True)
+class InterpretationsResult:
+    """interpretations.json (step 06); ``note`` says what the source could not show."""
+
+    k: int
+    note: str | None
+    components: list[ComponentReading]
+
+
+#: Each typed result and the file it is written to (:func:`register_result` adds more).
+RESULT_FILES: dict[type, str] = {
+    SetupResult: "setup.json", TrainingRecord: "sae_training.json", CollectResult: "sae_stats.json",
+    ResidualDiagnostics: "diagnostics.json", ICAResult: "ica.json", SimilarityResult: "similarity.json",
+    GroundTruthScores: "groundtruth.json", InterpretationsResult: "interpretations.json",
+    TailComparison: "statistics.json",
+}
+
+
+def register_result(cls: type, name: str) -> None:
+    """Name the file a typed result is written to. Raises ValueError if either is taken."""
+    if cls in RESULT_FILES or name in RESULT_FILES.values():
+        raise ValueError(f"{cls.__name__} or {name} already has a result file")
+    RESULT_FILES[cls] = name

@@ -1,0 +1,122 @@
+"""Step 01: report the environment, open the source, load or train the SAE, check shapes.
+
+The SAE comes from, in order: the source itself (the planted oracle), ``--sae-release`` /
+``--sae-path``, or training through SAELens on the source's ``"train"`` rows (even-numbered
+documents; the odd ones are analysed, so the two are disjoint text from the same mix).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline.context import StepContext
+from darkmatter.pipeline.results import Environment, SAEInfo, SetupResult, TrainingRecord
+from darkmatter.sources.base import RowLog
+from darkmatter.sources.saes import oriented_decoder
+
+PACKAGES = ("torch", "sae-lens", "transformer-lens", "transformers", "numpy", "scikit-learn", "scipy")
+
+
+def environment(device: str) -> Environment:
+    """The machine, its free memory and the versions of the libraries that shape the numbers."""
+    import importlib.metadata as md
+
+    import psutil
+
+    def version(pkg: str) -> str | None:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+
+    gpu: dict[str, Any] = {}
+    if device.startswith("cuda"):
+        free, total = torch.cuda.mem_get_info()
+        gpu = dict(gpu=torch.cuda.get_device_name(), gpu_free_gb=round(free / 2**30, 2),
+                   gpu_total_gb=round(total / 2**30, 2))
+    return Environment(python=platform.python_version(), platform=platform.platform(),
+                       cpu_count=psutil.cpu_count(), ram_free_gb=round(psutil.virtual_memory().available / 2**30, 2),
+                       device=device, packages={p: version(p) for p in PACKAGES}, **gpu)
+
+
+def _train(ctx: StepContext, d_model: int) -> tuple[Path, int]:
+    """Train the configured SAE on the source's training rows; stage sae/, sae_best/,
+    sae_training.json and sae_history.json. Returns (staged folder of the final SAE, windows used)."""
+    from darkmatter.experiments.training import train_sae
+
+    t, store = ctx.cfg.training, ctx.store
+    t0 = time.perf_counter()
+    log = RowLog()
+    acts = torch.cat([b.x.cpu() for b in ctx.source.rows("train", t.sae_train_tokens, ctx.cfg.run.batch_size,
+                                                        ctx.device, log, desc="SAE training activations")])
+    t1 = time.perf_counter()
+    sae_dir = store.staged_dir("sae")
+    result = train_sae(acts, arch=t.sae_arch, d_sae=t.sae_expansion * d_model, l0_target=t.sae_l0,
+                       total_samples=t.sae_train_samples, lr=t.sae_lr, seed=ctx.cfg.source.seed, device=ctx.device,
+                       out_dir=sae_dir, best_dir=store.staged_dir("sae_best"), batch_size=t.sae_batch_size)
+    store.write_json("sae_history.json", {"history": result.history, "evals": result.evals})
+    ctx.write(TrainingRecord(train_windows=len(log.windows), n_train_tokens=len(acts), seconds_activations=t1 - t0,
+                             seconds_training=time.perf_counter() - t1,
+                             result=dataclasses.replace(result, history=[], evals=[])))
+    v = result.validation
+    print(f"trained {t.sae_arch} SAE (d_sae {result.d_sae}): validation FVU {v['fvu']:.4f}, "
+          f"L0 {v['mean_l0']:.1f} (target {t.sae_l0:g}), dead {v['dead_fraction']:.1%} ({result.steps} steps)")
+    return sae_dir, len(log.windows)
+
+
+def run(ctx: StepContext) -> None:
+    """Report the environment, load model and SAE (training one if none is named), check shapes."""
+    env = environment(ctx.device)
+    print("environment: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(env).items()
+                                      if k != "packages" and v is not None)
+          + ", " + ", ".join(f"{k}={v}" for k, v in env.packages.items()))
+    source, store = ctx.source, ctx.store
+    hook = source.hook()
+    print(f"source: {source.description}; hook {hook.hook_name} width {hook.d_model}")
+
+    with store.transaction():
+        train_windows, made = 0, set()
+        builtin = source.builtin_sae(ctx.device)
+        if builtin is not None:
+            staged = store.staged_dir("sae")
+            builtin.save_model(str(staged))
+            sae, made_by, made = ctx.sae(staged=staged), "built into the source", {"sae"}
+        elif ctx.cfg.trains_sae:
+            sae_dir, train_windows = _train(ctx, hook.d_model)
+            sae = ctx.sae(staged=sae_dir)
+            made_by = f"trained here ({ctx.cfg.training.sae_arch})"
+            made = {"sae", "sae_best", "sae_training.json", "sae_history.json"}
+        else:
+            sae, made_by = ctx.sae(), "pretrained"
+        raw_W_dec = sae.W_dec.detach().cpu().numpy()
+        W_dec, transposed = oriented_decoder(raw_W_dec, hook.d_model)
+        if int(sae.cfg.d_in) != hook.d_model:
+            raise DarkMatterError(
+                f"the SAE reads d_in={sae.cfg.d_in} but {hook.hook_name} is {hook.d_model} wide: "
+                "pick an SAE trained on this model and hook (--sae-id / --sae-path / --hook-name)")
+        truth = source.ground_truth(W_dec)
+        if truth is not None:
+            store.save_npy("planted_directions.npy", truth.directions.astype(np.float32))
+            made.add("planted_directions.npy")
+        ctx.discard_unless(made, "sae", "sae_best", "sae_training.json", "sae_history.json",
+                           "planted_directions.npy")
+        sae_hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
+        if sae_hook and sae_hook != hook.hook_name and builtin is None:
+            print(f"warning: the SAE was trained on {sae_hook}, not {hook.hook_name}")
+        setup = SetupResult(
+            environment=env, source_kind=source.kind, description=source.description, hook=hook,
+            sae=SAEInfo(source=ctx.sae_source(), sae_class=type(sae).__name__, d_sae=int(sae.cfg.d_sae),
+                        d_in=int(sae.cfg.d_in), W_dec_shape=list(raw_W_dec.shape), W_dec_transposed=transposed,
+                        hook_name=sae_hook, made_by=made_by),
+            sae_train_windows=train_windows, source_details=source.details())
+        ctx.write(setup)
+        store.write_json("config.json", ctx.cfg.to_dict())
+    print(f"SAE: {setup.sae.sae_class} d_sae {setup.sae.d_sae}, W_dec {tuple(raw_W_dec.shape)} ({made_by})")

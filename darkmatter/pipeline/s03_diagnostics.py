@@ -1,0 +1,44 @@
+"""Step 03: is the residual Gaussian noise? Moments, kurtosis against a Gaussian surrogate, PCA."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from darkmatter.analysis import stats
+from darkmatter.analysis.diagnostics import diagnose
+from darkmatter.pipeline import plots
+from darkmatter.pipeline.context import StepContext
+from darkmatter.pipeline.results import CollectResult, SetupResult
+
+#: Random token rows for the Gaussianity test and the top-PC kurtosis.
+GAUSSIAN_TEST_ROWS = 20_000
+
+
+def run(ctx: StepContext) -> None:
+    """FVU, per-dimension excess kurtosis, Gaussianity test and full-spectrum PCA of the residual."""
+    setup = ctx.read(SetupResult)
+    ctx.read(CollectResult)
+    cfg, store = ctx.cfg, ctx.store
+    acts, resid = ctx.arrays("activations.npy", "residuals.npy", d_model=setup.d_model)
+    chunk = max(cfg.run.sae_chunk_size, 16384)
+    m_act = ctx.moments(acts, "activations.npy", chunk)
+    m_res = ctx.moments(resid, "residuals.npy", chunk)
+    surrogate = stats.GaussianSurrogate(m_res.mean, m_res.cov, m_res.n, cfg.source.seed)
+    m_sur = ctx.moments(surrogate, "the Gaussian surrogate", chunk, with_cov=False)
+    rows = stats.random_rows(m_res.n, GAUSSIAN_TEST_ROWS, cfg.source.seed)
+    diag, pca_res, pca_act = diagnose(m_act, m_res, m_sur, np.asarray(resid[rows], dtype=np.float64),
+                                      np.asarray(acts[rows], dtype=np.float64))
+    title = f"{setup.hook.hook_name}, {m_res.n:,} tokens"
+    marks = {float(k.rstrip("%")) / 100: v for k, v in diag.pca_components_for.items()}
+    with store.transaction():
+        store.save_npy("residual_mean.npy", m_res.mean)
+        store.save_npy("pca_eigenvalues.npy", pca_res.eigenvalues)
+        store.save_npy("pca_components.npy", pca_res.components)
+        ctx.write(diag)
+        store.save_figure("residual_kurtosis.png", plots.residual_kurtosis(
+            m_res.excess_kurtosis, m_act.excess_kurtosis, diag.kurtosis_standard_error,
+            f"SAE residual vs activations: {title}", diag.gaussian_surrogate.max_abs))
+        store.save_figure("residual_pca.png", plots.residual_pca(
+            pca_res.eigenvalues, pca_act.eigenvalues, marks, f"PCA of the SAE residual: {title}"))
+    print(f"FVU {diag.fvu:.4f}")
+    print(f"verdict: {diag.verdict}")

@@ -1,0 +1,47 @@
+"""Step 07: heavy tails and sparsity of the ICA sources against the SAE's features."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from darkmatter.analysis.stats import GAUSS_TAIL_3SD, tail_fraction
+from darkmatter.analysis.tails import ALIVE_FREQUENCY, compare_tails
+from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import plots
+from darkmatter.pipeline.context import StepContext
+from darkmatter.pipeline.results import CollectResult, ICAResult
+
+
+def run(ctx: StepContext) -> None:
+    """Excess kurtosis and sparsity of ICA sources against SAE feature activations."""
+    sae_stats, ica = ctx.read(CollectResult), ctx.read(ICAResult)
+    store = ctx.store
+    sources = store.load_npy("ica_activations.npy")
+    n, k = sources.shape
+    chunk = max(ctx.cfg.run.sae_chunk_size, 65536)
+    m_ica = ctx.moments(sources, "ica_activations.npy", chunk)
+    tail = tail_fraction(sources, m_ica.mean, np.sqrt(m_ica.var), 3.0, chunk)
+    fm = store.load_npy("sae_feature_moments.npy", mmap=False)
+    if sae_stats.metrics.n_tokens != n or fm.shape != (5, sae_stats.metrics.d_sae):
+        raise DarkMatterError("ica_activations.npy / sae_feature_moments.npy do not match sae_stats.json: "
+                              "rerun scripts/02_collect_activations.py, then 03-04")
+    control = ica.gaussian_control
+    result, features = compare_tails(m_ica, tail, fm, ica.n_stable,
+                                     control.source_excess_kurtosis_max_abs if control else None,
+                                     control.n_stable if control else None)
+    ica_k = m_ica.excess_kurtosis
+    with store.transaction():
+        ctx.write(result)
+        store.save_figure("ica_vs_sae_kurtosis.png", plots.kurtosis_vs_sae(
+            ica_k, features.excess_kurtosis, tail, features.frequency, GAUSS_TAIL_3SD,
+            result.kurtosis_standard_error, f"ICA sources of the residual vs SAE features ({n:,} tokens)",
+            control.source_excess_kurtosis_max_abs if control else None))
+    sae = result.sae_excess_kurtosis.summary
+    print(f"excess kurtosis: ICA median {np.median(ica_k):.2f} (max {ica_k.max():.1f}); SAE features "
+          f"(firing ≥ {ALIVE_FREQUENCY:.1%}, n={result.sae_excess_kurtosis.n_features_counted}) median "
+          f"{sae.median if sae else float('nan'):.1f}")
+    gc = result.gaussian_control
+    if gc:
+        print(f"noise floor (ICA on a Gaussian surrogate): max |excess kurtosis| "
+              f"{gc.source_excess_kurtosis_max_abs:.3f}, {gc.n_stable} stable; real: "
+              f"{gc.n_ica_components_above_floor}/{k} components above it, {gc.n_ica_stable} stable")

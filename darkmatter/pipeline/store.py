@@ -1,0 +1,205 @@
+"""The outputs folder: the only code that knows paths, memmaps, atomic writes and JSON encoding.
+
+Steps share state only through files here. Every write goes to a temporary
+name first and is renamed into place when the whole step succeeds, so a crash
+never leaves a half-written or half-updated set of outputs. File names are the
+step table's (:mod:`darkmatter.pipeline.table`), which also says which script
+writes each one, for the "run X first" messages. Typed results (frozen
+dataclasses) are written with :meth:`OutputStore.write_result` and read back,
+validated, with :meth:`OutputStore.read_result`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.lib.format import open_memmap
+
+from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import table
+
+PLOT_DPI = 150
+T = TypeVar("T")
+
+
+class OutputStore:
+    """Read and write the files of one run in ``root``.
+
+    Writes made inside :meth:`transaction` land together when it exits
+    cleanly and are deleted when it raises.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self._pending: list[tuple[Path, Path]] | None = None
+
+    # ---- paths -----------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        """Where output ``name`` lives. Raises KeyError for a file no producer declares."""
+        if name not in table.known_files():
+            raise KeyError(f"{name} is not a known output file (see darkmatter/pipeline/table.py)")
+        return self.root / name
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def require(self, *names: str) -> None:
+        """Raise DarkMatterError naming the script to run when any input is missing."""
+        for name in names:
+            if not self.exists(name):
+                raise DarkMatterError(
+                    f"{self.path(name)} is missing: run scripts/{table.producer(name)} first "
+                    f"(with --outputs {self.root})")
+
+    # ---- transactions ----------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[OutputStore]:
+        """Stage every write; rename all into place on success, delete all on error."""
+        if self._pending is not None:
+            raise RuntimeError("transactions do not nest")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._pending = []
+        self._discarded: list[Path] = []
+        try:
+            yield self
+            self._commit()
+        finally:
+            for tmp, _ in self._pending:
+                _remove(tmp)
+            self._pending = None
+
+    def _commit(self) -> None:
+        assert self._pending is not None
+        for path in self._discarded:
+            _remove(path)
+        while self._pending:
+            tmp, final = self._pending[0]
+            if final.is_dir() and not final.is_symlink():
+                old = final.with_name(f".{final.name}.old{os.getpid()}")
+                os.replace(final, old)  # a directory cannot be replaced in one rename
+                os.replace(tmp, final)
+                _remove(old)
+            else:
+                os.replace(tmp, final)
+            self._pending.pop(0)
+
+    def discard(self, name: str) -> None:
+        """Delete ``name`` when the transaction commits (an output this run no longer makes)."""
+        if self._pending is None:
+            raise RuntimeError("discard must happen inside store.transaction()")
+        self._discarded.append(self.path(name))
+
+    def _staged(self, name: str) -> Path:
+        final = self.path(name)
+        stem, dot, ext = final.name.partition(".")
+        tmp = final.with_name(f".{stem}.tmp{os.getpid()}{dot}{ext}")
+        _remove(tmp)
+        if self._pending is None:
+            raise RuntimeError("writes must happen inside store.transaction()")
+        self._pending.append((tmp, final))
+        return tmp
+
+    # ---- writers ---------------------------------------------------------------
+    def write_json(self, name: str, obj: Any) -> None:
+        self._staged(name).write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+    def write_result(self, name: str, result: Any, **stamps: Any) -> None:
+        """Write a typed result (a dataclass) as JSON, with ``stamps`` (e.g. ``run_id``,
+        ``schema_version``) as leading keys."""
+        self.write_json(name, {**stamps, **dataclasses.asdict(result)})
+
+    def write_text(self, name: str, text: str) -> None:
+        self._staged(name).write_text(text)
+
+    def save_npy(self, name: str, array: np.ndarray) -> None:
+        with open(self._staged(name), "wb") as fh:
+            np.save(fh, array)
+
+    def open_npy(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.memmap:
+        """A writable memmap of ``shape``; it becomes ``name`` when the transaction commits."""
+        return open_memmap(self._staged(name), mode="w+", dtype=dtype, shape=shape)
+
+    def save_figure(self, name: str, fig: Any) -> None:
+        """Save a matplotlib figure at 150 DPI and close it."""
+        import matplotlib.pyplot as plt
+
+        fig.savefig(self._staged(name), dpi=PLOT_DPI, bbox_inches="tight", format="png")
+        plt.close(fig)
+
+    def staged_dir(self, name: str) -> Path:
+        """A fresh folder that replaces ``name`` (e.g. ``sae``) on commit."""
+        tmp = self._staged(name)
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def record_timing(self, script: str, entry: dict[str, float]) -> None:
+        """Set ``script``'s entry in timings.json (atomic read-modify-write, outside transactions)."""
+        path = self.path("timings.json")
+        timings = json.loads(path.read_text()) if path.exists() else {}
+        timings[script] = entry
+        tmp = path.with_name(f".timings.tmp{os.getpid()}.json")
+        tmp.write_text(json.dumps(dict(sorted(timings.items())), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    # ---- readers ---------------------------------------------------------------
+    def read_json(self, name: str) -> Any:
+        """Parsed JSON of ``name``. Raises DarkMatterError when missing or unreadable."""
+        self.require(name)
+        try:
+            return json.loads(self.path(name).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DarkMatterError(f"{self.path(name)} is not valid JSON ({exc}): rerun "
+                                  f"scripts/{table.producer(name)}") from exc
+
+    def read_result(self, name: str, cls: type[T], stamps: tuple[str, ...] = ()) -> tuple[T, dict[str, Any]]:
+        """Read ``name`` back as the dataclass ``cls`` (validated by pydantic), and its stamps.
+
+        Raises:
+            DarkMatterError: missing, unreadable, or it does not fit ``cls`` (written by another
+                version of the tool).
+        """
+        from pydantic import TypeAdapter, ValidationError
+
+        data = self.read_json(name)
+        if not isinstance(data, dict):
+            raise DarkMatterError(f"{self.path(name)} is not a results object: rerun scripts/{table.producer(name)}")
+        found = {k: data.pop(k) for k in stamps if k in data}
+        try:
+            return TypeAdapter(cls).validate_python(data), found
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise DarkMatterError(f"{self.path(name)} does not fit this version of the tool ({where}: "
+                                  f"{first['msg']}): rerun scripts/{table.producer(name)}") from exc
+
+    def load_npy(self, name: str, mmap: bool = True) -> np.ndarray:
+        """The array in ``name``, memory-mapped read-only unless ``mmap`` is False."""
+        self.require(name)
+        return np.load(self.path(name), mmap_mode="r" if mmap else None)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")

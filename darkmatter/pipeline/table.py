@@ -1,0 +1,192 @@
+"""The step table: every pipeline step declared once.
+
+A :class:`Step` names its number, script, module, what it reads and writes, and the config
+sections it owns. Everything that lists steps derives from :data:`STEPS`: the command line of
+each script (its help and the flag-ownership rule), the store's map from file to producing
+script (the "run X first" messages), the ``run_id`` stamps, ``run_pipeline.py``, the report's
+step table and the end-to-end test. Adding a step is one module with a ``run(ctx)`` function,
+one :func:`register` call (a row below) and a three-line script in ``scripts/``.
+
+This module imports nothing heavy, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pipeline step.
+
+    Attributes:
+        number: position in the pipeline (1-based).
+        name: the script is ``f"{number:02d}_{name}.py"``.
+        module: importable module with ``run(ctx: StepContext) -> None``.
+        summary: one line: what the step does (its ``--help`` description).
+        reads: files of earlier steps it needs.
+        writes: files and folders it writes (optional ones included).
+        owns: config sections it owns (see :mod:`darkmatter.pipeline.config`): it may change
+            their fields; a later step refuses a contradicting value.
+    """
+
+    number: int
+    name: str
+    module: str
+    summary: str
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    owns: tuple[str, ...] = ()
+
+    @property
+    def script(self) -> str:
+        return f"{self.number:02d}_{self.name}.py"
+
+    def function(self) -> Callable[[Any], None]:
+        """The step's ``run(ctx)`` (imported on first use)."""
+        return importlib.import_module(self.module).run
+
+
+_STEPS: dict[int, Step] = {}
+
+#: Files written outside the numbered steps, and what writes them.
+OTHER_PRODUCERS: dict[str, str] = {
+    "timings.json": "any numbered script",
+    "layers_summary.json": "run_pipeline.py --layers",
+    "layers_summary.md": "run_pipeline.py --layers",
+    "planted_sweep.json": "sweep_planted.py",
+    "planted_sweep.md": "sweep_planted.py",
+    "planted_sweep.png": "sweep_planted.py",
+}
+
+
+def register(step: Step) -> Step:
+    """Add a step. Raises ValueError if its number, name or an output is already taken."""
+    taken = {f for s in _STEPS.values() for f in s.writes}
+    if step.number in _STEPS or any(s.name == step.name for s in _STEPS.values()):
+        raise ValueError(f"step {step.number} ({step.name}) is already registered")
+    if taken & set(step.writes) or set(OTHER_PRODUCERS) & set(step.writes):
+        raise ValueError(f"step {step.script} writes files another producer owns: "
+                         f"{sorted((taken | set(OTHER_PRODUCERS)) & set(step.writes))}")
+    _STEPS[step.number] = step
+    return step
+
+
+@contextmanager
+def registered(step: Step) -> Iterator[Step]:
+    """Register ``step`` for the duration of a block (tests and plug-ins)."""
+    register(step)
+    try:
+        yield step
+    finally:
+        del _STEPS[step.number]
+
+
+def steps() -> list[Step]:
+    """Every step, in order."""
+    return [_STEPS[n] for n in sorted(_STEPS)]
+
+
+def step(number: int) -> Step:
+    """Step ``number``. Raises KeyError if there is none."""
+    return _STEPS[number]
+
+
+def by_script(script: str) -> Step:
+    """The step whose script is ``script`` (a file name or path). Raises KeyError if none."""
+    name = script.replace("\\", "/").rsplit("/", 1)[-1]
+    for s in _STEPS.values():
+        if s.script == name:
+            return s
+    raise KeyError(f"no step has the script {name}")
+
+
+def producer(name: str) -> str:
+    """The script that writes output ``name``. Raises KeyError for an unknown file."""
+    for s in _STEPS.values():
+        if name in s.writes:
+            return s.script
+    return OTHER_PRODUCERS[name]
+
+
+def producer_step(name: str) -> Step:
+    """The step that writes output ``name``. Raises KeyError if no step does."""
+    for s in _STEPS.values():
+        if name in s.writes:
+            return s
+    raise KeyError(f"no step writes {name}")
+
+
+def owner(section: str) -> Step | None:
+    """The step that owns config section ``section`` (None: shared by every step)."""
+    for s in _STEPS.values():
+        if section in s.owns:
+            return s
+    return None
+
+
+def known_files() -> set[str]:
+    """Every output file or folder any producer writes."""
+    return {f for s in _STEPS.values() for f in s.writes} | set(OTHER_PRODUCERS)
+
+
+# ------------------------------------------------------------------------------------- the table
+register(Step(
+    1, "setup_and_load", "darkmatter.pipeline.s01_setup",
+    "Report the environment, open the source of activations, load or train the SAE, check the hook "
+    "and W_dec shapes; write config.json and setup.json.",
+    reads=(),
+    writes=("config.json", "setup.json", "sae", "sae_best", "sae_training.json", "sae_history.json",
+            "planted_directions.npy"),
+    owns=("source", "training", "planted")))
+register(Step(
+    2, "collect_activations", "darkmatter.pipeline.s02_collect",
+    "Activations at the hook → SAE reconstruction in chunks → residual, streamed to memmaps.",
+    reads=("config.json", "setup.json", "sae"),
+    writes=("activations.npy", "residuals.npy", "tokens.npy", "token_index.npy", "sae_stats.json",
+            "sae_feature_moments.npy"),
+    owns=("collect",)))
+register(Step(
+    3, "diagnostics", "darkmatter.pipeline.s03_diagnostics",
+    "FVU, per-dimension excess kurtosis against a Gaussian surrogate, Gaussianity test and the full "
+    "PCA spectrum of the residual; the decision-point verdict.",
+    reads=("config.json", "setup.json", "sae_stats.json", "activations.npy", "residuals.npy"),
+    writes=("diagnostics.json", "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy",
+            "residual_kurtosis.png", "residual_pca.png")))
+register(Step(
+    4, "run_ica", "darkmatter.pipeline.s04_ica",
+    "PCA-whiten the residual to k components, FastICA over seeds (half-sample restarts), match, sign, "
+    "order; the Gaussian control; sources for every token.",
+    reads=("config.json", "setup.json", "sae_stats.json", "diagnostics.json", "residuals.npy",
+           "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy"),
+    writes=("ica.json", "ica_directions.npy", "ica_activations.npy", "ica_mixing.npy", "ica_unmixing.npy"),
+    owns=("ica",)))
+register(Step(
+    5, "compare_sae", "darkmatter.pipeline.s05_compare",
+    "Max |cos| of the ICA directions and every baseline to the SAE decoder rows; ground truth where "
+    "the source has one.",
+    reads=("config.json", "setup.json", "ica.json", "ica_directions.npy", "pca_components.npy", "sae"),
+    writes=("similarity.json", "ica_sae_similarity.png", "groundtruth.json", "groundtruth_recovery.png")))
+register(Step(
+    6, "interpret", "darkmatter.pipeline.s06_interpret",
+    "Top/bottom contexts, quantile samples, frequent tokens, logit lens and nearest SAE features "
+    "of every component.",
+    reads=("config.json", "setup.json", "sae_stats.json", "ica.json", "similarity.json",
+           "ica_activations.npy", "ica_directions.npy", "token_index.npy"),
+    writes=("interpretations.json", "components.md"),
+    owns=("interpret",)))
+register(Step(
+    7, "statistics", "darkmatter.pipeline.s07_statistics",
+    "Excess kurtosis and sparsity of ICA sources against SAE features, beside the Gaussian control.",
+    reads=("config.json", "sae_stats.json", "ica.json", "ica_activations.npy", "sae_feature_moments.npy"),
+    writes=("statistics.json", "ica_vs_sae_kurtosis.png")))
+register(Step(
+    8, "save_report", "darkmatter.pipeline.s08_report",
+    "Aggregate every step's results into ica_dark_matter_results.json and report.md.",
+    reads=("config.json", "setup.json", "sae_stats.json", "diagnostics.json", "ica.json", "similarity.json",
+           "interpretations.json", "statistics.json"),
+    writes=("ica_dark_matter_results.json", "report.md")))

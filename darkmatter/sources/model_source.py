@@ -1,0 +1,144 @@
+"""Activations of a language model at a hook, over a document stream.
+
+Documents (:mod:`darkmatter.sources.text`) are cut into token windows with BOS prepended,
+run through the model to the hook's block (TransformerLens ``run_with_cache`` with
+``stop_at_layer``), and every non-BOS, non-massive token becomes a row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+
+from darkmatter.analysis import interpret
+from darkmatter.errors import DarkMatterError
+from darkmatter.sources.base import GroundTruth, HookInfo, Part, RowBatch, RowContext, RowLog
+from darkmatter.sources.collect import Throughput, hook_rows
+from darkmatter.sources.models import LoadedModel, load_model
+from darkmatter.sources.text import documents, token_windows
+
+
+def layer_of(hook_name: str) -> int:
+    """Block index of a per-block hook (``blocks.L.*``). Raises DarkMatterError otherwise."""
+    m = re.match(r"blocks\.(\d+)\.", hook_name)
+    if not m:
+        raise DarkMatterError(f"hook {hook_name!r} is not a per-block hook (blocks.L.hook_...); "
+                              "pass --hook-name like blocks.6.hook_resid_pre")
+    return int(m.group(1))
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """Where documents come from (see :func:`darkmatter.sources.text.documents`).
+
+    Attributes:
+        text_files: glob of local files, or None.
+        dataset: Hugging Face dataset name (streamed), or None.
+        column: text column of ``dataset``.
+        context_size: tokens per window, BOS included.
+        prepend_bos: BOS at position 0 of every window.
+        split: even documents train the SAE, odd ones are analysed (when the SAE is trained here).
+    """
+
+    text_files: str | None = None
+    dataset: str | None = None
+    column: str = "text"
+    context_size: int = 128
+    prepend_bos: bool = True
+    split: bool = False
+
+    def describe(self) -> str:
+        return self.text_files or self.dataset or "bundled Python documentation (pydoc_data + stdlib docstrings)"
+
+
+class ModelSource:
+    """A model read at ``hook_name`` over the documents of ``text`` (loaded on first need).
+
+    Args:
+        model_kind, model_name, seed: see :func:`darkmatter.sources.models.load_model`.
+        hook_name: a TransformerLens hook inside a block (``blocks.L.*``).
+        text: the documents and windowing.
+        max_norm_ratio: drop tokens whose norm exceeds this multiple of the batch median (None: keep).
+        device: where the model runs.
+    Raises:
+        DarkMatterError: the hook is not per-block.
+    """
+
+    kind = "model"
+
+    def __init__(self, model_kind: str, model_name: str, hook_name: str, text: TextSpec,
+                 max_norm_ratio: float | None, device: str, seed: int = 0):
+        self.layer = layer_of(hook_name)
+        self.hook_name, self.text, self.max_norm_ratio = hook_name, text, max_norm_ratio
+        self._load = (model_kind, model_name, device, seed)
+        self._decoded: dict[int, str] = {}
+
+    @cached_property
+    def model(self) -> LoadedModel:
+        model = load_model(*self._load)
+        model.check_hook(self.hook_name)
+        return model
+
+    @property
+    def description(self) -> str:
+        return self.model.description
+
+    def hook(self) -> HookInfo:
+        probe = torch.tensor([[self.model.bos_id] * 2], device=self._load[2])
+        width = self.model.activations(probe, self.hook_name, self.layer).shape[-1]
+        return HookInfo(hook_name=self.hook_name, d_model=int(width), layer=self.layer,
+                        n_layers=self.model.n_layers, d_vocab=int(self.model.model.cfg.d_vocab),
+                        bos_id=self.model.bos_id, text=self.text.describe(),
+                        split=("even-numbered documents train the SAE, odd-numbered ones are analysed"
+                               if self.text.split else "every document is analysed"))
+
+    def details(self) -> dict[str, Any]:
+        return {"model": self._load[1], "model_kind": self._load[0], "context_size": self.text.context_size}
+
+    def windows(self, part: Part) -> Iterator[np.ndarray]:
+        """int32[context_size] token windows of ``part`` of the documents."""
+        t = self.text
+        return token_windows(documents(t.text_files, t.dataset, t.column, part, t.split), self.model.tokenizer,
+                             t.context_size, self.model.bos_id, t.prepend_bos)
+
+    def rows(self, part: Part, n_tokens: int, batch_size: int, device: str, log: RowLog | None = None,
+             desc: str = "model forward", clock: Throughput | None = None) -> Iterator[RowBatch]:
+        return hook_rows(self.model, self.windows(part), self.hook_name, self.layer, batch_size, device,
+                         n_tokens, self.max_norm_ratio, log, desc, clock)
+
+    def builtin_sae(self, device: str) -> None:
+        return None
+
+    def ground_truth(self, W_dec: np.ndarray) -> GroundTruth | None:
+        return None
+
+    def unembed(self) -> np.ndarray | None:
+        return self.model.unembed()
+
+    def decode(self, token_id: int) -> str:
+        t = int(token_id)
+        if t not in self._decoded:
+            self._decoded[t] = self.model.decode(t)
+        return self._decoded[t]
+
+    def row_contexts(self, rows: np.ndarray, index: np.ndarray, tokens: np.ndarray | None, width: int,
+                     dark: set[int]) -> Callable[[int], RowContext]:
+        if tokens is None:
+            raise DarkMatterError("tokens.npy is missing: rerun scripts/02_collect_activations.py")
+        bos = self.model.bos_id
+
+        def read(row: int) -> RowContext:
+            w, p = (int(v) for v in index[row])
+            return RowContext(token=self.decode(int(tokens[w, p])), window=w, position=p,
+                              context=interpret.context(tokens, w, p, width, self.decode, bos))
+
+        return read
+
+    def note(self) -> str | None:
+        return None

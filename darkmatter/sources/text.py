@@ -1,0 +1,141 @@
+"""Text sources and token windows.
+
+Three sources of documents, picked by the config:
+
+* ``--dataset NAME``: a Hugging Face dataset, streamed with ``datasets``;
+* ``--text-files GLOB``: local files, one document each;
+* neither: real English prose that ships with every Python install, the
+  documentation topics in ``pydoc_data.topics`` followed by standard-library
+  docstrings (read with :mod:`ast`, so nothing is imported or executed).
+
+Documents are tokenised, joined with a BOS separator and cut into windows of
+``context_size`` tokens with BOS prepended, as SAELens pretokenises
+(``begin_batch_token="bos"``, ``sequence_separator_token="bos"``).
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import itertools
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from darkmatter.errors import DarkMatterError
+
+#: Standard-library folders whose docstrings are code listings or test data rather than prose.
+_SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__",
+              "pydoc_data", "ensurepip", "tkinter"}
+
+
+def python_docs() -> Iterator[str]:
+    """The bundled corpus: every ``pydoc_data.topics`` entry, then each stdlib module's docstrings.
+
+    Yields one document per pydoc topic and one per standard-library module
+    (its module, class and function docstrings joined by blank lines), in a
+    fixed order, so the corpus is identical on every machine with the same Python.
+    """
+    from pydoc_data.topics import topics
+
+    for key in sorted(topics):
+        yield topics[key]
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(stdlib.rglob("*.py")):
+        if _SKIP_DIRS & set(path.relative_to(stdlib).parts[:-1]):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        docs = [ast.get_docstring(node) for node in ast.walk(tree)
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+        text = "\n\n".join(d for d in docs if d and len(d.split()) >= 5)
+        if text:
+            yield text
+
+
+def local_files(pattern: str) -> Iterator[str]:
+    """One document per file matching ``pattern`` (sorted). Raises DarkMatterError if none match."""
+    paths = sorted(glob.glob(pattern, recursive=True))
+    if not paths:
+        raise DarkMatterError(f"--text-files {pattern!r} matches no file")
+    for path in paths:
+        yield Path(path).read_text(encoding="utf-8", errors="replace")
+
+
+def hub_dataset(name: str, column: str) -> Iterator[str]:
+    """Stream ``column`` of the ``train`` split of dataset ``name`` (``datasets.load_dataset``).
+
+    Raises DarkMatterError with one line when the hub cannot be reached.
+    """
+    import datasets
+
+    from darkmatter.sources.hub import hub_guard
+
+    with hub_guard(f"dataset {name}"):
+        ds = datasets.load_dataset(name, split="train", streaming=True)
+        it = iter(ds)
+        first = next(it)
+    if column not in first:
+        raise DarkMatterError(f"dataset {name} has no column {column!r}; pass --dataset-column")
+    yield first[column]
+    for row in it:
+        yield row[column]
+
+
+def documents(text_files: str | None = None, dataset: str | None = None, column: str = "text",
+              part: str = "analysis", split: bool = False) -> Iterator[str]:
+    """The document stream: ``text_files`` (a glob), else the hub ``dataset``, else the bundled
+    Python documentation (see the module docstring).
+
+    Args:
+        part: ``"train"`` or ``"analysis"``.
+        split: keep SAE training and analysis on disjoint text: even-numbered documents are
+            the ``"train"`` part, odd-numbered ones the ``"analysis"`` part. Without it every
+            document is analysed (a pretrained or local SAE needs no training text).
+    Raises:
+        ValueError: unknown part.
+        DarkMatterError: the glob matches nothing, or the dataset cannot be loaded.
+    """
+    if part not in ("train", "analysis"):
+        raise ValueError(f"part must be 'train' or 'analysis', not {part!r}")
+    if text_files:
+        docs = local_files(text_files)
+    elif dataset:
+        docs = hub_dataset(dataset, column)
+    else:
+        docs = python_docs()
+    if not split:
+        return docs
+    return itertools.islice(docs, 0 if part == "train" else 1, None, 2)
+
+
+def token_windows(docs: Iterator[str], tokenizer: Any, context_size: int, bos_id: int,
+                  prepend_bos: bool = True) -> Iterator[np.ndarray]:
+    """Cut a document stream into token windows.
+
+    Args:
+        docs: documents (str).
+        tokenizer: a Hugging Face tokenizer (called without special tokens).
+        context_size: tokens per window, BOS included.
+        bos_id: BOS token id, also the separator between documents.
+        prepend_bos: put BOS at position 0 of every window.
+
+    Yields:
+        int32[context_size] windows, in stream order.
+    """
+    body = context_size - 1 if prepend_bos else context_size
+    buffer: list[int] = []
+    for doc in docs:
+        if not doc.strip():
+            continue
+        buffer.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        buffer.append(bos_id)
+        while len(buffer) >= body:
+            window = ([bos_id] if prepend_bos else []) + buffer[:body]
+            del buffer[:body]
+            yield np.asarray(window, dtype=np.int32)

@@ -1,0 +1,48 @@
+"""The direction-set registry: ICA first, every baseline built from the same context."""
+
+import numpy as np
+import pytest
+
+from darkmatter.analysis import directions
+
+
+def test_sets_are_ica_then_every_baseline():
+    rng = np.random.default_rng(0)
+    pcs = np.linalg.qr(rng.standard_normal((8, 8)))[0].T
+    ctx = directions.DirectionContext(k=3, d_model=8, seed=42, pca_components=pcs)
+    ica = rng.standard_normal((3, 8))
+    sets = directions.direction_sets(ica, ctx)
+    assert list(sets) == directions.set_names() == [directions.ICA, *[b.name for b in directions.baselines()]]
+    np.testing.assert_array_equal(sets[directions.ICA], ica)
+    for name, d in sets.items():
+        assert d.shape == (3, 8), name
+    labels = directions.labels(3)
+    assert set(labels) == set(sets) and all("3" in v for v in labels.values())
+
+
+def test_a_registered_baseline_appears_once_and_can_be_removed():
+    ctx = directions.DirectionContext(k=2, d_model=4, seed=1, pca_components=np.eye(4))
+    directions.register_baseline(directions.Baseline(
+        name="axes", label="axes ({k})", description="the first k coordinate axes",
+        build=lambda c: np.eye(c.d_model)[:c.k]))
+    try:
+        assert "axes" in directions.set_names()
+        np.testing.assert_array_equal(directions.direction_sets(np.ones((2, 4)), ctx)["axes"], np.eye(4)[:2])
+        with pytest.raises(ValueError, match="already registered"):
+            directions.register_baseline(directions.baselines()[-1])
+    finally:
+        directions.unregister_baseline("axes")
+    assert "axes" not in directions.set_names()
+
+
+def test_draws_differ_for_random_baselines():
+    ctx = directions.DirectionContext(k=2, d_model=16, seed=5)
+    name = directions.baselines()[0].name  # the isotropic random baseline
+    a, b = list(directions.baseline_draws(name, ctx, 2))
+    assert not np.allclose(a, b)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0)
+
+
+def test_context_must_match_the_ica_set():
+    with pytest.raises(ValueError, match="shape"):
+        directions.direction_sets(np.ones((2, 4)), directions.DirectionContext(k=3, d_model=4, seed=0))

@@ -1,0 +1,53 @@
+"""Whitening, matching, stability and the Gaussian control."""
+
+import numpy as np
+import pytest
+
+from darkmatter.analysis import ica, stats
+from darkmatter.analysis.compare import unit_rows
+
+
+def test_matching_and_stability():
+    rng = np.random.default_rng(0)
+    a = unit_rows(rng.standard_normal((5, 10)))
+    perm = np.array([3, 0, 4, 1, 2])
+    b = -a[perm]
+    got, cos = ica.match(a, b)
+    np.testing.assert_array_equal(b[got], -a)
+    np.testing.assert_allclose(cos, 1.0)
+    assert ica.stability(a, [b, a]).min() == pytest.approx(1.0)
+
+
+def test_whitening_refuses_degenerate_components():
+    pca = stats.PCA(np.array([3.0, 2.0, 1.0, 0.0, 0.0]), np.eye(5))
+    assert ica.pca_whitening(pca, np.zeros(5), 3).explained == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="non-degenerate"):
+        ica.pca_whitening(pca, np.zeros(5), 4)
+
+
+def test_whiten_rows_in_chunks_equals_whole():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1000, 6)).astype(np.float32) * np.arange(1, 7)
+    m = stats.streaming_moments(x)
+    white = ica.pca_whitening(stats.pca_from_cov(m.cov), m.mean, 4)
+    rows = np.arange(0, 1000, 3)
+    np.testing.assert_allclose(ica.whiten_rows(x, white, rows, chunk_size=37), white.apply(x[rows]), rtol=1e-6)
+    np.testing.assert_allclose(np.cov(ica.whiten_rows(x, white).T, bias=True), np.eye(4), atol=1e-5)
+
+
+def test_gaussian_control_finds_no_stable_component():
+    control = ica.gaussian_control(20_000, 10, [0, 1, 2], max_iter=200, tol=1e-6)
+    s = control.summary(stable_cos=0.9, max_iter=200)
+    assert s.n_stable == 0
+    assert s.source_excess_kurtosis_max_abs < 10 * stats.kurtosis_standard_error(20_000)
+
+
+def test_gaussian_surrogate_has_the_covariance_and_no_kurtosis():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 5))
+    cov = a @ a.T
+    sur = stats.GaussianSurrogate(np.arange(5.0), cov, 50_000, seed=3)
+    np.testing.assert_array_equal(sur[100:20_000], sur[:40_000][100:20_000])  # deterministic slices
+    m = stats.streaming_moments(sur, 7000)
+    np.testing.assert_allclose(m.cov, cov, rtol=0.05, atol=0.05 * np.abs(cov).max())
+    assert np.abs(m.excess_kurtosis).max() < 5 * stats.kurtosis_standard_error(50_000)

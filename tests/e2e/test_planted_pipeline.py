@@ -1,0 +1,104 @@
+"""The whole pipeline on planted dark matter (known answer), in both modes, the same activations
+read back as a cached source, and the full ``--preset planted`` run pinned to its numbers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from darkmatter.analysis.directions import ICA, set_names
+from darkmatter.pipeline import cli
+from darkmatter.sources import planted
+
+SMALL = planted.PlantedSpec(d_model=32, n_features=48, n_withheld=8, magnitude_sigma=0.3, seed=42)
+SMALL_FLAGS = ["--planted-d-model", "32", "--planted-features", "48", "--planted-withheld", "8",
+               "--n-tokens", "20000", "--ica-seeds", "2"]
+BASELINES = set_names()[1:]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("planted")
+    assert cli.run_all(["--preset", "planted", "--outputs", str(out), *SMALL_FLAGS]) == 0
+    return out
+
+
+def test_planted_pipeline_end_to_end(small_run):
+    out = small_run
+    truth = json.loads((out / "groundtruth.json").read_text())
+    assert truth["dark_features"] == SMALL.withheld().tolist()
+    assert list(truth["sets"]) == set_names()
+    assert truth["sets"][ICA]["n_found"] == 8 and truth["sets"][ICA]["n_false_discoveries"] == 0
+    assert all(truth["sets"][b]["n_found"] == 0 for b in BASELINES)
+    ica_info = json.loads((out / "ica.json").read_text())
+    assert ica_info["backend"] == "torch" and ica_info["gaussian_control"]["n_stable"] == 0
+    assert ica_info["n_stable"] >= 8
+    results = json.loads((out / "ica_dark_matter_results.json").read_text())
+    assert results["groundtruth"]["sets"][ICA]["n_found"] == 8
+    assert results["noise_floor"]["control_n_stable"] == 0
+    comps = (out / "components.md").read_text()
+    assert "nearest planted feature" in comps and "*:" in comps  # dark features marked in contexts
+    assert not (out / "tokens.npy").exists()
+    diag = json.loads((out / "diagnostics.json").read_text())
+    assert diag["gaussian_surrogate"]["n_residual_dims_above_max_abs"] == 32
+
+
+def test_cached_activations_give_the_same_decomposition(small_run, tmp_path):
+    """The third source: the planted run's activations saved to disk plus its oracle SAE folder.
+    02-08 run without a model and reproduce the planted run's ICA exactly."""
+    x = np.load(small_run / "activations.npy")
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "cached"
+    assert cli.run_all(["--activations", str(tmp_path / "x.npy"), "--sae-path", str(small_run / "sae"),
+                        "--hook-name", "planted", "--max-norm-ratio", "none", "--n-tokens", "20000",
+                        "--ica-seeds", "2", "--outputs", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["source"]["model_source"] == "cached"
+    for name in ("residuals.npy", "ica_directions.npy", "ica_activations.npy"):
+        np.testing.assert_array_equal(np.load(out / name), np.load(small_run / name), err_msg=name)
+    assert not (out / "groundtruth.json").exists() and not (out / "tokens.npy").exists()
+    interp = json.loads((out / "interpretations.json").read_text())
+    assert "no token ids" in interp["note"] and interp["components"][0]["logit_lens"] is None
+    assert "no token ids" in (out / "components.md").read_text()
+
+
+def test_capacity_mode_scores_the_features_the_trained_sae_missed(tmp_path):
+    out = tmp_path / "capacity"
+    assert cli.run_all(["--preset", "planted", "--planted-mode", "capacity", "--outputs", str(out),
+                        *SMALL_FLAGS, "--sae-expansion", "1", "--sae-l0", "2", "--sae-train-tokens", "10000",
+                        "--sae-train-samples", "40000", "--sae-batch-size", "256",
+                        "--gaussian-control", "false"]) == 0
+    truth = json.loads((out / "groundtruth.json").read_text())
+    training = json.loads((out / "sae_training.json").read_text())["result"]
+    assert training["arch"] == "topk" and training["d_sae"] == 32
+    assert training["validation"]["fvu"] < 1.0
+    assert "decoder" in truth["dark_rule"]
+    n_dark = len(truth["dark_features"])
+    assert 48 - 32 <= n_dark < 48  # 32 latents cannot cover 48 features
+    sets = truth["sets"]
+    assert sets[ICA]["n_found"] >= 2 and all(sets[b]["n_found"] == 0 for b in BASELINES)
+    assert sets[ICA]["mean_max_abs_cos"] > max(sets[b]["mean_max_abs_cos"] for b in BASELINES) + 0.1
+    assert json.loads((out / "statistics.json").read_text())["gaussian_control"] is None
+
+
+def test_the_planted_preset_keeps_its_headline_numbers(tmp_path):
+    """The full --preset planted run (100,000 tokens, 128 features, 16 withheld), pinned to the
+    numbers it gave before the package was restructured (2026-11-28): a change here is a change
+    of behaviour, not of layout."""
+    out = tmp_path / "preset"
+    assert cli.run_all(["--preset", "planted", "--outputs", str(out)]) == 0
+    truth = json.loads((out / "groundtruth.json").read_text())["sets"]
+    assert truth[ICA]["n_found"] == 16 and truth[ICA]["n_dark"] == 16
+    assert truth[ICA]["n_false_discoveries"] == 0
+    assert truth[ICA]["mean_max_abs_cos"] == pytest.approx(0.991, abs=5e-4)
+    assert truth[ICA]["min_max_abs_cos"] == pytest.approx(0.985, abs=5e-4)
+    assert truth["PCA"]["n_found"] == 0 and truth["PCA"]["mean_max_abs_cos"] == pytest.approx(0.536, abs=5e-4)
+    assert truth["random"]["n_found"] == 0 and truth["random"]["mean_max_abs_cos"] == pytest.approx(0.296, abs=5e-4)
+    ica = json.loads((out / "ica.json").read_text())
+    assert ica["k"] == 48 and ica["n_stable"] == 32 and ica["n_stable_above_control"] == 32
+    assert ica["gaussian_control"]["n_stable"] == 0
+    assert ica["gaussian_control"]["source_excess_kurtosis_max_abs"] == pytest.approx(0.129, abs=5e-4)
+    sae = json.loads((out / "sae_stats.json").read_text())["metrics"]
+    assert sae["fvu"] == pytest.approx(0.3109, abs=5e-5)
+    sim = json.loads((out / "similarity.json").read_text())["sets"]
+    assert sim[ICA]["mean_max_abs_cos"] == pytest.approx(0.626, abs=5e-4)

@@ -1,0 +1,154 @@
+"""Every numbered script end to end, as a subprocess, on a tiny local model whose SAE is trained by 01."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from darkmatter.analysis.directions import set_names
+from darkmatter.pipeline import table
+
+from helpers import TINY_D_MODEL, TINY_HOOK, run_script
+
+SCRIPTS = [s.script for s in table.steps()]
+N_TOKENS = 3000
+K = 6
+EXPECTED = ["config.json", "setup.json", "sae_training.json", "sae_history.json", "sae/cfg.json", "sae_best/cfg.json",
+            "activations.npy",
+            "residuals.npy", "tokens.npy", "token_index.npy", "sae_stats.json", "diagnostics.json",
+            "residual_kurtosis.png", "residual_pca.png", "ica.json", "ica_directions.npy",
+            "ica_activations.npy", "ica_mixing.npy", "ica_unmixing.npy", "similarity.json",
+            "ica_sae_similarity.png", "interpretations.json", "components.md", "statistics.json",
+            "ica_vs_sae_kurtosis.png", "ica_dark_matter_results.json", "report.md", "timings.json"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_model_dir, text_glob) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    run_script(SCRIPTS[0], "--model", str(tiny_model_dir), "--hook-name", TINY_HOOK,
+               "--text-files", text_glob, "--context-size", "32", "--n-tokens", str(N_TOKENS),
+               "--sae-train-tokens", "3000", "--sae-train-samples", "12000", "--sae-batch-size", "256",
+               "--sae-expansion", "4", "--sae-l0", "4", "--n-components", str(K), "--batch-size", "8",
+               "--outputs", str(out))
+    for name in SCRIPTS[1:]:
+        run_script(name, "--outputs", str(out))
+    return out
+
+
+def test_every_output_is_written(run_dir):
+    missing = [name for name in EXPECTED if not (run_dir / name).exists()]
+    assert not missing
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")], "temporary files left"
+
+
+def test_output_shapes_and_numbers(run_dir):
+    acts = np.load(run_dir / "activations.npy")
+    resid = np.load(run_dir / "residuals.npy")
+    assert acts.shape == resid.shape == (N_TOKENS, TINY_D_MODEL) and acts.dtype == np.float32
+    tokens = np.load(run_dir / "tokens.npy")
+    index = np.load(run_dir / "token_index.npy")
+    assert index.shape == (N_TOKENS, 2) and tokens.shape[1] == 32
+    setup = json.loads((run_dir / "setup.json").read_text())
+    assert (tokens[index[:, 0], index[:, 1]] != setup["hook"]["bos_id"]).all(), "a BOS position was analysed"
+    assert (tokens[:, 0] == setup["hook"]["bos_id"]).all()
+
+    collected = json.loads((run_dir / "sae_stats.json").read_text())
+    stats = collected["metrics"]
+    direct_fvu = ((resid.astype(np.float64) ** 2).sum()
+                  / ((acts - acts.mean(0, dtype=np.float64)) ** 2).sum())
+    assert stats["fvu"] == pytest.approx(direct_fvu, rel=1e-4)
+    assert stats["fvu"] < 1.0, "the trained SAE does worse than predicting the mean"
+    assert stats["mean_l0"] == pytest.approx(4.0)  # TopK k=4
+    assert collected["bos_positions_excluded"] > 0
+    tp = collected["throughput"]
+    assert 0 < tp["seconds_model"] and 0 < tp["seconds_sae"]
+    assert tp["seconds_model"] + tp["seconds_sae"] + tp["seconds_write"] <= tp["seconds_total"]
+    assert tp["tokens_per_second_model"] == pytest.approx(N_TOKENS / tp["seconds_model"])
+    assert tp["tokens_per_second_model"] > tp["tokens_per_second_model_and_sae"] > tp["tokens_per_second_end_to_end"]
+
+    ica = json.loads((run_dir / "ica.json").read_text())
+    assert ica["k"] == K and len(ica["seeds"]) == 3 and ica["seeds"][0]["seed"] == 42
+    assert ica["backend"] == "torch"  # the engine is the default
+    for r in ica["seeds"]:  # convergence reported per seed
+        assert r["n_iter"] >= 1 and r["final_change"] >= 0 and 0 <= r["n_settled"] <= K
+        assert r["converged"] or r["stopped_on_stability"] or r["n_iter"] == ica["max_iter"]
+    assert ica["gaussian_control"]["max_iter"] <= max(r["n_iter_symmetric"] for r in ica["seeds"])
+    assert ica["reconstruction_variance_explained"] == pytest.approx(ica["pca_variance_kept"], abs=1e-3)
+    directions = np.load(run_dir / "ica_directions.npy")
+    sources = np.load(run_dir / "ica_activations.npy")
+    assert directions.shape == (K, TINY_D_MODEL) and sources.shape == (N_TOKENS, K)
+    np.testing.assert_allclose(np.linalg.norm(directions, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(sources.std(0), 1.0, atol=0.05)  # unit-variance sources
+    from scipy.stats import skew
+
+    assert (skew(sources, axis=0) >= 0).all(), "sign convention: positive skew"
+    mixing, unmixing = np.load(run_dir / "ica_mixing.npy"), np.load(run_dir / "ica_unmixing.npy")
+    np.testing.assert_allclose(unmixing @ mixing, np.eye(K), atol=1e-3)
+
+    sim = json.loads((run_dir / "similarity.json").read_text())
+    assert list(sim["sets"]) == set_names()
+    for s in sim["sets"].values():
+        assert s["above_high"] + s["between"] + s["below_low"] == K
+    results = json.loads((run_dir / "ica_dark_matter_results.json").read_text())
+    assert results["schema_version"] == 3
+    assert [s["script"] for s in results["steps"]] == SCRIPTS
+    assert all(s["timing"]["seconds"] > 0 for s in results["steps"][:-1])  # 08 is timed after it writes
+    assert results["arrays"]["residuals.npy"]["shape"] == [N_TOKENS, TINY_D_MODEL]
+    report = (run_dir / "report.md").read_text()
+    assert "residual_pca.png" in report and "ica_activations.npy" in report
+    comps = json.loads((run_dir / "interpretations.json").read_text())["components"]
+    assert len(comps) == K and len(comps[0]["top"]) == 20 and "[[" in comps[0]["top"][0]["context"]
+    assert comps[0]["top"][0]["activation"] >= comps[0]["top"][-1]["activation"]
+    assert comps[0]["logit_lens"]["top"] and comps[0]["logit_lens"]["bottom"]
+
+
+def test_rerunning_a_step_gives_the_same_files(run_dir):
+    before = {name: (run_dir / name).read_bytes() for name in
+              ("diagnostics.json", "ica_directions.npy", "ica_activations.npy", "ica.json")}
+    run_script("03_diagnostics.py", "--outputs", str(run_dir))
+    run_script("04_run_ica.py", "--outputs", str(run_dir))
+    for name, data in before.items():
+        assert (run_dir / name).read_bytes() == data, f"{name} changed on rerun"
+
+
+def test_a_step_may_tweak_its_own_setting(run_dir, tmp_path):
+    import shutil
+
+    out = tmp_path / "tweak"
+    shutil.copytree(run_dir, out)
+    run_script("04_run_ica.py", "--outputs", str(out), "--n-components", "3")
+    assert np.load(out / "ica_directions.npy").shape == (3, TINY_D_MODEL)
+    assert json.loads((out / "config.json").read_text())["ica"]["n_components"] == 3
+    run_script("05_compare_sae.py", "--outputs", str(out))
+    assert json.loads((out / "similarity.json").read_text())["k"] == 3
+
+
+def test_contradicting_flag_stops_with_a_clear_message(run_dir):
+    proc = run_script("02_collect_activations.py", "--outputs", str(run_dir), "--context-size", "64",
+                      check=False)
+    assert proc.returncode == 2
+    assert "--context-size" in proc.stderr and "owned by 01_setup_and_load.py" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_layers_trains_and_analyses_each_layer(tmp_path, tiny_model_dir, text_glob):
+    out = tmp_path / "layers"
+    run_script("run_pipeline.py", "--model", str(tiny_model_dir), "--hook-name", TINY_HOOK,
+               "--layers", "2,6", "--text-files", text_glob, "--context-size", "32", "--n-tokens", "2000",
+               "--sae-train-tokens", "2000", "--sae-train-samples", "6000", "--sae-batch-size", "256",
+               "--sae-expansion", "4", "--sae-l0", "4", "--n-components", "4", "--batch-size", "8",
+               "--ica-seeds", "2", "--outputs", str(out))
+    table = json.loads((out / "layers_summary.json").read_text())["layers"]
+    assert [(r["layer"], r["hook_name"]) for r in table] == [(2, "blocks.2.hook_resid_pre"),
+                                                            (6, "blocks.6.hook_resid_pre")]
+    acts = [np.load(out / f"layer_{layer:02d}" / "activations.npy") for layer in (2, 6)]
+    assert not np.allclose(acts[0], acts[1])  # different hooks really were read
+    for layer in (2, 6):
+        cfg = json.loads((out / f"layer_{layer:02d}" / "config.json").read_text())
+        assert cfg["source"]["hook_name"] == f"blocks.{layer}.hook_resid_pre"
+        assert (out / f"layer_{layer:02d}" / "sae" / "cfg.json").exists()
+    assert all(0 < r["sae_fvu"] < 1 for r in table)
+    assert "| 6 | `blocks.6.hook_resid_pre`" in (out / "layers_summary.md").read_text()

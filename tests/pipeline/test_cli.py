@@ -1,0 +1,62 @@
+"""The command line a new user meets: per-step help with the step's own flags first, choices
+shown, other steps' flags hidden but accepted, a fast --help, one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from darkmatter.pipeline import cli, flags, table
+
+from helpers import REPO, run_script
+
+
+def help_text(step):
+    return flags.build_parser(table.step(step) if step else None).format_help()
+
+
+def test_each_script_shows_its_own_flags_first_then_the_shared_ones():
+    text = help_text(4)
+    assert text.index("--n-components") < text.index("--outputs")
+    assert "{torch,sklearn}" in text  # choices, from the Literal type
+    for other in ("--planted-noise", "--sae-lr", "--model ", "--n-tokens"):
+        assert other not in text, other
+    assert "owned by 04_run_ica.py" in text and "run_pipeline.py --help" in text
+    first = help_text(1)
+    assert first.index("--model") < first.index("--outputs") < first.index("--n-components")
+    assert "{smollm2-135m-local,gpt2-small-res-jb,planted}" in first
+
+
+def test_run_pipeline_help_lists_every_flag_and_layers():
+    text = help_text(None)
+    for f in ("--layers", "--model", "--n-tokens", "--n-components", "--n-top-contexts", "--outputs"):
+        assert f in text, f
+    assert all(s.script in text for s in table.steps())
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys; sys.argv = ['04_run_ica.py', '--help']\n"
+            "from darkmatter.pipeline.cli import main\n"
+            "try:\n    main(4)\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'sae_lens', 'transformer_lens', 'sklearn', 'scipy') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--n-components" in proc.stdout
+
+
+def test_other_steps_flags_are_accepted_and_checked(tmp_path):
+    proc = run_script("03_diagnostics.py", "--outputs", str(tmp_path), "--n-tokens", "5", check=False)
+    assert proc.returncode == 2 and "config.json is missing" in proc.stderr  # parsed, then stopped at the input
+
+
+@pytest.mark.parametrize("text", ["", "a,b", "1,1", "-1"])
+def test_bad_layers_are_one_line(text, capsys):
+    assert cli.run_all(["--layers", text]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--layers" in err[0]
+
+
+def test_layers_refuse_sources_without_layers(capsys):
+    assert cli.run_all(["--preset", "planted", "--layers", "0,1"]) == 2
+    assert "no layers" in capsys.readouterr().err

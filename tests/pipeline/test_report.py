@@ -1,0 +1,69 @@
+"""The report builder: results from typed stage results only, rendered the same from the JSON."""
+
+import json
+
+import pytest
+from pydantic import TypeAdapter
+
+from darkmatter.analysis.directions import set_names
+from darkmatter.pipeline import cli, report, table
+from darkmatter.pipeline.document import Results
+from darkmatter.pipeline.markdown import layers_markdown, report_markdown
+from darkmatter.pipeline.results import SCHEMA_VERSION
+
+SMALL = ["--preset", "planted", "--planted-d-model", "32", "--planted-features", "48", "--planted-withheld", "8",
+         "--n-tokens", "20000", "--ica-seeds", "2"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert cli.run_all([*SMALL, "--outputs", str(out)]) == 0
+    return out
+
+
+def load(run_dir) -> Results:
+    data = json.loads((run_dir / "ica_dark_matter_results.json").read_text())
+    assert data.pop("schema_version") == SCHEMA_VERSION and data.pop("run_id")
+    return TypeAdapter(Results).validate_python(data)
+
+
+def test_the_results_file_reads_back_typed_and_renders_report_md(run_dir):
+    results = load(run_dir)
+    assert report_markdown(results) == (run_dir / "report.md").read_text()
+    assert results.generated and "CPU cores" in results.machine
+    assert [s.script for s in results.steps] == [s.script for s in table.steps()]
+    assert results.steps[0].timing is not None and "setup.json" in results.steps[0].outputs
+    assert len(results.components) == results.ica.k
+    assert set(results.arrays) >= {"residuals.npy", "ica_activations.npy"}
+    assert results.plots[-1] == "groundtruth_recovery.png"
+
+
+def test_report_md_has_every_direction_set_the_null_and_the_steps(run_dir):
+    text = (run_dir / "report.md").read_text()
+    for name in set_names():
+        assert f"| {name} |" in text, name
+    assert "## Noise floor: ICA on a Gaussian surrogate" in text and "## Ground truth (planted)" in text
+    assert all(s.script in text for s in table.steps())
+    results = load(run_dir)
+    assert any("Gaussian surrogate" in line for line in results.headline)
+    assert results.noise_floor.control_n_stable == 0
+    assert results.candidate_dark_matter_components == report.candidates(report.Parts(
+        setup=results.setup, sae_stats=results.sae_stats, diagnostics=results.diagnostics, ica=results.ica,
+        similarity=results.similarity, interpretations=None, statistics=results.statistics))  # type: ignore[arg-type]
+
+
+def test_components_md_lists_every_component(run_dir):
+    text = (run_dir / "components.md").read_text()
+    k = load(run_dir).ica.k
+    assert all(f"## Component {i}\n" in text for i in range(k))
+    assert "no logit lens" in text  # the planted source says what it cannot show
+
+
+def test_layers_table_has_one_row_per_layer(run_dir):
+    results = load(run_dir)
+    summary = report.layers_summary({0: results, 6: results})
+    text = layers_markdown(summary)
+    assert [r.layer for r in summary.layers] == [0, 6]
+    assert text.count("| planted |") == 0 and text.count("`planted`") == 2
+    assert " / ".join(set_names()) + " max abs cos to SAE" in text
