@@ -5,7 +5,7 @@ activations and budget, for the offline default model, and tabulate validation m
 Activations are collected once, as step 01 does it for SAE training (``Config()`` defaults:
 SmolLM2-135M from the pip package, ``blocks.15.hook_resid_pre``, even-numbered documents, BOS
 and massive-activation rows dropped). Each architecture is trained by
-:func:`darkmatter.training.train_sae` with the same samples, batch, learning rate and seed; the
+:func:`darkmatter.experiments.training.train_sae` with the same samples, batch, learning rate and seed; the
 L1 / L0 coefficients of standard / jumprelu are calibrated to the L0 target.
 
 Writes (atomically) ``<outputs>/sae_arch_sweep/sae_arch_sweep.json`` and ``.md``, and the SAEs

@@ -67,3 +67,16 @@ def write_collection(cfg, resid: np.ndarray, acts: np.ndarray) -> None:
         r[:] = resid
 
     seed_collection(cfg, resid.shape[1], fill, "arrays written by a test")
+
+
+def oracle_residual(spec, n: int):
+    """Planted analysis rows and their residual under the oracle SAE:
+    (x: float32[n, d_model], f: float32[n, n_features] feature magnitudes, r: float32[n, d_model])."""
+    from darkmatter.sources import planted
+
+    x, f = planted.sample(spec, "analysis", n)
+    sae = planted.oracle_sae(spec)
+    with torch.no_grad():
+        xt = torch.as_tensor(x)
+        r = (xt - sae.decode(sae.encode(xt))).numpy()
+    return x, f, r

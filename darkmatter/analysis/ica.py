@@ -2,7 +2,7 @@
 
 The estimator is FastICA (Hyvärinen & Oja 2000) with symmetric decorrelation
 and the logcosh contrast, on data we whiten ourselves from the streamed covariance:
-by default our PyTorch engine (:mod:`darkmatter.ica_engine`), or scikit-learn's
+by default our PyTorch engine (:mod:`darkmatter.analysis.ica_engine`), or scikit-learn's
 ``FastICA`` (``whiten=False``) as the reference. Components
 are matched across seeds with the Hungarian algorithm
 (``scipy.optimize.linear_sum_assignment``) on |cos| of their mixing directions.
@@ -162,7 +162,7 @@ def fastica(z: np.ndarray, seed: int, max_iter: int = 200, tol: float = 1e-6) ->
 
 def fit(z: np.ndarray, seed: int, max_iter: int, tol: float, backend: str = "torch",
         device: str = "cpu", progress: Progress | None = None) -> ICAFit:
-    """One FastICA run with ``backend``: ``torch`` (:func:`darkmatter.ica_engine.fastica_torch`
+    """One FastICA run with ``backend``: ``torch`` (:func:`darkmatter.analysis.ica_engine.fastica_torch`
     on ``device``, which stops once the identifiable components are stable; ``converged`` then
     stays False) or ``sklearn`` (:func:`fastica`, the reference, on the CPU).
 

@@ -311,7 +311,7 @@ def procrustes_similarity(true_dirs: np.ndarray, learned: np.ndarray) -> Procrus
     """How well ``learned`` directions reproduce ``true_dirs`` as a configuration.
 
     Both sets are scaled to unit rows; min(k_true, k_learned) pairs are matched by the Hungarian
-    algorithm on |cos| (``darkmatter.ica.match``, i.e. ``scipy.optimize.linear_sum_assignment``);
+    algorithm on |cos| (``darkmatter.analysis.ica.match``, i.e. ``scipy.optimize.linear_sum_assignment``);
     each learned row is sign-flipped to cos ≥ 0 with its partner; then
     ``scipy.spatial.procrustes`` centres both matched sets, scales each to unit Frobenius norm
     and finds the best orthogonal map (rotation or reflection) between them. Hence similarity

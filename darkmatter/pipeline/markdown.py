@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from darkmatter.analysis.compare import HIGH, LOW
@@ -9,10 +10,15 @@ from darkmatter.pipeline.document import LayersSummary, Results
 from darkmatter.pipeline.results import InterpretationsResult, SetupResult
 
 
+def _cell(x: Any) -> str:
+    """A table cell: pipes inside it (|cos|) escaped unless they already are."""
+    return re.sub(r"(?<!\\)\|", r"\\|", str(x))
+
+
 def table(header: list[str], rows: list[list[Any]]) -> str:
     """A markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(x) for x in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -24,7 +30,8 @@ def report_markdown(r: Results) -> str:
     """report.md: headline, verdict, SAE, similarity per direction set, ICA, noise floor, ground truth,
     plots, the step table with timings, and every array."""
     cfg, m, ica = r.config, r.sae_stats.metrics, r.ica
-    out = [f"# ICA dark matter report: {r.setup.description} `{r.setup.hook.hook_name}`", "",
+    out = [f"# ICA dark matter report: {cfg['source']['model']} `{r.setup.hook.hook_name}`", "",
+           f"Source: {r.setup.description}.", "",
            f"Preset `{cfg['source']['preset']}`; SAE {r.setup.sae.source} (d_sae {m.d_sae:,}); "
            f"{r.diagnostics.n_tokens:,} tokens. Built {r.generated} on {r.machine}.", "",
            "## Headline", ""] + [f"- {line}" for line in r.headline]

@@ -18,7 +18,7 @@ Dark matter is made in one of two ways:
   threshold, so the withheld features land in the residual ``x - SAE(x)``
   (together with the encoder's interference errors, as in a real SAE);
 - **capacity**: an SAE trained through SAELens with too few latents or too
-  high a sparsity penalty (see :mod:`darkmatter.training`); the features it
+  high a sparsity penalty (see :mod:`darkmatter.experiments.training`); the features it
   misses form the dark matter.
 
 Rows are generated in fixed blocks of :data:`BLOCK` rows, each from its own

@@ -2,21 +2,14 @@
 
 import numpy as np
 import pytest
-import torch
 
 from darkmatter.analysis import directions, groundtruth, ica, stats
 from darkmatter.analysis.decompose import decompose, default_k
 from darkmatter.sources import planted
 
+from helpers import oracle_residual
+
 SMALL = planted.PlantedSpec(d_model=32, n_features=48, n_withheld=8, magnitude_sigma=0.3, seed=42)
-
-
-def oracle_residual(spec, n):
-    x, _ = planted.sample(spec, "analysis", n)
-    sae = planted.oracle_sae(spec)
-    with torch.no_grad():
-        xt = torch.as_tensor(x)
-        return (xt - sae.decode(sae.encode(xt))).numpy()
 
 
 def test_score_counts_found_and_false_discoveries():
@@ -32,7 +25,7 @@ def test_score_counts_found_and_false_discoveries():
 
 
 def test_every_direction_set_is_scored_and_only_ica_finds_the_withheld_features():
-    r = oracle_residual(SMALL, 20_000)
+    _, _, r = oracle_residual(SMALL, 20_000)
     m = stats.streaming_moments(r)
     pca = stats.pca_from_cov(m.cov)
     k, _ = default_k(pca, 100)

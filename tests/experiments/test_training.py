@@ -1,4 +1,4 @@
-"""SAE training through SAELens (darkmatter.training) for the four architectures, on planted data.
+"""SAE training through SAELens (darkmatter.experiments.training) for the four architectures, on planted data.
 
 The data: 96 random unit directions in 32 dimensions, each active on a row with probability
 0.04 with an exponential magnitude (+0.5), plus a constant offset and small Gaussian noise.

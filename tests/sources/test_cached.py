@@ -6,12 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_D_MODEL, TINY_HOOK
 
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import cli
 from darkmatter.sources.base import ActivationSource, RowLog
 from darkmatter.sources.cached import CachedSource
+
+from helpers import TINY_D_MODEL, TINY_HOOK
 
 N_WINDOWS, CTX = 60, 16
 

@@ -10,16 +10,9 @@ from darkmatter.analysis.groundtruth import missed_by_decoder
 from darkmatter.sources import planted
 from darkmatter.sources.base import ActivationSource
 
+from helpers import oracle_residual
+
 SMALL = planted.PlantedSpec(d_model=32, n_features=48, n_withheld=8, magnitude_sigma=0.3, seed=42)
-
-
-def oracle_residual(spec, n):
-    x, f = planted.sample(spec, "analysis", n)
-    sae = planted.oracle_sae(spec)
-    with torch.no_grad():
-        xt = torch.as_tensor(x)
-        r = (xt - sae.decode(sae.encode(xt))).numpy()
-    return x, f, r
 
 
 def test_rows_are_reproducible_and_streams_are_distinct():

@@ -1,0 +1,175 @@
+"""README results tables, generated from runs' results files (never typed by hand).
+
+A run's ``ica_dark_matter_results.json`` is copied to ``docs/runs/<name>.json``; the README holds
+blocks between ``<!-- generated: <table> -->`` and ``<!-- end generated -->`` markers, and
+:func:`render_readme` rewrites each block from the snapshots. ``tests/pipeline/test_readme.py``
+fails when the README and the snapshots disagree.
+
+    python -m darkmatter.pipeline.readme            # rewrite README.md from docs/runs/*.json
+    python -m darkmatter.pipeline.readme --check    # exit 1 if README.md is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from darkmatter.analysis.directions import ICA
+from darkmatter.pipeline.document import Results
+from darkmatter.pipeline.markdown import table
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = ROOT / "docs" / "runs"
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+
+
+def load(name: str, runs: Path = RUNS) -> Results:
+    """The results snapshot ``docs/runs/<name>.json``, typed."""
+    from pydantic import TypeAdapter
+
+    data = json.loads((runs / f"{name}.json").read_text())
+    for stamp in ("schema_version", "run_id"):
+        data.pop(stamp, None)
+    return TypeAdapter(Results).validate_python(data)
+
+
+def _provenance(r: Results, name: str) -> str:
+    timed = [s.timing.seconds for s in r.steps if s.timing]
+    return (f"Generated from `docs/runs/{name}.json` (preset `{r.config['source']['preset']}`; {r.machine}; "
+            f"{r.generated}; {sum(timed):.0f} s for steps 01–{len(timed):02d}).")
+
+
+def run_table(r: Results, name: str) -> str:
+    """The "quantity | value" table of one run (``name``: its snapshot's name)."""
+    m, d, ica, st, sim = r.sae_stats.metrics, r.diagnostics, r.ica, r.statistics, r.similarity
+    sur = d.gaussian_surrogate
+    val = r.sae_training.result.validation if r.sae_training else None
+    sae_kurt = st.sae_excess_kurtosis.summary
+    timed = {s.script[:2]: s.timing.seconds for s in r.steps if s.timing}
+    rows = [
+        [f"SAE ({r.setup.sae.sae_class}, d_sae {m.d_sae:,}) on the analysed tokens",
+         f"FVU {m.fvu:.3f}, L0 {m.mean_l0:.1f}, dead {m.dead_fraction:.1%}, mean cos(x, x̂) {m.mean_cos_x_xhat:.3f}"
+         + (f" (validation split of the training text: FVU {val['fvu']:.3f}, dead {val['dead_fraction']:.1%})"
+            if val else "")],
+        ["tokens analysed / excluded", f"{m.n_tokens:,} / {r.sae_stats.bos_positions_excluded:,} BOS positions + "
+         f"{r.sae_stats.massive_tokens_excluded:,} massive-activation tokens"],
+        ["residual excess kurtosis per dimension",
+         f"mean {d.residual_excess_kurtosis.mean:.2f}, median {d.residual_excess_kurtosis.median:.2f} (activations: "
+         f"median {d.activation_excess_kurtosis.median:.2f}); a Gaussian surrogate with the residual's covariance and "
+         f"{m.n_tokens:,} tokens reaches at most {sur.max_abs:.3f}; {sur.n_residual_dims_above_max_abs} of "
+         f"{d.d_model} residual dimensions exceed that"],
+        ["PCA components for 90 / 95 / 99% of residual variance",
+         " / ".join(str(v) for v in d.pca_components_for.values()) + f" of {d.d_model}"],
+        ["ICA", f"k = {ica.k} ({ica.k_rule}; keeps {ica.pca_variance_kept:.1%} of residual variance), "
+         f"{len(ica.seeds)} seeds (iterations {', '.join(str(s.n_iter) for s in ica.seeds)}); "
+         f"{ica.n_stable}/{ica.k} components stable (matched \\|cos\\| ≥ {ica.stable_threshold} in every restart)"],
+    ]
+    if r.noise_floor is not None:
+        nf = r.noise_floor
+        rows.append(["Gaussian control (same n, k, seeds on a Gaussian surrogate)",
+                     f"{nf.control_n_stable}/{ica.k} stable; largest source excess kurtosis "
+                     f"{nf.control_max_abs_source_excess_kurtosis:.3f}. {nf.n_ica_above_control_kurtosis}/{ica.k} real "
+                     f"sources lie above it; {nf.n_ica_stable_and_above_control_kurtosis} are stable and above it"])
+    rows += [
+        ["mean max \\|cos\\| to the SAE decoder", ", ".join(f"{n} {s.mean_max_abs_cos:.3f}" for n, s in sim.sets.items())
+         + f"; {sim.sets[ICA].above_high} ICA directions above {sim.thresholds[1]}, {sim.sets[ICA].below_low} below "
+         f"{sim.thresholds[0]}"],
+        ["excess kurtosis of sources", f"ICA median {st.ica_excess_kurtosis.summary.median:.2f} vs SAE features firing "
+         f"on ≥ 0.1% of tokens: median {'n/a' if sae_kurt is None else f'{sae_kurt.median:.0f}'}"],
+        [f"stable components far (< {sim.thresholds[0]}) from every SAE feature",
+         str(len(r.candidate_dark_matter_components))],
+        ["time per step (s)", ", ".join(f"{k}: {v:.1f}" for k, v in timed.items())
+         + f"; total {sum(timed.values()):.0f}"],
+        ["peak RAM (process, max over steps)",
+         f"{max((s.timing.peak_rss_mb for s in r.steps if s.timing), default=0) / 1024:.1f} GB"],
+    ]
+    if r.sae_stats.throughput is not None:
+        tp = r.sae_stats.throughput
+        rows.append(["02 throughput (tokens/s)", f"model {tp.tokens_per_second_model:,.0f}, model + SAE "
+                     f"{tp.tokens_per_second_model_and_sae:,.0f}, end to end {tp.tokens_per_second_end_to_end:,.0f}"])
+    return _provenance(r, name) + "\n\n" + table(["quantity", "value"], rows) + "\n"
+
+
+def noise_floor_table(runs: dict[str, Results]) -> str:
+    """One row per run: real stable components against the Gaussian control."""
+    rows = []
+    for label, r in runs.items():
+        nf, ica = r.noise_floor, r.ica
+        if nf is None or ica.gaussian_control is None:
+            continue
+        truth = ""
+        if r.groundtruth is not None:
+            g = r.groundtruth.sets[ICA]
+            truth = (f" ({g.n_found}/{g.n_dark} dark features found, {r.groundtruth.n_stable_false_discoveries} false "
+                     "discoveries among the stable)")
+        rows.append([label, f"{r.diagnostics.n_tokens:,} × {ica.k}", f"{ica.n_stable} / {ica.k}{truth}",
+                     nf.control_n_stable, f"{ica.gaussian_control.stability_max:.2f}",
+                     f"{nf.control_max_abs_source_excess_kurtosis:.3f}",
+                     f"{nf.n_ica_above_control_kurtosis} / {ica.k}"])
+    head = ["run", "tokens × k", "real: stable / k", "Gaussian control: stable", "control: best matched \\|cos\\|",
+            "control: max \\|source excess kurtosis\\|", "real sources above it"]
+    return ("Generated from " + "; ".join(f"{label}: {r.machine}, {r.generated}" for label, r in runs.items())
+            + ".\n\n" + table(head, rows) + "\n")
+
+
+def toy_table(runs: Path) -> str:
+    """The toy-model sweep (``scripts/sweep_toy_models.py``'s toy_sweep.json), mean ± std over seeds."""
+    doc = json.loads((runs / "toy_sweep.json").read_text())
+    names = [k.removeprefix("missed_max_cos_") for k in doc["summary"][0]["mean"]
+             if k.startswith("missed_max_cos_") and k != "missed_max_cos_ica"]
+    rows = []
+    for r in doc["summary"]:
+        m, sd = r["mean"], r["std"]
+        rows.append([r["arch"], f"{r['sparsity']:.2f}", f"{m['ae_loss']:.1e} ({(1 - r['sparsity']) / 3:.3f})",
+                     f"{m['sae_l0']:.2f} ± {sd['sae_l0']:.2f}", f"{m['sae_dead']:.0f}",
+                     f"{m['procrustes_similarity']:.3f} ± {sd['procrustes_similarity']:.3f}",
+                     f"{m['matched_abs_cos']:.3f}", f"{m['sae_fvu']:.3f}",
+                     f"{m['n_missed']:.1f} → {m['n_found_by_ica']:.1f}",
+                     " / ".join(f"{m[f'missed_max_cos_{n}']:.2f}" for n in ["ica", *names]),
+                     f"{r['n_collapsed']}/{r['n_runs']}"])
+    head = ["arch", "S", "AE loss (zero baseline)", "SAE L0", "dead latents", "Procrustes sim", "matched \\|cos\\|",
+            "SAE FVU", "missed → found by ICA", "missed features' best \\|cos\\|: ICA / " + " / ".join(names),
+            "collapsed"]
+    st = doc["settings"]
+    return (f"Generated from `docs/runs/toy_sweep.json` (seeds {st['seeds'][0]}–{st['seeds'][-1]}, "
+            f"{doc['wall_time_s']:.0f} s):\n\n" + table(head, rows) + "\n")
+
+
+#: Generated README blocks: name → renderer over the snapshots in docs/runs/.
+TABLES: dict[str, Callable[[Path], str]] = {
+    "offline-default": lambda runs: run_table(load("offline_default", runs), "offline_default"),
+    "noise-floor": lambda runs: noise_floor_table({"`--preset planted` (docs/runs/planted.json)": load("planted", runs),
+                                                   "offline default (docs/runs/offline_default.json)":
+                                                       load("offline_default", runs)}),
+    "toy-sweep": toy_table,
+}
+
+
+def render_readme(text: str, runs: Path = RUNS) -> str:
+    """``text`` with every generated block rewritten. Raises KeyError for an unknown block name."""
+    return BLOCK.sub(lambda m: m.group(1) + TABLES[m.group("name")](runs) + m.group(4), text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Regenerate the README's results tables from docs/runs/*.json.")
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not what the runs give")
+    args = parser.parse_args(argv)
+    path = ROOT / "README.md"
+    text = path.read_text()
+    new = render_readme(text)
+    if args.check:
+        if new != text:
+            print("README.md is stale: run python -m darkmatter.pipeline.readme", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(new)
+    print(f"rewrote {len(BLOCK.findall(new))} generated blocks of {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
