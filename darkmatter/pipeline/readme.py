@@ -75,7 +75,8 @@ def run_table(r: Results, name: str) -> str:
                      f"{nf.control_max_abs_source_excess_kurtosis:.3f}. {nf.n_ica_above_control_kurtosis}/{ica.k} real "
                      f"sources lie above it; {nf.n_ica_stable_and_above_control_kurtosis} are stable and above it"])
     rows += [
-        ["mean max \\|cos\\| to the SAE decoder", ", ".join(f"{n} {s.mean_max_abs_cos:.3f}" for n, s in sim.sets.items())
+        ["mean max \\|cos\\| to the SAE decoder",
+         ", ".join(f"{n} {s.mean_max_abs_cos:.3f}" for n, s in sim.sets.items())
          + f"; {sim.sets[ICA].above_high} ICA directions above {sim.thresholds[1]}, {sim.sets[ICA].below_low} below "
          f"{sim.thresholds[0]}"],
         ["excess kurtosis of sources", f"ICA median {st.ica_excess_kurtosis.summary.median:.2f} vs SAE features firing "
@@ -139,6 +140,31 @@ def toy_table(runs: Path) -> str:
             f"{doc['wall_time_s']:.0f} s):\n\n" + table(head, rows) + "\n")
 
 
+def planted_sweep_table(runs: Path) -> str:
+    """The planted sweep (``scripts/sweep_planted.py``'s planted_sweep.json): the default setting,
+    then each varied value, every direction set's recovery."""
+    doc = json.loads((runs / "planted_sweep.json").read_text())
+    base = doc["base"]
+    names = list(doc["runs"][0]["sets"])
+    others = [n for n in names if n != ICA]
+    rows, seen_default = [], False
+    for r in doc["runs"]:
+        default = r["value"] == base[r["varied"]]
+        if default and seen_default:
+            continue
+        label = ("default: " + ", ".join(f"{k} {base[k]:g}" for k in ("noise_std", "p_fire", "n_withheld"))
+                 if default else f"{r['varied']} {r['value']:g}")
+        seen_default |= default
+        i = r["sets"][ICA]
+        rows.append([label, f"{r['fvu']:.3f}", r["k"], f"{i['n_found']}/{i['n_dark']}", f"{i['mean_max_abs_cos']:.3f}",
+                     i["n_false_discoveries"]]
+                    + [f"{r['sets'][o]['n_found']} ({r['sets'][o]['mean_max_abs_cos']:.3f})" for o in others])
+    head = ["setting", "SAE FVU", "k", f"{ICA} found", f"{ICA} mean max \\|cos\\|", f"{ICA} false"]
+    head += [f"{o} found (mean)" for o in others]
+    return (f"Generated from `docs/runs/planted_sweep.json` ({doc['n_tokens']:,} tokens per run, "
+            f"{doc['seconds']:.0f} s):\n\n" + table(head, rows) + "\n")
+
+
 #: Generated README blocks: name → renderer over the snapshots in docs/runs/.
 TABLES: dict[str, Callable[[Path], str]] = {
     "offline-default": lambda runs: run_table(load("offline_default", runs), "offline_default"),
@@ -146,6 +172,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
                                                    "offline default (docs/runs/offline_default.json)":
                                                        load("offline_default", runs)}),
     "toy-sweep": toy_table,
+    "planted-sweep": planted_sweep_table,
 }
 
 
