@@ -67,6 +67,7 @@ def run_step(step: table.Step, given: dict) -> int:
     try:
         cfg = _resolve(step, given)
         store = OutputStore(cfg.run.outputs)
+        store.require(*step.reads)  # the table's inputs: "run X first" before any work
         step.function()(StepContext(cfg=cfg, store=store, step=step))
     except DarkMatterError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -42,15 +42,9 @@ class Environment:
 
 @dataclass(frozen=True)
 class SAEInfo:
-    """The SAE under analysis.
-
-    Attributes:
-        source: release/id, folder, or the run's own ``sae/`` folder.
-        sae_class: SAELens class name; d_sae, d_in: its widths.
-        W_dec_shape: as stored; W_dec_transposed: whether it had to be turned to [d_sae, d_model].
-        hook_name: the hook recorded in the SAE's metadata (None if it records none).
-        made_by: pretrained, trained here (architecture), or brought by the source.
-    """
+    """The SAE under analysis: its source (release/id or folder), SAELens class, widths, ``W_dec``
+    as stored (and whether it had to be turned to [d_sae, d_model]), the hook its metadata names,
+    and who made it (pretrained, trained here, or brought by the source)."""
 
     source: str
     sae_class: str
@@ -89,6 +83,15 @@ class TrainingRecord:
     seconds_activations: float
     seconds_training: float
     result: SAETrainingResult
+
+
+@dataclass(frozen=True)
+class TrainingHistory:
+    """sae_history.json (step 01, when it trains the SAE): SAELens losses every ``log_every``
+    steps and the evenly spaced validation evaluations of the kept run."""
+
+    history: list[dict[str, float]]
+    evals: list[dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,8 @@ class InterpretationsResult:
 
 #: Each typed result and the file it is written to (:func:`register_result` adds more).
 RESULT_FILES: dict[type, str] = {
-    SetupResult: "setup.json", TrainingRecord: "sae_training.json", CollectResult: "sae_stats.json",
+    SetupResult: "setup.json", TrainingRecord: "sae_training.json", TrainingHistory: "sae_history.json",
+    CollectResult: "sae_stats.json",
     ResidualDiagnostics: "diagnostics.json", ICAResult: "ica.json", SimilarityResult: "similarity.json",
     GroundTruthScores: "groundtruth.json", InterpretationsResult: "interpretations.json",
     TailComparison: "statistics.json",

@@ -18,7 +18,7 @@ import torch
 
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline.context import StepContext
-from darkmatter.pipeline.results import Environment, SAEInfo, SetupResult, TrainingRecord
+from darkmatter.pipeline.results import Environment, SAEInfo, SetupResult, TrainingHistory, TrainingRecord
 from darkmatter.sources.base import RowLog
 from darkmatter.sources.saes import oriented_decoder
 
@@ -62,7 +62,7 @@ def _train(ctx: StepContext, d_model: int) -> tuple[Path, int]:
     result = train_sae(acts, arch=t.sae_arch, d_sae=t.sae_expansion * d_model, l0_target=t.sae_l0,
                        total_samples=t.sae_train_samples, lr=t.sae_lr, seed=ctx.cfg.source.seed, device=ctx.device,
                        out_dir=sae_dir, best_dir=store.staged_dir("sae_best"), batch_size=t.sae_batch_size)
-    store.write_json("sae_history.json", {"history": result.history, "evals": result.evals})
+    ctx.write(TrainingHistory(history=result.history, evals=result.evals))
     ctx.write(TrainingRecord(train_windows=len(log.windows), n_train_tokens=len(acts), seconds_activations=t1 - t0,
                              seconds_training=time.perf_counter() - t1,
                              result=dataclasses.replace(result, history=[], evals=[])))

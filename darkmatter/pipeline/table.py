@@ -28,7 +28,8 @@ class Step:
         name: the script is ``f"{number:02d}_{name}.py"``.
         module: importable module with ``run(ctx: StepContext) -> None``.
         summary: one line: what the step does (its ``--help`` description).
-        reads: files of earlier steps it needs.
+        reads: files of earlier steps it always needs; a missing one stops the step before any
+            work with the script that writes it.
         writes: files and folders it writes (optional ones included).
         owns: config sections it owns (see :mod:`darkmatter.pipeline.config`): it may change
             their fields; a later step refuses a contradicting value.
@@ -146,7 +147,7 @@ register(Step(
 register(Step(
     2, "collect_activations", "darkmatter.pipeline.s02_collect",
     "Activations at the hook → SAE reconstruction in chunks → residual, streamed to memmaps.",
-    reads=("config.json", "setup.json", "sae"),
+    reads=("config.json", "setup.json"),
     writes=("activations.npy", "residuals.npy", "tokens.npy", "token_index.npy", "sae_stats.json",
             "sae_feature_moments.npy"),
     owns=("collect",)))
@@ -169,7 +170,7 @@ register(Step(
     5, "compare_sae", "darkmatter.pipeline.s05_compare",
     "Max |cos| of the ICA directions and every baseline to the SAE decoder rows; ground truth where "
     "the source has one.",
-    reads=("config.json", "setup.json", "ica.json", "ica_directions.npy", "pca_components.npy", "sae"),
+    reads=("config.json", "setup.json", "ica.json", "ica_directions.npy", "pca_components.npy"),
     writes=("similarity.json", "ica_sae_similarity.png", "groundtruth.json", "groundtruth_recovery.png")))
 register(Step(
     6, "interpret", "darkmatter.pipeline.s06_interpret",
