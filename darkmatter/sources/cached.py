@@ -78,7 +78,11 @@ class CachedSource:
             raise DarkMatterError(f"--activations {self.path}: expected float [n_tokens, d_model] or "
                                   f"[n_windows, context, d_model], got {acts.dtype} {tuple(acts.shape)}")
         if self.tokens_path is not None:
-            tokens = np.load(self.tokens_path).reshape(acts.shape[0], -1)
+            try:
+                tokens = np.load(self.tokens_path).reshape(acts.shape[0], -1)
+            except (ValueError, OSError) as exc:
+                raise DarkMatterError(f"--activation-tokens {self.tokens_path}: not an .npy of token ids matching "
+                                      f"{acts.shape[0]:,} windows ({exc})") from exc
         if tokens is not None and tokens.shape != acts.shape[:2]:
             raise DarkMatterError(f"token ids have shape {tokens.shape} but the activations hold "
                                   f"{acts.shape[:2]} windows × positions: pass the matching --activation-tokens")

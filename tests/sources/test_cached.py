@@ -84,6 +84,12 @@ def test_bad_caches_are_one_line_errors(tmp_path):
     np.save(tmp_path / "ints.npy", np.zeros((4, 3), dtype=np.int64))
     with pytest.raises(DarkMatterError, match="expected float"):
         CachedSource(str(tmp_path / "ints.npy"), "h").hook()
+    np.save(tmp_path / "x.npy", np.zeros((4, 3), dtype=np.float32))
+    with pytest.raises(DarkMatterError, match="--activation-tokens"):
+        CachedSource(str(tmp_path / "x.npy"), "h", tokens_path=str(tmp_path / "none.npy")).hook()
+    np.save(tmp_path / "t.npy", np.zeros(5, dtype=np.int32))
+    with pytest.raises(DarkMatterError, match="--activation-tokens"):
+        CachedSource(str(tmp_path / "x.npy"), "h", tokens_path=str(tmp_path / "t.npy")).hook()
     (tmp_path / "folder").mkdir()
     with pytest.raises(DarkMatterError, match="saved dataset"):
         CachedSource(str(tmp_path / "folder"), "h").hook()
