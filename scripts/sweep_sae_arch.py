@@ -44,7 +44,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def collect_training_activations(cfg: Config, device: str) -> tuple[torch.Tensor, int]:
-    """float32[cfg.sae_train_tokens, d_model] SAE-training activations, as step 01 collects them,
+    """float32[cfg.training.sae_train_tokens, d_model] SAE-training activations, as step 01 collects them,
     and the number of token windows used."""
     log = RowLog()
     acts = torch.cat([b.x.cpu() for b in open_source(cfg, device).rows(

@@ -93,7 +93,8 @@ class TrainingOptions:
     sae_l0: float = 32.0
     """target L0: k for topk/batchtopk; the L1 or L0 coefficient of standard/jumprelu is calibrated to hit it"""
     sae_train_tokens: int = 120_000
-    """activation tokens to train on, from the even-numbered documents (odd ones are analysed)"""
+    """activation tokens to train on, kept apart from the analysed ones (even-numbered documents train, odd
+    ones are analysed)"""
     sae_train_samples: int = 360_000
     """samples the trainer sees (epochs over the tokens)"""
     sae_lr: float = 1e-3
@@ -198,10 +199,6 @@ class Config:
     ica: ICAOptions = dataclasses.field(default_factory=ICAOptions)
     interpret: InterpretOptions = dataclasses.field(default_factory=InterpretOptions)
     run: RunOptions = dataclasses.field(default_factory=RunOptions)
-
-    @property
-    def is_planted(self) -> bool:
-        return self.source.model_source == "planted"
 
     @property
     def trains_sae(self) -> bool:

@@ -93,7 +93,7 @@ def build_parser(step: table.Step | None, prog: str | None = None) -> _Parser:
     return parser
 
 
-def _typed(argv: list[str], parser: _Parser) -> set[str]:
+def _typed(argv: list[str]) -> set[str]:
     """Flat names of the config fields the user typed (``--x v``, ``--x=v``, ``--nox``)."""
     names = {}
     for name in FIELD_SECTION:
@@ -121,5 +121,5 @@ def parse(argv: list[str], step: table.Step | None, prog: str | None = None) -> 
     """Parse ``argv`` for ``step`` (None: run_pipeline.py). Exits 2 with one line on a bad flag."""
     parser = build_parser(step, prog)
     ns = parser.parse_args(argv)
-    given = {name: getattr(getattr(ns, FIELD_SECTION[name]), name) for name in _typed(argv, parser)}
+    given = {name: getattr(getattr(ns, FIELD_SECTION[name]), name) for name in _typed(argv)}
     return Parsed(given=given, pipeline=getattr(ns, "pipeline", PipelineOptions()))

@@ -30,7 +30,8 @@ def report_markdown(r: Results) -> str:
     """report.md: headline, verdict, SAE, similarity per direction set, ICA, noise floor, ground truth,
     plots, the step table with timings, and every array."""
     cfg, m, ica = r.config, r.sae_stats.metrics, r.ica
-    out = [f"# ICA dark matter report: {cfg['source']['model']} `{r.setup.hook.hook_name}`", "",
+    name = cfg["source"]["model"] if r.setup.source_kind == "model" else f"{r.setup.source_kind} activations"
+    out = [f"# ICA dark matter report: {name} `{r.setup.hook.hook_name}`", "",
            f"Source: {r.setup.description}.", "",
            f"Preset `{cfg['source']['preset']}`; SAE {r.setup.sae.source} (d_sae {m.d_sae:,}); "
            f"{r.diagnostics.n_tokens:,} tokens. Built {r.generated} on {r.machine}.", "",

@@ -1,6 +1,6 @@
 """The results document: every step's typed result, the headline, the noise floor, the step table.
 
-:func:`aggregate` builds :class:`~darkmatter.pipeline.results.Results` from typed results
+:func:`aggregate` builds :class:`~darkmatter.pipeline.document.Results` from typed results
 only; :mod:`darkmatter.pipeline.markdown` renders it. Direction sets are iterated, never named,
 so a registered baseline appears in every table.
 """

@@ -48,9 +48,11 @@ def _apply(base: Config, given: dict[str, Any]) -> Config:
     cfg = with_values(base, given)
     clear: dict[str, Any] = {}
     if "activations" in changed and cfg.source.activations is not None and "model_source" not in given:
-        clear.update(model_source="cached", text_files=None, dataset=None)
+        clear["model_source"] = "cached"
     elif "model" in changed and "model_source" not in given:
         clear["model_source"] = infer_source(cfg.source.model)
+    if clear.get("model_source", cfg.source.model_source) == "cached":
+        clear.update(text_files=None, dataset=None)  # cached rows need no text
     if "sae_path" in changed and cfg.source.sae_path is not None:
         clear.update(sae_release=None, sae_id=None)
     if "sae_release" in changed and cfg.source.sae_release is not None:
@@ -59,7 +61,7 @@ def _apply(base: Config, given: dict[str, Any]) -> Config:
         clear["dataset"] = None
     if "dataset" in changed and cfg.source.dataset is not None:
         clear["text_files"] = None
-    if {"model", "sae_release", "sae_id", "sae_path", "hook_name", "activations"} & changed and \
+    if {"model", "sae_release", "sae_id", "sae_path", "hook_name"} & changed and \
             "neuronpedia_id" not in given:
         clear["neuronpedia_id"] = None
     cfg = with_values(cfg, clear)
@@ -87,13 +89,20 @@ def validate(cfg: Config) -> None:
         problems.append("--ica-max-iter must be ≥ 1, --ica-tol > 0, --stable-cos and --ica-resample in (0, 1]")
     if s.model_source == "cached" and s.activations is None:
         problems.append("--model-source cached needs --activations PATH")
+    if s.model_source != "cached" and s.activations is not None:
+        problems.append(f"--activations is read only by --model-source cached, not {s.model_source}: drop one")
+    if s.activations is None and (s.activation_tokens is not None or s.tokenizer is not None):
+        problems.append("--activation-tokens and --tokenizer describe --activations: pass it too, or drop them")
     if s.model_source == "planted":
         if s.sae_release or s.sae_path:
             problems.append("planted activations bring their own SAE: drop --sae-release/--sae-path")
         from darkmatter.sources.planted import PlantedSpec
 
         try:
-            PlantedSpec(**planted_spec_kwargs(cfg))
+            spec = PlantedSpec(**planted_spec_kwargs(cfg))
+            if cfg.planted.planted_mode == "withheld" and len(spec.known()) == 0:
+                problems.append("--planted-withheld must leave the oracle SAE at least one known feature "
+                                f"(fewer than --planted-features {spec.n_features})")
         except ValueError as exc:
             problems.append(f"planted: {exc}")
     elif s.model_source != "cached":

@@ -1,8 +1,9 @@
 """Step 01: report the environment, open the source, load or train the SAE, check shapes.
 
 The SAE comes from, in order: the source itself (the planted oracle), ``--sae-release`` /
-``--sae-path``, or training through SAELens on the source's ``"train"`` rows (even-numbered
-documents; the odd ones are analysed, so the two are disjoint text from the same mix).
+``--sae-path``, or training through SAELens on the source's ``"train"`` rows, which are kept
+apart from the analysed rows (a model: even-numbered documents train, odd ones are analysed;
+cached activations: even and odd windows; planted: separate random streams).
 """
 
 from __future__ import annotations

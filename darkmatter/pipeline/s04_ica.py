@@ -99,7 +99,7 @@ def run(ctx: StepContext) -> None:
         control = ica.gaussian_control(n_fit, k, seeds, budget, i.ica_tol, white, i.ica_resample, i.ica_backend,
                                        ctx.device, bars).summary(i.stable_cos, budget)
         bars.close()
-    stable = dec.stability >= i.stable_cos
+    stable = dec.stability >= i.stable_cos  # as Decomposition.n_stable counts them
     with store.transaction():
         ctx.record_config()
         sources = store.open_npy("ica_activations.npy", (n, k), np.float32)
@@ -117,7 +117,7 @@ def run(ctx: StepContext) -> None:
             all_settled_converged=all(f.converged or (f.stopped_on_stability and bool(f.settled_converged))
                                       for f in dec.fits),
             max_iter=i.ica_max_iter, tol=i.ica_tol, stability_min_abs_cos=dec.stability.tolist(),
-            stable_threshold=i.stable_cos, n_stable=int(stable.sum()), pca_variance_kept=white.explained,
+            stable_threshold=i.stable_cos, n_stable=dec.n_stable(i.stable_cos), pca_variance_kept=white.explained,
             reconstruction_variance_explained=explained, reconstruction_matches_pca=True,
             component_order="descending excess kurtosis of the source; sign: positive skew",
             source_excess_kurtosis_sample=dec.source_excess_kurtosis.tolist(), gaussian_control=control,

@@ -1,7 +1,7 @@
 """The step table: every pipeline step declared once.
 
 A :class:`Step` names its number, script, module, what it reads and writes, and the config
-sections it owns. Everything that lists steps derives from :data:`STEPS`: the command line of
+sections it owns. Everything that lists steps derives from :func:`steps`: the command line of
 each script (its help and the flag-ownership rule), the store's map from file to producing
 script (the "run X first" messages), the ``run_id`` stamps, ``run_pipeline.py``, the report's
 step table and the end-to-end test. Adding a step is one module with a ``run(ctx)`` function,
@@ -95,15 +95,6 @@ def steps() -> list[Step]:
 def step(number: int) -> Step:
     """Step ``number``. Raises KeyError if there is none."""
     return _STEPS[number]
-
-
-def by_script(script: str) -> Step:
-    """The step whose script is ``script`` (a file name or path). Raises KeyError if none."""
-    name = script.replace("\\", "/").rsplit("/", 1)[-1]
-    for s in _STEPS.values():
-        if s.script == name:
-            return s
-    raise KeyError(f"no step has the script {name}")
 
 
 def producer(name: str) -> str:

@@ -71,6 +71,9 @@ class CachedSource:
                 acts = np.load(self.path, mmap_mode="r")
             except (ValueError, OSError) as exc:
                 raise DarkMatterError(f"--activations {self.path} is not a readable .npy file ({exc})") from exc
+            if not isinstance(acts, np.ndarray):
+                raise DarkMatterError(f"--activations {self.path} holds several arrays (.npz): save the activations "
+                                      "alone with np.save")
             tokens = None
         if acts.ndim == 2:
             acts = acts.reshape(acts.shape[0], 1, acts.shape[1])
@@ -80,7 +83,9 @@ class CachedSource:
         if self.tokens_path is not None:
             try:
                 tokens = np.load(self.tokens_path).reshape(acts.shape[0], -1)
-            except (ValueError, OSError) as exc:
+                if not np.issubdtype(tokens.dtype, np.integer):
+                    raise ValueError(f"dtype {tokens.dtype} is not an integer type")
+            except (ValueError, OSError, AttributeError) as exc:
                 raise DarkMatterError(f"--activation-tokens {self.tokens_path}: not an .npy of token ids matching "
                                       f"{acts.shape[0]:,} windows ({exc})") from exc
         if tokens is not None and tokens.shape != acts.shape[:2]:
@@ -137,8 +142,12 @@ class CachedSource:
                 x = torch.as_tensor(np.asarray(acts[ids], dtype=np.float32), device=device)
                 yield x, (None if tokens is None else np.asarray(tokens[ids]))
 
+        hint = "lower --n-tokens / --sae-train-tokens" + (
+            f" (while an SAE is trained here, the {part} part is every other "
+            f"{'block of ' + str(ROW_BLOCK) + ' rows' if unit > 1 else 'window'}: about half the cache)"
+            if self.split else "")
         return window_rows(batches(), n_tokens, self.bos_id, self.max_norm_ratio, log, desc,
-                           what=f"--activations {self.path}", hook_name=self.hook_name)
+                           what=f"--activations {self.path}", hook_name=self.hook_name, hint=hint)
 
     def builtin_sae(self, device: str) -> None:
         return None
@@ -155,11 +164,14 @@ class CachedSource:
 
     def row_contexts(self, rows: np.ndarray, index: np.ndarray, tokens: np.ndarray | None, width: int,
                      dark: set[int]) -> Callable[[int], RowContext]:
+        order, unit = self._order("analysis")  # index[:, 0] counts windows in reading order
+
         def read(row: int) -> RowContext:
             w, p = (int(v) for v in index[row])
             if tokens is None:
-                return RowContext(token=f"row {row}", context=f"window {w}, position {p} (no token ids cached)",
-                                  window=w, position=p)
+                where = (f"row {int(order[w])} of {self.path.name}" if unit > 1 else
+                         f"window {int(order[w])}, position {p} of {self.path.name}")
+                return RowContext(token=f"row {row}", context=f"{where} (no token ids cached)", window=w, position=p)
             bos = self.bos_id if self.bos_id is not None else -1
             return RowContext(token=self.decode(int(tokens[w, p])), window=w, position=p,
                               context=interpret.context(tokens, w, p, width, self.decode, bos))

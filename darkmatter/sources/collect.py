@@ -74,7 +74,8 @@ def now(device: torch.device | str) -> float:
 
 def window_rows(batches: Iterator[tuple[torch.Tensor, np.ndarray | None]], n_tokens: int,
                 bos_id: int | None = None, max_norm_ratio: float | None = None, log: RowLog | None = None,
-                desc: str = "rows", what: str = "the source", hook_name: str = "the hook") -> Iterator[RowBatch]:
+                desc: str = "rows", what: str = "the source", hook_name: str = "the hook",
+                hint: str = "lower --n-tokens / --sae-train-tokens") -> Iterator[RowBatch]:
     """Turn batches of windows of activations into the analysed rows, until ``n_tokens`` rows
     have been yielded.
 
@@ -90,7 +91,8 @@ def window_rows(batches: Iterator[tuple[torch.Tensor, np.ndarray | None]], n_tok
         bos_id: BOS token id (None: nothing is dropped as BOS).
         log: if given, the token windows of every batch pulled are appended to ``log.windows``
             (row indices refer to them).
-        what: names the source in the "ran out" message; hook_name: in the NaN message.
+        what: names the source in the "ran out" message, ``hint`` says what to do; hook_name: in the
+            NaN message.
     Yields:
         RowBatch: rows float32[m, d_model], index int32[m, 2] of (window, position), massive
         tokens dropped and BOS positions skipped in this batch (up to the last row taken).
@@ -103,9 +105,7 @@ def window_rows(batches: Iterator[tuple[torch.Tensor, np.ndarray | None]], n_tok
         while done < n_tokens:
             pulled = next(batches, None)
             if pulled is None:
-                raise DarkMatterError(
-                    f"{what} ran out after {done:,} of {n_tokens:,} tokens ({desc}); lower "
-                    "--n-tokens / --sae-train-tokens or give more text with --text-files")
+                raise DarkMatterError(f"{what} ran out after {done:,} of {n_tokens:,} tokens ({desc}); {hint}")
             acts, tokens = pulled
             if log is not None and tokens is not None:
                 log.windows.extend(np.asarray(tokens, dtype=np.int32))
@@ -166,7 +166,8 @@ def hook_rows(model: LoadedModel, windows: Iterator[np.ndarray], hook_name: str,
             yield acts, batch
 
     return window_rows(forward(), n_tokens, model.bos_id, max_norm_ratio, log, desc, what="the text",
-                       hook_name=hook_name)
+                       hook_name=hook_name,
+                       hint="lower --n-tokens / --sae-train-tokens or give more text with --text-files")
 
 
 @dataclass

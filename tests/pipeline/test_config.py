@@ -32,6 +32,8 @@ def test_presets_and_overrides():
     assert offline == PRESETS["smollm2-135m-local"] and offline.trains_sae
     cached = resolve_new(given("--activations", "x.npy", "--sae-path", "s"))
     assert cached.source.model_source == "cached" and cached.source.text_files is None
+    from_gpt2 = resolve_new(given("--preset", "gpt2-small-res-jb", "--activations", "x.npy"))
+    assert from_gpt2.source.dataset is None and from_gpt2.source.neuronpedia_id == "gpt2-small/6-res-jb"
 
 
 def test_only_typed_flags_count_and_none_is_a_value():
@@ -67,6 +69,9 @@ def test_the_rerun_hint_names_the_owning_step():
     (("--n-tokens", "0"), "--n-tokens must be positive"),
     (("--model-source", "cached"), "needs --activations"),
     (("--planted-withheld", "999", "--preset", "planted"), "n_withheld"),
+    (("--planted-withheld", "128", "--preset", "planted"), "at least one known feature"),
+    (("--activations", "x.npy", "--model-source", "transformer_lens"), "only by --model-source cached"),
+    (("--tokenizer", "gpt2"), "describe --activations"),
 ])
 def test_bad_flags(argv, message, capsys):
     if message is None:  # a Literal choice: argparse refuses it with one line and exit code 2

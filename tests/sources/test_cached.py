@@ -90,6 +90,13 @@ def test_bad_caches_are_one_line_errors(tmp_path):
     np.save(tmp_path / "t.npy", np.zeros(5, dtype=np.int32))
     with pytest.raises(DarkMatterError, match="--activation-tokens"):
         CachedSource(str(tmp_path / "x.npy"), "h", tokens_path=str(tmp_path / "t.npy")).hook()
+    np.savez(tmp_path / "two.npz", a=np.zeros((4, 3)), b=np.zeros(2))
+    with pytest.raises(DarkMatterError, match="npz"):
+        CachedSource(str(tmp_path / "two.npz"), "h").hook()
+    np.save(tmp_path / "rows.npy", np.ones((10_000, 3), dtype=np.float32))
+    split = CachedSource(str(tmp_path / "rows.npy"), "h", split=True)
+    with pytest.raises(DarkMatterError, match="ran out after 1,808 .*every other block of 8192 rows"):
+        list(split.rows("analysis", 5000, 8, "cpu"))
     (tmp_path / "folder").mkdir()
     with pytest.raises(DarkMatterError, match="saved dataset"):
         CachedSource(str(tmp_path / "folder"), "h").hook()
