@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from darkmatter.experiments.training import ARCHITECTURES, train_sae  # noqa: E402
 from darkmatter.pipeline.config import Config, with_values  # noqa: E402
 from darkmatter.pipeline.context import open_source  # noqa: E402
-from darkmatter.sources.base import RowLog  # noqa: E402
+from darkmatter.sources.collect import gather_rows  # noqa: E402
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -46,10 +46,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def collect_training_activations(cfg: Config, device: str) -> tuple[torch.Tensor, int]:
     """float32[cfg.training.sae_train_tokens, d_model] SAE-training activations, as step 01 collects them,
     and the number of token windows used."""
-    log = RowLog()
-    acts = torch.cat([b.x.cpu() for b in open_source(cfg, device).rows(
-        "train", cfg.training.sae_train_tokens, cfg.run.batch_size, device, log, desc="SAE training activations")])
-    return acts, len(log.windows)
+    return gather_rows(open_source(cfg, device), "train", cfg.training.sae_train_tokens, cfg.run.batch_size, device)
 
 
 def _fmt(x: float | None, spec: str) -> str:

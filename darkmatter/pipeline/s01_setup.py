@@ -20,7 +20,7 @@ import torch
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import Environment, SAEInfo, SetupResult, TrainingHistory, TrainingRecord
-from darkmatter.sources.base import RowLog
+from darkmatter.sources.collect import gather_rows
 from darkmatter.sources.saes import oriented_decoder
 
 PACKAGES = ("torch", "sae-lens", "transformer-lens", "transformers", "numpy", "scikit-learn", "scipy")
@@ -55,22 +55,20 @@ def _train(ctx: StepContext, d_model: int) -> tuple[Path, int]:
 
     t, store = ctx.cfg.training, ctx.store
     t0 = time.perf_counter()
-    log = RowLog()
-    acts = torch.cat([b.x.cpu() for b in ctx.source.rows("train", t.sae_train_tokens, ctx.cfg.run.batch_size,
-                                                        ctx.device, log, desc="SAE training activations")])
+    acts, n_windows = gather_rows(ctx.source, "train", t.sae_train_tokens, ctx.cfg.run.batch_size, ctx.device)
     t1 = time.perf_counter()
     sae_dir = store.staged_dir("sae")
     result = train_sae(acts, arch=t.sae_arch, d_sae=t.sae_expansion * d_model, l0_target=t.sae_l0,
                        total_samples=t.sae_train_samples, lr=t.sae_lr, seed=ctx.cfg.source.seed, device=ctx.device,
                        out_dir=sae_dir, best_dir=store.staged_dir("sae_best"), batch_size=t.sae_batch_size)
     ctx.write(TrainingHistory(history=result.history, evals=result.evals))
-    ctx.write(TrainingRecord(train_windows=len(log.windows), n_train_tokens=len(acts), seconds_activations=t1 - t0,
+    ctx.write(TrainingRecord(train_windows=n_windows, n_train_tokens=len(acts), seconds_activations=t1 - t0,
                              seconds_training=time.perf_counter() - t1,
                              result=dataclasses.replace(result, history=[], evals=[])))
     v = result.validation
     print(f"trained {t.sae_arch} SAE (d_sae {result.d_sae}): validation FVU {v['fvu']:.4f}, "
           f"L0 {v['mean_l0']:.1f} (target {t.sae_l0:g}), dead {v['dead_fraction']:.1%} ({result.steps} steps)")
-    return sae_dir, len(log.windows)
+    return sae_dir, n_windows
 
 
 def run(ctx: StepContext) -> None:

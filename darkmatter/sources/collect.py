@@ -257,6 +257,21 @@ def reconstruct(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return feats, sae.decode(feats)
 
 
+def gather_rows(source, part: str, n_tokens: int, batch_size: int, device: str,
+                desc: str = "SAE training activations") -> tuple[torch.Tensor, int]:
+    """All ``n_tokens`` rows of ``part`` of an :class:`~darkmatter.sources.base.ActivationSource`
+    in memory, on the CPU (the SAE-training set: small enough to hold).
+
+    Returns:
+        (float32[n_tokens, d_model] rows, number of token windows pulled).
+    Raises:
+        DarkMatterError: as the source's ``rows``.
+    """
+    log = RowLog()
+    acts = torch.cat([b.x.cpu() for b in source.rows(part, n_tokens, batch_size, device, log, desc=desc)])
+    return acts, len(log.windows)
+
+
 @dataclass(frozen=True)
 class Collected:
     """What :func:`collect_rows` measured.
