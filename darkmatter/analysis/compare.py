@@ -31,6 +31,11 @@ class DecoderMatch:
     top_features: np.ndarray
     top_cos: np.ndarray
 
+    def subset(self, keep: np.ndarray) -> DecoderMatch:
+        """The directions selected by bool[k] ``keep``."""
+        return DecoderMatch(self.max_abs_cos[keep], self.best_feature[keep], self.top_features[keep],
+                            self.top_cos[keep])
+
     def summary(self) -> MatchSummary:
         """Mean and median max |cos| and how many directions fall above 0.8, in [0.3, 0.8] and
         below 0.3."""
@@ -83,3 +88,54 @@ def decoder_match(directions: np.ndarray, W_dec: np.ndarray, n_top: int = 5,
     return DecoderMatch(max_abs_cos=np.abs(best_cos[:, 0]), best_feature=best_idx[:, 0],
                         top_features=best_idx, top_cos=best_cos)
 
+
+
+def project_rows(W_dec: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Decoder rows projected into a subspace: float64[d_sae, d_model] = W_dec @ basis.T @ basis.
+
+    Args:
+        W_dec: float[d_sae, d_model]; basis: float[k, d_model] orthonormal rows (the top-k
+            principal components of the residual span the whitened subspace).
+    """
+    basis = np.asarray(basis, dtype=np.float64)
+    return (np.asarray(W_dec, dtype=np.float64) @ basis.T) @ basis
+
+
+def subspace_share(W_dec: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """float64[d_sae]: share of each decoder row's norm inside the subspace, ‖P row‖ / ‖row‖
+    (0 for a zero row). An ICA direction lies in the subspace, so its |cos| to a row is at most
+    this share."""
+    W = np.asarray(W_dec, dtype=np.float64)
+    inside = np.linalg.norm(W @ np.asarray(basis, dtype=np.float64).T, axis=1)
+    norm = np.linalg.norm(W, axis=1)
+    return np.where(norm > 0, inside / np.where(norm > 0, norm, 1.0), 0.0)
+
+
+@dataclass(frozen=True)
+class AgainstNull:
+    """A set's max |cos| values against the matched null's distribution.
+
+    Attributes:
+        n_null: null values pooled (directions × draws).
+        null_mean, null_p01, null_p99: of the null's max |cos|.
+        share_above_p99: share of the set's directions above the null's 99th percentile (closer to
+            the SAE than chance); share_below_p01: below its 1st percentile (farther than chance).
+        null_below_low: share of null directions under :data:`LOW`: how often chance alone is "novel".
+    """
+
+    n_null: int
+    null_mean: float
+    null_p01: float
+    null_p99: float
+    share_above_p99: float
+    share_below_p01: float
+    null_below_low: float
+
+
+def against_null(values: np.ndarray, null_values: np.ndarray) -> AgainstNull:
+    """Compare float[k] max |cos| values with pooled null values float[m] (m ≥ 1)."""
+    v, null = np.asarray(values, dtype=np.float64), np.asarray(null_values, dtype=np.float64).ravel()
+    p01, p99 = np.quantile(null, [0.01, 0.99])
+    return AgainstNull(n_null=int(null.size), null_mean=float(null.mean()), null_p01=float(p01), null_p99=float(p99),
+                       share_above_p99=float((v > p99).mean()), share_below_p01=float((v < p01).mean()),
+                       null_below_low=float((null < LOW).mean()))

@@ -1,7 +1,9 @@
 """One decomposition: whitened data → FastICA over seeds → matched, ordered, signed components.
 
-Step 04, the planted sweep and the toy-model sweep all call :func:`decompose`; the default-k
-rule (:func:`default_k`) lives here too, and only step 04's config owns its cap.
+Step 04, the planted sweep and the toy-model sweep all call :func:`decompose`. The k rules live
+here too: the k sweep (:func:`sweep_ks`, bounded by the samples-per-parameter rule of
+:func:`max_supported_k`), the sweep's choice (:func:`choose_k`) and the old capped rule
+(:func:`default_k`).
 
 Conventions (see :mod:`darkmatter.analysis.ica`), for k components of a d_model-wide residual r:
     sources    s = (r − mean) @ unmixing.T,   unmixing = W @ whitener: [k, d_model]
@@ -15,32 +17,84 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import kurtosis
 
 from darkmatter.analysis import ica
 from darkmatter.analysis.stats import PCA
 
-#: Share of residual variance the default k keeps (before the cap).
+#: Share of residual variance of the 90% point of the k sweep.
 DEFAULT_VARIANCE_FRACTION = 0.9
-#: Rows of whitened data on which source skew and kurtosis are measured for signs and order.
-KURTOSIS_ROWS = 100_000
+#: Rows per estimated parameter FastICA needs: n ≥ c·k² (k² entries of the unmixing matrix).
+#: 20 follows the rule of thumb for ICA of EEG (Onton & Makeig 2006, "Information-based modeling
+#: of event-related brain dynamics"; 20–30 × channels²); below it FastICA overlearns, producing
+#: spiky, sample-specific sources (Särelä & Vigário 2003, "Overlearning in marginal
+#: distribution-based ICA").
+SAMPLES_PER_PARAMETER = 20.0
+#: Round values of k tried by the sweep, beside the 90% count and the full rank.
+SWEEP_KS = (25, 50, 100, 200, 400, 800)
 
 
 def default_k(pca: PCA, max_components: int, fraction: float = DEFAULT_VARIANCE_FRACTION) -> tuple[int, str]:
-    """The default number of ICA components and the rule's name.
-
-    k = the fewest principal components holding ``fraction`` of the residual variance, capped at
-    ``max_components`` (the cap keeps FastICA's k × k updates and the restarts affordable).
+    """The old default k, before the sweep: the fewest principal components holding ``fraction``
+    of the residual variance, capped at ``max_components``. The in-memory sweeps
+    (:mod:`darkmatter.experiments.sweeps`) use it, and the planted tests use it to show what a
+    cap misses; step 04 chooses k with :func:`sweep_ks` and :func:`choose_k`.
 
     Returns:
-        (k, rule name for ica.json).
+        (k, rule name).
     Raises:
         ValueError: ``max_components`` < 1.
     """
     if max_components < 1:
         raise ValueError(f"max_components must be ≥ 1, got {max_components}")
     return (min(pca.n_for(fraction), max_components),
-            f"PCA {fraction:.0%} rule, capped at --max-components ({max_components})")
+            f"PCA {fraction:.0%} rule, capped at {max_components}")
+
+
+def max_supported_k(n_rows: int, samples_per_parameter: float = SAMPLES_PER_PARAMETER) -> int:
+    """The largest k with ``n_rows ≥ samples_per_parameter · k²``.
+
+    Raises:
+        ValueError: samples_per_parameter ≤ 0.
+    """
+    if samples_per_parameter <= 0:
+        raise ValueError(f"samples per parameter must be > 0, got {samples_per_parameter}")
+    return int(np.floor(np.sqrt(n_rows / samples_per_parameter)))
+
+
+def sweep_ks(pca: PCA, n_rows: int, samples_per_parameter: float = SAMPLES_PER_PARAMETER,
+             fraction: float = DEFAULT_VARIANCE_FRACTION) -> tuple[list[int], int]:
+    """The k values step 04 sweeps: the round values of :data:`SWEEP_KS`, the ``fraction``-variance
+    count and the full rank (non-degenerate principal components), as far as the token count
+    supports them (:func:`max_supported_k`), plus that largest supported k itself.
+
+    Returns:
+        (ascending list of k, the largest supported k).
+    """
+    rank = int((pca.eigenvalues > 1e-12 * pca.eigenvalues[0]).sum())
+    top = min(rank, max_supported_k(n_rows, samples_per_parameter))
+    if top < 2:
+        raise ValueError(f"{n_rows:,} rows support no ICA (n ≥ {samples_per_parameter:g}·k² needs k ≥ 2): "
+                         "collect more tokens or pass --samples-per-parameter")
+    ks = {k for k in (*SWEEP_KS, pca.n_for(fraction), rank) if 2 <= k <= top} | {top}
+    return sorted(ks), top
+
+
+def choose_k(ks: list[int], n_candidates: list[int]) -> tuple[int, str]:
+    """The sweep's default: the k with the most components that are stable across document halves
+    and above the noise floor; ties go to the smaller k (fewer parameters, more rows each).
+
+    Args:
+        ks: swept k, ascending; n_candidates: the count at each.
+    Returns:
+        (k, the rule's name for ica.json).
+    Raises:
+        ValueError: empty or mismatched lists.
+    """
+    if not ks or len(ks) != len(n_candidates):
+        raise ValueError("choose_k needs one count per swept k")
+    best = int(np.argmax(n_candidates))  # first maximum: the smallest k among ties
+    return ks[best], ("k sweep: most components stable across document halves and above the noise floor "
+                      f"(ties to the smaller k), among k ≤ √(n / {SAMPLES_PER_PARAMETER:g})")
 
 
 @dataclass(frozen=True)
@@ -56,7 +110,9 @@ class Decomposition:
             other restarts (1.0 with a single seed), in component order.
         order: int64[k], the first fit's row index of each component.
         signs: float64[k] of ±1 applied to the first fit's rows, in component order.
-        source_excess_kurtosis: float64[k] of the sources on the first :data:`KURTOSIS_ROWS` rows.
+        source_excess_kurtosis: float64[k] of the sources over every fitted row.
+        settled: bool[k], the engine called the component's row settled in the first fit (all
+            True for scikit-learn, which reports convergence only for all rows together).
     """
 
     W: np.ndarray
@@ -66,6 +122,7 @@ class Decomposition:
     order: np.ndarray
     signs: np.ndarray
     source_excess_kurtosis: np.ndarray
+    settled: np.ndarray
 
     @property
     def k(self) -> int:
@@ -92,35 +149,36 @@ class Decomposition:
 
 
 def decompose(z: np.ndarray, whitening: ica.Whitening, seeds: list[int], max_iter: int = 200,
-              tol: float = 1e-6, resample: float = 0.5, backend: str = "torch", device: str = "cpu",
-              progress: ica.Progress | None = None, kurtosis_rows: int = KURTOSIS_ROWS) -> Decomposition:
+              tol: float = 1e-6, restarts: list[np.ndarray] | None = None, backend: str = "torch",
+              device: str = "cpu", progress: ica.Progress | None = None) -> Decomposition:
     """FastICA restarts on whitened data (:func:`darkmatter.analysis.ica.fit_seeds`), stability by
     Hungarian matching of mixing directions across restarts, sources signed to positive skew and
-    ordered by descending excess kurtosis.
+    ordered by descending excess kurtosis, both measured over every row of z.
 
     Args:
         z: float[n, k] whitened data (``whitening.k`` columns).
         whitening: the whitening that produced z (maps W to d_model directions).
-        seeds: FastICA seeds; the first fits all rows, later ones fresh ``resample`` × n subsets.
+        seeds: FastICA seeds; the first fits all rows, later ones their row set in ``restarts``.
+        restarts: one row-index array per later seed
+            (:func:`darkmatter.analysis.resampling.restart_rows`); None: all rows.
         max_iter, tol, backend, device, progress: see :func:`darkmatter.analysis.ica.fit`.
-        kurtosis_rows: leading rows of z used for signs and the ordering kurtosis.
     Returns:
         Decomposition.
     Raises:
-        ValueError: z's width differs from the whitening's k; no seeds; resample outside (0, 1].
+        ValueError: z's width differs from the whitening's k; no seeds; restarts mismatched.
     """
     if z.shape[1] != whitening.k:
         raise ValueError(f"z has {z.shape[1]} columns but the whitening keeps {whitening.k}")
-    fits = ica.fit_seeds(z, seeds, max_iter, tol, resample, backend, device, progress)
+    fits = ica.fit_seeds(z, seeds, max_iter, tol, restarts, backend, device, progress)
     dirs = [ica.mixing_directions(f.W, whitening) for f in fits]  # seed order, for matching
     stab = ica.stability(dirs[0], dirs[1:])
-    sample = z[: min(len(z), kurtosis_rows)].astype(np.float64) @ fits[0].W.T
-    signs = ica.positive_skew_signs(sample)
-    kurt = kurtosis(sample, axis=0)
-    order = np.argsort(-kurt)  # most heavy-tailed first
+    skew, kurt = ica.source_moments(z, fits[0].W)
+    signs = np.where(skew < 0, -1.0, 1.0)
+    order = np.argsort(-kurt, kind="stable")  # most heavy-tailed first
+    settled = fits[0].settled if fits[0].settled is not None else np.ones(len(order), dtype=bool)
     return Decomposition(W=(signs[:, None] * fits[0].W)[order], whitening=whitening, fits=fits,
                          stability=stab[order], order=order, signs=signs[order],
-                         source_excess_kurtosis=kurt[order])
+                         source_excess_kurtosis=kurt[order], settled=settled[order])
 
 
 def write_sources(residual: np.ndarray, decomposition: Decomposition, out: np.ndarray,

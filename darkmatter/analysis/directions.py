@@ -31,12 +31,15 @@ class DirectionContext:
         seed: the run's seed (baselines that draw at random use it).
         pca_components: float64[d, d_model] principal components of the residual, descending
             variance (None where the caller has none).
+        dewhitener: float64[k, d_model] of the ICA set's whitening (components × √eigenvalue):
+            maps a rotation in whitened space to d_model directions as it maps FastICA's W.
     """
 
     k: int
     d_model: int
     seed: int
     pca_components: np.ndarray | None = None
+    dewhitener: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -124,9 +127,33 @@ def _top_pca(context: DirectionContext) -> np.ndarray:
     return np.asarray(context.pca_components[:context.k], dtype=np.float64)
 
 
+def random_rotation(k: int, seed: int) -> np.ndarray:
+    """A Haar-random orthogonal matrix: float64[k, k] (scipy.stats.ortho_group)."""
+    from scipy.stats import ortho_group
+
+    return np.eye(1) if k == 1 else ortho_group.rvs(k, random_state=np.random.default_rng([seed, 1015]))
+
+
+def matched_null(context: DirectionContext) -> np.ndarray:
+    """The matched null: a random rotation R in the same whitened k-subspace, mapped to d_model
+    through the same dewhitener as FastICA's W (unit rows of R @ dewhitener). It has the ICA
+    set's k, subspace and √eigenvalue weighting, and no optimisation."""
+    if context.dewhitener is None:
+        raise ValueError("the matched null needs the ICA set's whitening (dewhitener)")
+    return unit_rows(random_rotation(context.k, context.seed) @ np.asarray(context.dewhitener, dtype=np.float64))
+
+
+#: Name of the matched null (random rotations in the whitened subspace).
+NULL = "null"
 register_baseline(Baseline(
-    name="random", label="random ({k} unit directions)",
-    description="k directions drawn uniformly from the unit sphere in d_model dimensions (isotropic)",
+    name=NULL, label="matched null (random rotation in the whitened {k}-subspace)",
+    description="random orthogonal rotations in the same whitened k-subspace, mapped through the same dewhitener "
+                "as the ICA directions (the null every ICA figure is read against)",
+    build=matched_null))
+register_baseline(Baseline(
+    name="random", label="isotropic random ({k} unit directions in d_model)",
+    description="k directions drawn uniformly from the unit sphere in d_model dimensions (isotropic; ignores the "
+                "subspace the ICA directions live in, so it is shown only as a reference)",
     build=lambda c: random_unit(c.k, c.d_model, c.seed)))
 register_baseline(Baseline(
     name="PCA", label="PCA (top {k} residual components)",

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from scipy.stats import skew
 from sklearn.decomposition import FastICA
 from sklearn.exceptions import ConvergenceWarning
 
-from darkmatter.analysis.stats import PCA
+from darkmatter.analysis.stats import PCA, streaming_moments
 
 
 @dataclass(frozen=True)
@@ -124,6 +123,8 @@ class ICAFit:
         n_iter_symmetric: iterations of the symmetric phase, before the settled rows were
             refined alone (torch engine; None for scikit-learn).
         n_tokens: rows the run was fitted on.
+        settled: bool[k], the rows of W that stopped moving (torch engine; None for scikit-learn,
+            which reports convergence only for all rows together).
     """
 
     W: np.ndarray
@@ -135,8 +136,8 @@ class ICAFit:
     stopped_on_stability: bool = False
     settled_converged: bool | None = None
     n_iter_symmetric: int | None = None
-
     n_tokens: int = 0
+    settled: np.ndarray | None = None
 
     def record(self) -> SeedFit:
         """Per-seed convergence report for ica.json."""
@@ -182,41 +183,40 @@ def fit(z: np.ndarray, seed: int, max_iter: int, tol: float, backend: str = "tor
         return ICAFit(W=f.W, seed=seed, n_iter=f.n_iter, converged=f.converged,
                       final_change=float(np.nanmax(f.final_change)), n_settled=f.n_settled,
                       stopped_on_stability=f.stopped_on_stability, settled_converged=f.settled_converged,
-                      n_iter_symmetric=f.phases.get("full", f.n_iter), n_tokens=len(z))
+                      n_iter_symmetric=f.phases.get("full", f.n_iter), n_tokens=len(z),
+                      settled=np.asarray(f.settled, dtype=bool))
     raise ValueError(f"unknown ICA backend {backend!r}: torch or sklearn")
 
 
 def fit_seeds(z: np.ndarray, seeds: list[int], max_iter: int, tol: float,
-              resample: float = 0.5, backend: str = "torch", device: str = "cpu",
+              restarts: list[np.ndarray] | None = None, backend: str = "torch", device: str = "cpu",
               progress: Progress | None = None) -> list[ICAFit]:
     """FastICA restarts for the stability check (after ICASSO, Himberg et al. 2004).
 
-    The first seed fits all of z; every later seed fits a fresh random subset of
-    ``resample`` × n rows (drawn with that seed) from a new initialisation. A
-    component that reappears in every restart is then reproducible across data, not
-    only across initialisations: with restarts on the same rows, FastICA reproduces
-    the sample-specific extrema of finite Gaussian data too (measured: 2 of 10
+    The first seed fits all of z; every later seed fits its own row set from a new
+    initialisation: ``restarts[i - 1]``, drawn by document
+    (:func:`darkmatter.analysis.resampling.restart_rows`: complementary halves of the documents).
+    A component that reappears in every restart is then reproducible on documents the other
+    fit never saw, not only across initialisations: with restarts on the same rows, FastICA
+    reproduces the sample-specific extrema of finite Gaussian data too (measured: 2 of 10
     "stable" components on 20k Gaussian rows; 0 with half-data restarts).
 
     Args:
         z: float[n, k] whitened data.
-        resample: fraction of rows each later restart sees; 1 keeps every row.
+        restarts: one sorted int row-index array per later seed (None: every restart sees all rows).
         backend, device, progress: see :func:`fit`.
     Raises:
-        ValueError: ``resample`` outside (0, 1] or no seeds.
+        ValueError: no seeds, or ``restarts`` does not have one row set per later seed.
     """
-    if not 0 < resample <= 1:
-        raise ValueError(f"resample must lie in (0, 1], got {resample}")
     if not seeds:
         raise ValueError("need at least one seed")
+    if restarts is not None and len(restarts) != len(seeds) - 1:
+        raise ValueError(f"{len(restarts)} restart row sets for {len(seeds) - 1} later seeds")
     fits = [fit(z, seeds[0], max_iter, tol, backend, device, progress)]
-    for seed in seeds[1:]:
-        if resample < 1:
-            rows = np.sort(np.random.default_rng([seed, 1012]).choice(len(z), int(resample * len(z)),
-                                                                       replace=False))
-            fits.append(fit(z[rows], seed, max_iter, tol, backend, device, progress))
-        else:
-            fits.append(fit(z, seed, max_iter, tol, backend, device, progress))
+    for i, seed in enumerate(seeds[1:]):
+        rows = None if restarts is None else restarts[i]
+        fits.append(fit(z if rows is None or len(rows) == len(z) else z[rows], seed, max_iter, tol, backend,
+                        device, progress))
     return fits
 
 
@@ -249,15 +249,6 @@ def stability(reference: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
     return np.min([match(reference, o)[1] for o in others], axis=0)
 
 
-def positive_skew_signs(sources_sample: np.ndarray) -> np.ndarray:
-    """float[k] of ±1 that make each source's skew non-negative.
-
-    Args:
-        sources_sample: float[m, k] sources on a sample of tokens.
-    """
-    return np.where(skew(sources_sample, axis=0) < 0, -1.0, 1.0)
-
-
 def whitened_gaussian(n: int, k: int, seed: int, chunk: int = 65536) -> np.ndarray:
     """float32[n, k] Gaussian rows whitened by their own sample covariance.
 
@@ -284,6 +275,25 @@ def whitened_gaussian(n: int, k: int, seed: int, chunk: int = 65536) -> np.ndarr
     return out
 
 
+class Projected:
+    """A lazy float64[n, k] view of the sources ``z @ W.T`` (row slices only), so their moments
+    stream in chunks (:func:`darkmatter.analysis.stats.streaming_moments`) without an n × k copy."""
+
+    def __init__(self, z: np.ndarray, W: np.ndarray):
+        self.z, self.W = z, np.asarray(W, dtype=np.float64)
+        self.shape = (z.shape[0], self.W.shape[0])
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.asarray(self.z[rows], dtype=np.float64) @ self.W.T
+
+
+def source_moments(z: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(skew, excess kurtosis) of every source ``z @ W.T`` over all n rows, streamed:
+    two float64[k] arrays."""
+    m = streaming_moments(Projected(z, W), with_cov=False)  # type: ignore[arg-type]
+    return m.skew, m.excess_kurtosis
+
+
 @dataclass(frozen=True)
 class ControlResult:
     """FastICA on a Gaussian surrogate: what ICA "finds" in pure noise.
@@ -291,7 +301,7 @@ class ControlResult:
     Attributes:
         fits: one ICAFit per seed.
         stability: float[k] lowest matched |cos| of each component across the seeds.
-        source_excess_kurtosis: float[k] of the first seed's sources.
+        source_excess_kurtosis: float[k] of the first seed's sources over all rows.
     """
 
     fits: list[ICAFit]
@@ -299,8 +309,8 @@ class ControlResult:
     source_excess_kurtosis: np.ndarray
 
     def summary(self, stable_cos: float, max_iter: int) -> ControlSummary:
-        """n_stable (matched |cos| ≥ ``stable_cos``), stability and |kurtosis| quantiles, per-seed fits;
-        ``max_iter`` is the iteration budget the control was given."""
+        """n_stable (matched |cos| ≥ ``stable_cos``), stability and kurtosis quantiles, the whole
+        kurtosis distribution, per-seed fits; ``max_iter`` is the iteration budget the control got."""
         kurt = self.source_excess_kurtosis
         return ControlSummary(
             n_stable=int((self.stability >= stable_cos).sum()),
@@ -309,7 +319,9 @@ class ControlResult:
             source_excess_kurtosis_max_abs=float(np.abs(kurt).max()),
             source_excess_kurtosis_median=float(np.median(kurt)),
             source_excess_kurtosis_max=float(kurt.max()),
-            seeds=[f.record() for f in self.fits], max_iter=max_iter)
+            seeds=[f.record() for f in self.fits], max_iter=max_iter,
+            source_excess_kurtosis=sorted((float(v) for v in kurt), reverse=True),
+            n_settled=int(self.fits[0].settled.sum()) if self.fits[0].settled is not None else None)
 
 
 @dataclass(frozen=True)
@@ -317,12 +329,14 @@ class ControlSummary:
     """What FastICA reports on the Gaussian surrogate (ica.json ``gaussian_control``).
 
     Attributes:
-        n_stable: components stable across seeds in pure noise (matched |cos| ≥ the threshold).
+        n_stable: components stable across restarts in pure noise (matched |cos| ≥ the threshold).
         stability_max, stability_median: of the lowest matched |cos| per component.
-        source_excess_kurtosis_max_abs: the noise floor of source excess kurtosis.
+        source_excess_kurtosis_max_abs: the largest |excess kurtosis| FastICA extracted from noise.
         source_excess_kurtosis_median, source_excess_kurtosis_max: of the first seed's sources.
         seeds: how each restart ended.
-        max_iter: the iteration budget the control got.
+        max_iter: the iteration budget the control got (the real fits' budget, same phases).
+        source_excess_kurtosis: every source's excess kurtosis (first seed, all rows), descending.
+        n_settled: rows of the first seed's W the engine called settled (None for scikit-learn).
     """
 
     n_stable: int
@@ -333,15 +347,18 @@ class ControlSummary:
     source_excess_kurtosis_max: float
     seeds: list[SeedFit]
     max_iter: int
+    source_excess_kurtosis: list[float]
+    n_settled: int | None
 
 
 def gaussian_control(n: int, k: int, seeds: list[int], max_iter: int, tol: float,
-                     whitening: Whitening | None = None, resample: float = 0.5,
+                     whitening: Whitening | None = None, restarts: list[np.ndarray] | None = None,
                      backend: str = "torch", device: str = "cpu",
                      progress: Progress | None = None) -> ControlResult:
-    """Run :func:`fit_seeds` with ``seeds`` on :func:`whitened_gaussian` data of the real run's
-    shape (n tokens × k components), and measure the stability and source kurtosis it
-    reports anyway. The surrogate's data seed is ``seeds[0]``.
+    """Run :func:`fit_seeds` with ``seeds``, the same budget and the same restart row sets as the
+    real fits, on :func:`whitened_gaussian` data of the real run's shape (n tokens × k
+    components), and measure the stability and source kurtosis it reports anyway. The
+    surrogate's data seed is ``seeds[0]``.
 
     With ``whitening`` (the real run's), stability is measured on the d_model mixing
     directions exactly as for the real components; without it, on the rows of W.
@@ -351,11 +368,9 @@ def gaussian_control(n: int, k: int, seeds: list[int], max_iter: int, tol: float
     """
     if not seeds:
         raise ValueError("the Gaussian control needs at least one seed")
-    from scipy.stats import kurtosis
-
     z = whitened_gaussian(n, k, seeds[0])
-    fits = fit_seeds(z, seeds, max_iter, tol, resample, backend, device, progress)
+    fits = fit_seeds(z, seeds, max_iter, tol, restarts, backend, device, progress)
     mats = [f.W if whitening is None else mixing_directions(f.W, whitening) for f in fits]
     stab = stability(mats[0], mats[1:])
-    kurt = kurtosis(z[: min(n, 100_000)].astype(np.float64) @ fits[0].W.T, axis=0)
+    _, kurt = source_moments(z, fits[0].W)
     return ControlResult(fits=fits, stability=stab, source_excess_kurtosis=kurt)

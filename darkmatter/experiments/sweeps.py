@@ -62,7 +62,7 @@ def recovery(spec: planted.PlantedSpec, n_tokens: int, seed: int = 0, max_compon
     white = ica.pca_whitening(pca, m.mean, k)
     dec = decompose(white.apply(resid), white, [seed], max_iter, tol, backend="sklearn")
     sets = direction_sets.direction_sets(dec.directions, direction_sets.DirectionContext(
-        k=k, d_model=spec.d_model, seed=seed, pca_components=pca.components))
+        k=k, d_model=spec.d_model, seed=seed, pca_components=pca.components, dewhitener=white.dewhitener))
     truth, dark = spec.directions(), spec.withheld()
     fvu = float((resid.astype(np.float64) ** 2).sum() / (n_tokens * stats.streaming_moments(
         x, with_cov=False).total_variance))

@@ -491,7 +491,7 @@ def residual_ica(residual: np.ndarray, missed_dirs: np.ndarray, seed: int, cos_t
                            missed_max_cos_ica=float("nan"), missed_max_cos_baselines=nan, directions=dirs)
     best = np.abs(missed @ dirs.T).max(axis=1)
     context = direction_sets.DirectionContext(k=k, d_model=m, seed=_stream_seed(seed, _RANDOM_BASELINE),
-                                              pca_components=pca.components)
+                                              pca_components=pca.components, dewhitener=whitening.dewhitener)
     chance = {b.name: float(np.mean([np.abs(missed @ d.T).max(axis=1).mean()
                                      for d in direction_sets.baseline_draws(b.name, context, n_draws)]))
               for b in direction_sets.baselines()}

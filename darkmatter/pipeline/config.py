@@ -130,7 +130,7 @@ class PlantedOptions:
 class CollectOptions:
     """Collection of activations and residuals."""
 
-    n_tokens: int = 120_000
+    n_tokens: int = 200_000
     """tokens analysed (BOS positions and massive activations excluded)"""
 
 
@@ -139,13 +139,13 @@ class ICAOptions:
     """The decomposition."""
 
     n_components: int | None = _optional(None, int)
-    """ICA components k; default: principal components for 90 percent of the residual variance, capped at --max-
-    components"""
-    max_components: int = 100
-    """cap on the automatic k"""
+    """ICA components k; default: the k sweep's choice (most components stable and above the noise floor)"""
+    max_components: int | None = _optional(None, int)
+    """largest k the sweep tries (default: all the samples-per-parameter rule allows)"""
+    samples_per_parameter: float = 20.0
+    """fitted tokens per unmixing parameter the sweep requires: k ≤ √(n / this) (Onton & Makeig 2006)"""
     ica_backend: ICABackend = "torch"
-    """FastICA implementation: torch (our engine, stops once the identifiable components are stable; CPU or CUDA)
-    or sklearn (the reference)"""
+    """FastICA: torch (our engine, stops once the identifiable components are stable; CPU or CUDA) or sklearn"""
     ica_seeds: int = 3
     """FastICA restarts (seed, seed+1, ...) for the stability check"""
     ica_max_iter: int = 200
@@ -155,13 +155,19 @@ class ICAOptions:
     ica_max_tokens: int | None = _optional(None, int)
     """fit ICA on a random subsample of this many tokens (sources are still computed for every token)"""
     ica_resample: float = 0.5
-    """share of the fit tokens each restart after the first sees, a fresh random subset per seed (ICASSO-style); 1
-    = same rows"""
+    """share of the documents each later restart fits; 0.5 = complementary halves (disjoint pairs); 1 = all rows"""
     stable_cos: float = 0.9
     """matched |cos| across seeds for a component to count as stable"""
     gaussian_control: bool = True
-    """also run the same ICA on a Gaussian surrogate with the residual's covariance (same tokens, k, seeds): the
-    noise floor"""
+    """also run the same ICA on a Gaussian surrogate (same tokens, k, seeds, restarts, optimisation): the noise floor"""
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """Comparison with the SAE and with the matched null."""
+
+    null_draws: int = 20
+    """random rotations in the whitened subspace drawn for the matched null's distribution"""
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,7 @@ class Config:
     planted: PlantedOptions = dataclasses.field(default_factory=PlantedOptions)
     collect: CollectOptions = dataclasses.field(default_factory=CollectOptions)
     ica: ICAOptions = dataclasses.field(default_factory=ICAOptions)
+    compare: CompareOptions = dataclasses.field(default_factory=CompareOptions)
     interpret: InterpretOptions = dataclasses.field(default_factory=InterpretOptions)
     run: RunOptions = dataclasses.field(default_factory=RunOptions)
 

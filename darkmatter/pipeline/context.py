@@ -124,8 +124,19 @@ class StepContext:
                         missing_fix=f"run scripts/{table.producer('sae')} first")
 
     def sae_source(self) -> str:
+        """The SAE's name for reports: its release/id, or its folder relative to the working
+        directory where it lies below it (never a machine's absolute path where avoidable)."""
         s = self.cfg.source
-        return f"{s.sae_release}/{s.sae_id}" if s.sae_release else s.sae_path or str(self.store.path("sae"))
+        if s.sae_release:
+            return f"{s.sae_release}/{s.sae_id}"
+        import os
+
+        path = Path(s.sae_path) if s.sae_path else self.store.path("sae")
+        try:
+            return os.path.relpath(path) if not Path(os.path.relpath(path)).as_posix().startswith("../..") \
+                else f"{path.parent.name}/{path.name}"
+        except ValueError:  # another drive (Windows)
+            return f"{path.parent.name}/{path.name}"
 
     # ---- arrays -----------------------------------------------------------------------------
     def arrays(self, *names: str, d_model: int) -> list[np.ndarray]:

@@ -46,12 +46,28 @@ class ArrayInfo:
 
 @dataclass(frozen=True)
 class NoiseFloor:
-    """The real run against the Gaussian control."""
+    """The real run against the Gaussian control (same n, k, seeds, restarts and optimisation).
 
+    Attributes:
+        null: how the floor test is made, in words (ica.json ``noise_floor``).
+        control_n_stable, control_n_settled: what FastICA reports on pure noise.
+        control_max_abs_source_excess_kurtosis, control_median_source_excess_kurtosis: of its sources.
+        n_above_floor: components whose kurtosis passes the floor test; n_reproducible: and are
+            settled and stable; n_candidates: and pass the rest of the candidate rule.
+        design_effect, effective_tokens: Kish's design effect of source kurtosis and n / it.
+        residual_dims_above_surrogate_kurtosis: step 03's per-dimension figure.
+    """
+
+    null: str
     control_n_stable: int
+    control_n_settled: int | None
     control_max_abs_source_excess_kurtosis: float
-    n_ica_above_control_kurtosis: int
-    n_ica_stable_and_above_control_kurtosis: int | None
+    control_median_source_excess_kurtosis: float
+    n_above_floor: int
+    n_reproducible: int
+    n_candidates: int
+    design_effect: float
+    effective_tokens: float
     residual_dims_above_surrogate_kurtosis: int
 
 
@@ -61,9 +77,14 @@ class ComponentRow:
 
     component: int
     max_abs_cos_to_sae: float
+    max_abs_cos_to_sae_projected: float
     best_sae_feature: int
     stability: float
+    settled: bool
     excess_kurtosis: float
+    above_floor: bool
+    candidate: bool
+    not_candidate_because: list[str]
     top_tokens: list[str]
 
 
@@ -75,7 +96,7 @@ class Results:
         generated: ISO date the report was built; machine: one line (CPU count, device, platform).
         config: the resolved config by section.
         headline: one-line findings; verdict: step 03's decision-point sentence.
-        candidate_dark_matter_components: stable components with max |cos| < 0.3 to every SAE feature.
+        candidate_dark_matter_components: the candidate rule's components (similarity.json).
         noise_floor: the real run against the Gaussian control (None without a control).
         components: one row per component.
         steps: every step of the table with its outputs and timing.

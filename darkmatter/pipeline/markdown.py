@@ -36,44 +36,84 @@ def report_markdown(r: Results) -> str:
            f"Preset `{cfg['source']['preset']}`; SAE {r.setup.sae.source} (d_sae {m.d_sae:,}); "
            f"{r.diagnostics.n_tokens:,} tokens. Built {r.generated} on {r.machine}.", "",
            "## Headline", ""] + [f"- {line}" for line in r.headline]
-    out += ["", "## Verdict", "", r.verdict, "", "## SAE", "",
-            table(["FVU", "MSE", "mean L0", "dead fraction", "mean cos(x, x̂)", "BOS excluded", "massive excluded"],
-                  [[f"{m.fvu:.4f}", f"{m.mse:.4g}", f"{m.mean_l0:.1f}", f"{m.dead_fraction:.2%}",
-                    f"{m.mean_cos_x_xhat:.3f}", f"{r.sae_stats.bos_positions_excluded:,}",
-                    f"{r.sae_stats.massive_tokens_excluded:,}"]])]
+    ex = r.sae_stats
+    with_ex = ex.metrics_with_excluded
+    out += ["", "## How to read this report", "",
+            "- **stable**: the component's mixing direction reappears (matched |cos| ≥ "
+            f"{ica.stable_threshold}) in every FastICA restart; restarts fit disjoint halves of the "
+            f"{ica.resampling_unit}s.",
+            "- **settled**: the engine's row for it stopped moving; unsettled rows are arbitrary completions and are "
+            "left out of every similarity mean.",
+            f"- **above the noise floor**: {ica.noise_floor}.",
+            f"- **{LOW} / {HIGH}**: max |cos| to any SAE decoder row below {LOW} is far from the SAE (novel), above "
+            f"{HIGH} is a feature the SAE has.",
+            "- **matched null**: random rotations in the same whitened subspace, through the same dewhitener, same k "
+            f"({r.similarity.null_draws} draws): what chance gives there.",
+            f"- **candidate**: {r.similarity.candidate_rule}.", "",
+            "## Verdict", "", r.verdict, "", "## SAE", "",
+            table(["FVU", "FVU with excluded tokens", "MSE", "mean L0", "dead fraction", "mean cos(x, x̂)",
+                   "BOS excluded", "massive excluded"],
+                  [[f"{m.fvu:.4f}", _num(with_ex.fvu if with_ex else None, ".4f"), f"{m.mse:.4g}",
+                    f"{m.mean_l0:.1f}", f"{m.dead_fraction:.2%}", f"{m.mean_cos_x_xhat:.3f}",
+                    f"{ex.bos_positions_excluded:,}", f"{ex.massive_tokens_excluded:,}"]])]
+    out += ["", "## The k sweep", "",
+            f"n ≥ {ica.samples_per_parameter:g}·k² fitted tokens per k (Onton & Makeig 2006) allows k ≤ "
+            f"{ica.max_supported_k} on {ica.n_fit_tokens:,} tokens. Chosen: k = {ica.k} ({ica.k_rule}).", "",
+            table(["k", "residual variance kept", "settled", "stable", "above noise floor", "all three",
+                   "control max excess kurtosis", "control stable", "design effect", "seconds (fit + control)"],
+                  [[("**" + str(x.k) + "**") if x.k == ica.k else x.k, f"{x.variance_kept:.1%}", x.n_settled,
+                    x.n_stable, x.n_above_floor, x.n_reproducible, _num(x.control_max_kurtosis, ".3f"),
+                    _num(x.control_n_stable, "d"), f"{x.design_effect:.2f}",
+                    f"{x.seconds_fit:.0f} + {x.seconds_control:.0f}"] for x in ica.k_sweep])]
     sim = r.similarity
+    an, anp = sim.against_null, sim.against_null_projected
     out += ["", "## Direction sets against the SAE dictionary", "",
-            table(["directions", "mean max abs cos", f"> {HIGH}", f"{LOW}–{HIGH}", f"< {LOW}"],
-                  [[name, f"{v.mean_max_abs_cos:.3f}", v.above_high, v.between, v.below_low]
-                   for name, v in sim.sets.items()]), ""]
+            f"Max |cos| to the raw decoder rows, and to the rows projected into the whitened {sim.k}-subspace (a "
+            f"decoder row keeps a median {sim.decoder_share_in_subspace.median:.0%} of its norm there, which caps "
+            "the raw figure of any direction inside it)."
+            + (f" ICA figures leave out {sim.n_unsettled_excluded} unsettled components." if sim.n_unsettled_excluded
+               else ""), "",
+            table(["directions", "mean max abs cos (raw)", "mean (projected)", f"> {HIGH}", f"{LOW}–{HIGH}",
+                   f"< {LOW}", f"< {LOW} (projected)"],
+                  [[name, f"{v.mean_max_abs_cos:.3f}", f"{sim.sets_projected[name].mean_max_abs_cos:.3f}",
+                    v.above_high, v.between, v.below_low, sim.sets_projected[name].below_low]
+                   for name, v in sim.sets.items()]), "",
+            table(["against the matched null", "null mean", "null 1st pct", "null 99th pct",
+                   "ICA above null 99th pct", "ICA below null 1st pct", f"null directions < {LOW}"],
+                  [[sense, f"{a.null_mean:.3f}", f"{a.null_p01:.3f}", f"{a.null_p99:.3f}", f"{a.share_above_p99:.0%}",
+                    f"{a.share_below_p01:.0%}", f"{a.null_below_low:.0%}"]
+                   for sense, a in (("raw decoder rows", an), ("projected decoder rows", anp))]), ""]
     out += [f"- **{name}**: {text}" for name, text in sim.descriptions.items()]
-    st = r.statistics
-    sae_kurt = st.sae_excess_kurtosis.summary
     out += ["", "## ICA", "",
-            f"k = {ica.k} ({ica.k_rule}); the k-component reconstruction explains "
-            f"{ica.reconstruction_variance_explained:.4f} of the residual variance "
-            f"(PCA kept {ica.pca_variance_kept:.4f}).",
+            f"k = {ica.k}; the k-component reconstruction explains {ica.reconstruction_variance_explained:.4f} of the "
+            f"residual variance (PCA kept {ica.pca_variance_kept:.4f}).",
             "", table(["seed", "tokens", "iterations", "converged", "stopped on stability (settled)",
                        "settled converged", "final change"],
                       [[s.seed, f"{s.n_tokens:,}", s.n_iter, s.converged,
                         f"{s.stopped_on_stability} ({_num(s.n_settled, 'd')})", _num(s.settled_converged, ''),
                         _num(s.final_change, '.1e')] for s in ica.seeds]), "",
-            f"{ica.n_stable}/{ica.k} components are stable (matched |cos| ≥ {ica.stable_threshold} in every seed).",
-            "", f"Excess kurtosis: ICA sources median {st.ica_excess_kurtosis.summary.median:.2f}, SAE features median "
-            f"{_num(sae_kurt.median if sae_kurt else None)} (features firing "
-            f"on ≥ 0.1% of tokens); Gaussian noise floor ±{st.kurtosis_standard_error:.4f} (one iid standard error).",
-            "", "Per-component readings: [components.md](components.md).", ""]
+            f"{ica.n_stable}/{ica.k} stable, {ica.n_settled} settled, {ica.n_above_floor} above the noise floor, "
+            f"{ica.n_reproducible} all three; {len(r.candidate_dark_matter_components)} candidates.", ""]
     if r.noise_floor is not None:
         nf = r.noise_floor
-        out += ["## Noise floor: ICA on a Gaussian surrogate", "",
-                "The same number of tokens, k and seeds, on Gaussian data with the residual's covariance: "
-                "whatever ICA reports there is sampling noise.", "",
-                table(["", "stable components", "max abs source excess kurtosis"],
-                      [["Gaussian surrogate", nf.control_n_stable, f"{nf.control_max_abs_source_excess_kurtosis:.3f}"],
-                       ["residual", ica.n_stable,
-                        f"{max(abs(v) for v in st.ica_excess_kurtosis.per_component):.3f}"]]),
-                "", f"{nf.n_ica_stable_and_above_control_kurtosis} residual components are stable and more "
-                "heavy-tailed than anything in the surrogate.", ""]
+        out += ["## Noise floor", "", f"Null: {nf.null}.", "",
+                table(["", "stable", "settled", "max abs source excess kurtosis", "median source excess kurtosis"],
+                      [["Gaussian control", nf.control_n_stable, _num(nf.control_n_settled, "d"),
+                        f"{nf.control_max_abs_source_excess_kurtosis:.3f}",
+                        f"{nf.control_median_source_excess_kurtosis:.3f}"],
+                       ["residual", ica.n_stable, ica.n_settled,
+                        f"{max(abs(c.source_excess_kurtosis) for c in ica.components):.3f}",
+                        f"{sorted(c.source_excess_kurtosis for c in ica.components)[ica.k // 2]:.3f}"]]),
+                "", f"Effective sample size {nf.effective_tokens:,.0f} of {ica.n_fit_tokens:,} tokens (design effect "
+                f"{nf.design_effect:.2f}: tokens of one {ica.resampling_unit} are dependent).", ""]
+    rows = [[c.component, f"{c.excess_kurtosis:.2f}", f"{c.stability:.3f}", "yes" if c.settled else "**unsettled**",
+             "yes" if c.above_floor else "no", f"{c.max_abs_cos_to_sae:.3f}", f"{c.max_abs_cos_to_sae_projected:.3f}",
+             "**yes**" if c.candidate else ", ".join(c.not_candidate_because), ", ".join(c.top_tokens[:3])]
+            for c in r.components[:40]]
+    out += ["## Components", "", "The first 40 by excess kurtosis; all of them in "
+            "[components.md](components.md) and `ica_dark_matter_results.json`.", "",
+            table(["#", "excess kurtosis", "stability", "settled", "above floor", "max cos raw", "max cos projected",
+                   "candidate (or why not)", "top tokens"], rows), ""]
     g = r.groundtruth
     if g is not None:
         out += ["## Ground truth (planted)", "", f"{len(g.dark_features)} dark features ({g.dark_rule}).", "",

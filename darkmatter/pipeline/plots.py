@@ -11,50 +11,54 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from darkmatter.analysis.directions import ICA  # noqa: E402
 
-GAUSSIAN_KURTOSIS = 3.0
-
-
-def _log_kurtosis_bins(*arrays: np.ndarray, n: int = 50) -> np.ndarray:
-    values = np.concatenate([a + GAUSSIAN_KURTOSIS for a in arrays])
-    lo = max(min(values.min(), GAUSSIAN_KURTOSIS) * 0.9, 1.0)
-    hi = max(values.max(), GAUSSIAN_KURTOSIS) * 1.1
-    return np.geomspace(lo, hi, n)
-
 
 def _share(values: np.ndarray) -> np.ndarray:
     """Histogram weights that make each set's bars sum to 1 (sets of very different sizes)."""
     return np.full(len(values), 1.0 / max(len(values), 1))
 
 
-def _mark_gaussian(ax, se: float) -> None:
-    ax.axvline(GAUSSIAN_KURTOSIS, color="black", ls="--", lw=1, label="Gaussian (3)")
-    ax.axvspan(GAUSSIAN_KURTOSIS - 2 * se, GAUSSIAN_KURTOSIS + 2 * se, color="grey", alpha=0.3,
-               label=f"±2 s.e. at this n ({2 * se:.3f})")
+#: Linear range of the symlog excess-kurtosis axes: wide enough that a ±2 s.e. band is visible.
+LINTHRESH = 0.1
+
+
+def _symlog_edges(*arrays: np.ndarray, n: int = 40) -> np.ndarray:
+    """Histogram edges for excess kurtosis on a symlog axis (negative values included)."""
+    lim = max(max(float(np.abs(a).max()) for a in arrays) * 1.2, 1.0)
+    pos = np.geomspace(LINTHRESH / 10, lim, n)
+    return np.concatenate([-pos[::-1], [0.0], pos])
+
+
+def _mark_gaussian(ax, se: float, vertical: bool = True) -> None:
+    line, span = (ax.axvline, ax.axvspan) if vertical else (ax.axhline, ax.axhspan)
+    line(0.0, color="black", ls="--", lw=1, label="Gaussian (0)")
+    span(-2 * se, 2 * se, color="tab:green", alpha=0.35,
+         label=f"±2 s.e. at the effective sample size ({2 * se:.3f})")
 
 
 def residual_kurtosis(resid_kurt: np.ndarray, act_kurt: np.ndarray, se: float, title: str,
                       noise_floor: float | None = None) -> Figure:
-    """Per-dimension kurtosis of the SAE residual and of the activations (log x-axis); with
-    ``noise_floor`` (the largest |excess kurtosis| of a Gaussian surrogate), a band marks it."""
+    """Per-dimension excess kurtosis of the SAE residual and of the activations (symlog axes), with
+    the Gaussian band (±2 s.e. at the effective sample size) and, with ``noise_floor`` (the largest
+    |excess kurtosis| of a Gaussian surrogate), the surrogate's range."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    bins = _log_kurtosis_bins(resid_kurt, act_kurt)
-    left.hist(act_kurt + 3, bins=bins, alpha=0.6, label=f"activations (median {np.median(act_kurt):.2f})")
-    left.hist(resid_kurt + 3, bins=bins, alpha=0.6, label=f"residual x − x̂ (median {np.median(resid_kurt):.2f})")
+    edges = _symlog_edges(resid_kurt, act_kurt)
+    left.hist(act_kurt, bins=edges, alpha=0.6, label=f"activations (median {np.median(act_kurt):.2f})")
+    left.hist(resid_kurt, bins=edges, alpha=0.6, label=f"residual x − x̂ (median {np.median(resid_kurt):.2f})")
     _mark_gaussian(left, se)
-    left.set_xscale("log")
-    left.set_xlabel("kurtosis per d_model dimension (log scale; excess = value − 3)")
+    left.set_xscale("symlog", linthresh=LINTHRESH)
+    left.set_xlabel("excess kurtosis per d_model dimension (symlog)")
     left.set_ylabel("dimensions")
-    left.set_title("Per-dimension kurtosis")
+    left.set_title("Per-dimension excess kurtosis")
     left.legend(fontsize=8)
     for values, label in ((act_kurt, "activations"), (resid_kurt, "residual x − x̂")):
-        right.plot(np.sort(values)[::-1] + 3, label=label)
-    right.axhline(GAUSSIAN_KURTOSIS, color="black", ls="--", lw=1, label="Gaussian (3)")
+        right.plot(np.sort(values)[::-1], label=label)
+    _mark_gaussian(right, se, vertical=False)
     if noise_floor is not None:
-        right.axhspan(max(GAUSSIAN_KURTOSIS - noise_floor, 1e-2), GAUSSIAN_KURTOSIS + noise_floor,
-                      color="grey", alpha=0.3, label=f"Gaussian surrogate range (±{noise_floor:.2f})")
-    right.set_yscale("log")
+        right.axhspan(-noise_floor, noise_floor, color="grey", alpha=0.3,
+                      label=f"Gaussian surrogate range (±{noise_floor:.3f})")
+    right.set_yscale("symlog", linthresh=LINTHRESH)
     right.set_xlabel("dimension rank")
-    right.set_ylabel("kurtosis (log scale)")
+    right.set_ylabel("excess kurtosis (symlog)")
     right.set_title("Sorted")
     right.legend(fontsize=8)
     fig.suptitle(title)
@@ -114,37 +118,88 @@ def similarity_histograms(sets: dict[str, np.ndarray], title: str,
     return fig
 
 
-def kurtosis_vs_sae(ica_kurt: np.ndarray, sae_kurt: np.ndarray, ica_tail: np.ndarray,
-                    sae_freq: np.ndarray, gauss_tail: float, se: float, title: str,
-                    control_kurt_max: float | None = None) -> Figure:
-    """Excess kurtosis and sparsity of ICA sources against SAE feature activations; with
-    ``control_kurt_max`` (largest excess kurtosis of ICA sources on a Gaussian surrogate), a
-    line marks that noise floor."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    bins = _log_kurtosis_bins(ica_kurt, sae_kurt)
-    left.hist(sae_kurt + 3, bins=bins, weights=_share(sae_kurt), alpha=0.6,
-              label=f"SAE features (n={len(sae_kurt)}, median excess {np.median(sae_kurt):.1f})")
-    left.hist(ica_kurt + 3, bins=bins, weights=_share(ica_kurt), alpha=0.6,
-              label=f"ICA sources (n={len(ica_kurt)}, median excess {np.median(ica_kurt):.2f})")
-    _mark_gaussian(left, se)
-    if control_kurt_max is not None:
-        left.axvline(GAUSSIAN_KURTOSIS + control_kurt_max, color="red", ls=":", lw=1.5,
-                     label=f"ICA on a Gaussian surrogate: max excess {control_kurt_max:.2f}")
-    left.set_xscale("log")
-    left.set_xlabel("kurtosis over all tokens (log scale; excess = value − 3)")
+def similarity_vs_null(raw: np.ndarray, projected: np.ndarray, null_raw: np.ndarray, null_projected: np.ndarray,
+                       stable: np.ndarray, candidate: np.ndarray, others: dict[str, np.ndarray], title: str,
+                       marks: tuple[float, float]) -> Figure:
+    """Max |cos| of the ICA components to the SAE decoder rows, raw (left) and projected into the
+    whitened subspace (right), stacked by class (candidate / stable / other), over the matched
+    null's pooled distribution scaled to k (outline) with its 99th percentile; below, the other
+    baselines against the raw rows.
+
+    Args:
+        raw, projected: float[k]; null_raw, null_projected: float[k × draws];
+        stable, candidate: bool[k]; others: {label: float[k]}.
+    """
+    k = len(raw)
+    rows = 1 + len(others)
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 2.8 + 2.2 * len(others)), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.6] + [1] * len(others)})
+    bins = np.linspace(0, 1, 41)
+    groups = [("candidate", candidate, "tab:red"), ("stable, not candidate", stable & ~candidate, "tab:blue"),
+              ("other", ~stable & ~candidate, "lightsteelblue")]
+    panels = ((axes[0, 0], raw, null_raw, "raw decoder rows"),
+              (axes[0, 1], projected, null_projected, "decoder rows projected into the subspace"))
+    for ax, values, null, sense in panels:
+        ax.hist([values[m] for _, m, _ in groups], bins=bins, stacked=True, color=[c for *_, c in groups],
+                label=[f"ICA {name} ({int(m.sum())})" for name, m, _ in groups])
+        ax.hist(null, bins=bins, weights=np.full(len(null), k / max(len(null), 1)), histtype="step", color="black",
+                lw=1.5, label="matched null (random rotations), scaled to k")
+        p99 = float(np.quantile(null, 0.99))
+        ax.axvline(p99, color="black", ls=":", lw=1.2, label=f"null 99th percentile ({p99:.2f})")
+        for x in marks:
+            ax.axvline(x, color="grey", ls="--", lw=1)
+        ax.set_title(f"ICA vs {sense}: above null p99 {(values > p99).mean():.0%}", fontsize=10)
+        ax.set_xlabel("max |cos| to any SAE decoder row")
+        ax.set_ylabel("components")
+        ax.legend(fontsize=7, loc="upper right")
+    for row, (label, values) in enumerate(others.items(), start=1):
+        ax = axes[row, 0]
+        ax.hist(values, bins=bins, color="tab:grey")
+        for x in marks:
+            ax.axvline(x, color="grey", ls="--", lw=1)
+        ax.set_title(f"{label}: mean {values.mean():.3f}", fontsize=9)
+        ax.set_xlabel("max |cos| to any SAE decoder row (raw)")
+        ax.set_ylabel("directions")
+        axes[row, 1].axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def kurtosis_vs_sae(ica_kurt: np.ndarray, control_kurt: np.ndarray | None, sae_kurt: np.ndarray,
+                    sae_kurt_active: np.ndarray, sae_freq: np.ndarray, floor: float | None, title: str) -> Figure:
+    """Left: excess kurtosis of ICA sources, of the Gaussian control's sources and of SAE features
+    conditional on activity (like for like: the distribution of values, not of zeros), on a symlog
+    axis, with the noise floor marked. Right: SAE features' excess kurtosis over all tokens against
+    their firing rate, beside what the zeros alone give ((1 − 6pq)/(pq)): that figure restates firing
+    rates, so it is not put on the left axis."""
+    from darkmatter.analysis.tails import bernoulli_excess_kurtosis
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    sets = [("ICA sources", ica_kurt, "tab:blue"), ("SAE features, active tokens only", sae_kurt_active, "tab:orange")]
+    if control_kurt is not None and len(control_kurt):
+        sets.append(("Gaussian control sources", control_kurt, "tab:grey"))
+    edges = _symlog_edges(*(v for _, v, _ in sets))
+    for label, v, color in sets:
+        left.hist(v, bins=edges, weights=_share(v), histtype="stepfilled", alpha=0.45, color=color,
+                  label=f"{label} (n={len(v)}, median {np.median(v):.2f})")
+    left.axvline(0, color="black", ls="--", lw=1, label="Gaussian (0)")
+    if floor is not None:
+        left.axvline(floor, color="red", ls=":", lw=1.8, label=f"noise floor: control's largest ({floor:.3f})")
+    left.set_xscale("symlog", linthresh=LINTHRESH)
+    left.set_xlabel("excess kurtosis (symlog)")
     left.set_ylabel("fraction of each set")
-    left.set_title("Heavy tails")
-    left.legend(fontsize=8)
-    fbins = np.geomspace(max(min(sae_freq.min(), ica_tail.min(), gauss_tail) * 0.8, 1e-7), 1.0, 40)
-    right.hist(sae_freq, bins=fbins, weights=_share(sae_freq), alpha=0.6, label="SAE: firing frequency")
-    right.hist(np.maximum(ica_tail, fbins[0]), bins=fbins, weights=_share(ica_tail), alpha=0.6,
-               label="ICA: fraction of tokens with |s| > 3σ")
-    right.axvline(gauss_tail, color="black", ls="--", lw=1, label=f"Gaussian |s| > 3σ ({gauss_tail:.4f})")
+    left.set_title("Heavy tails, like for like")
+    left.legend(fontsize=7)
+    right.scatter(sae_freq, sae_kurt, s=4, alpha=0.4, color="tab:orange", label="SAE features, all tokens")
+    p = np.geomspace(max(sae_freq.min(), 1e-6), min(sae_freq.max(), 0.5), 100)
+    right.plot(p, bernoulli_excess_kurtosis(p), color="black", lw=1.2, label="zeros alone: (1 − 6pq)/(pq)")
     right.set_xscale("log")
-    right.set_xlabel("fraction of tokens (log scale)")
-    right.set_ylabel("fraction of each set")
-    right.set_title("Sparsity")
-    right.legend(fontsize=8)
+    right.set_yscale("symlog", linthresh=1.0)
+    right.set_xlabel("SAE feature firing rate p (log)")
+    right.set_ylabel("excess kurtosis over all tokens (symlog)")
+    right.set_title("SAE kurtosis with zeros mostly restates the firing rate")
+    right.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

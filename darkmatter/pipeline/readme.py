@@ -5,8 +5,8 @@ blocks between ``<!-- generated: <table> -->`` and ``<!-- end generated -->`` ma
 :func:`render_readme` rewrites each block from the snapshots. ``tests/pipeline/test_readme.py``
 fails when the README and the snapshots disagree.
 
-    python -m darkmatter.pipeline.readme            # rewrite README.md from docs/runs/*.json
-    python -m darkmatter.pipeline.readme --check    # exit 1 if README.md is stale
+    python -m darkmatter.pipeline.readme            # rewrite README.md and benchmarks/RESULTS.md
+    python -m darkmatter.pipeline.readme --check    # exit 1 if either is stale
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from darkmatter.pipeline.markdown import table
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "docs" / "runs"
+#: Files with generated blocks.
+GENERATED_FILES = (ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md")
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 
@@ -66,23 +68,29 @@ def run_table(r: Results, name: str) -> str:
          " / ".join(str(v) for v in d.pca_components_for.values()) + f" of {d.d_model}"],
         ["ICA", f"k = {ica.k} ({ica.k_rule}; keeps {ica.pca_variance_kept:.1%} of residual variance), "
          f"{len(ica.seeds)} seeds (iterations {', '.join(str(s.n_iter) for s in ica.seeds)}); "
-         f"{ica.n_stable}/{ica.k} components stable (matched \\|cos\\| ≥ {ica.stable_threshold} in every restart)"],
+         f"{ica.n_stable}/{ica.k} stable across {ica.resampling_unit} halves (matched \\|cos\\| ≥ "
+         f"{ica.stable_threshold}), {ica.n_settled} settled, {ica.n_above_floor} above the noise floor, "
+         f"{ica.n_reproducible} all three"],
+        ["k sweep: settled, stable and above the floor",
+         ", ".join(f"k={x.k}: {x.n_reproducible}" for x in ica.k_sweep)
+         + f" (n ≥ {ica.samples_per_parameter:g}·k² allows k ≤ {ica.max_supported_k})"],
     ]
     if r.noise_floor is not None:
         nf = r.noise_floor
-        rows.append(["Gaussian control (same n, k, seeds on a Gaussian surrogate)",
+        rows.append(["Gaussian control (same n, k, seeds, restarts and optimisation)",
                      f"{nf.control_n_stable}/{ica.k} stable; largest source excess kurtosis "
-                     f"{nf.control_max_abs_source_excess_kurtosis:.3f}. {nf.n_ica_above_control_kurtosis}/{ica.k} real "
-                     f"sources lie above it; {nf.n_ica_stable_and_above_control_kurtosis} are stable and above it"])
+                     f"{nf.control_max_abs_source_excess_kurtosis:.3f}; effective sample size "
+                     f"{nf.effective_tokens:,.0f} tokens (design effect {nf.design_effect:.2f})"])
+    an, anp = sim.against_null, sim.against_null_projected
     rows += [
-        ["mean max \\|cos\\| to the SAE decoder",
-         ", ".join(f"{n} {s.mean_max_abs_cos:.3f}" for n, s in sim.sets.items())
-         + f"; {sim.sets[ICA].above_high} ICA directions above {sim.thresholds[1]}, {sim.sets[ICA].below_low} below "
-         f"{sim.thresholds[0]}"],
+        ["mean max \\|cos\\| to the SAE decoder (raw / projected into the subspace)",
+         ", ".join(f"{n} {s.mean_max_abs_cos:.3f} / {sim.sets_projected[n].mean_max_abs_cos:.3f}"
+                   for n, s in sim.sets.items())
+         + f"; matched null 99th percentile {an.null_p99:.3f} / {anp.null_p99:.3f}, ICA above it "
+         f"{an.share_above_p99:.0%} / {anp.share_above_p99:.0%}"],
         ["excess kurtosis of sources", f"ICA median {st.ica_excess_kurtosis.summary.median:.2f} vs SAE features firing "
-         f"on ≥ 0.1% of tokens: median {'n/a' if sae_kurt is None else f'{sae_kurt.median:.0f}'}"],
-        [f"stable components far (< {sim.thresholds[0]}) from every SAE feature",
-         str(len(r.candidate_dark_matter_components))],
+         f"on ≥ 0.1% of tokens: median {'n/a' if sae_kurt is None else f'{sae_kurt.median:.0f}'} (with their zeros)"],
+        ["dark-matter candidates (the one rule)", str(len(r.candidate_dark_matter_components))],
         ["time per step (s)", ", ".join(f"{k}: {v:.1f}" for k, v in timed.items())
          + f"; total {sum(timed.values()):.0f}"],
         ["peak RAM (process, max over steps)",
@@ -109,12 +117,26 @@ def noise_floor_table(runs: dict[str, Results]) -> str:
                      "discoveries among the stable)")
         rows.append([label, f"{r.diagnostics.n_tokens:,} × {ica.k}", f"{ica.n_stable} / {ica.k}{truth}",
                      nf.control_n_stable, f"{ica.gaussian_control.stability_max:.2f}",
-                     f"{nf.control_max_abs_source_excess_kurtosis:.3f}",
-                     f"{nf.n_ica_above_control_kurtosis} / {ica.k}"])
+                     f"{nf.control_max_abs_source_excess_kurtosis:.3f}", f"{nf.n_above_floor} / {ica.k}",
+                     f"{nf.n_reproducible}", f"{nf.n_candidates}"])
     head = ["run", "tokens × k", "real: stable / k", "Gaussian control: stable", "control: best matched \\|cos\\|",
-            "control: max \\|source excess kurtosis\\|", "real sources above it"]
+            "control: max \\|source excess kurtosis\\|", "real sources above the floor", "settled, stable and above",
+            "candidates"]
     return ("Generated from " + "; ".join(f"{label}: {r.machine}, {r.generated}" for label, r in runs.items())
             + ".\n\n" + table(head, rows) + "\n")
+
+
+def k_sweep_table(r: Results, name: str) -> str:
+    """Step 04's k sweep of one run: what each k gave and its wall time (fit + control)."""
+    ica = r.ica
+    rows = [[x.k, f"{x.variance_kept:.1%}", x.n_settled, x.n_stable, x.n_above_floor, x.n_reproducible,
+             "n/a" if x.control_max_kurtosis is None else f"{x.control_max_kurtosis:.3f}",
+             f"{x.seconds_fit:.1f}", f"{x.seconds_control:.1f}", f"{x.seconds_fit + x.seconds_control:.1f}"]
+            for x in ica.k_sweep]
+    head = ["k", "residual variance kept", "settled", "stable", "above floor", "all three", "control max excess kurt.",
+            "fit (s)", "control (s)", "04 time at this k (s)"]
+    return (f"Generated from `docs/runs/{name}.json` ({r.machine}; {r.generated}; {ica.n_fit_tokens:,} tokens, "
+            f"{len(ica.seeds)} seeds, backend {ica.backend}; chosen k = {ica.k}):\n\n" + table(head, rows) + "\n")
 
 
 def toy_table(runs: Path) -> str:
@@ -171,6 +193,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "noise-floor": lambda runs: noise_floor_table({"`--preset planted` (docs/runs/planted.json)": load("planted", runs),
                                                    "offline default (docs/runs/offline_default.json)":
                                                        load("offline_default", runs)}),
+    "k-sweep": lambda runs: k_sweep_table(load("offline_default", runs), "offline_default"),
     "toy-sweep": toy_table,
     "planted-sweep": planted_sweep_table,
 }
@@ -185,16 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Regenerate the README's results tables from docs/runs/*.json.")
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not what the runs give")
     args = parser.parse_args(argv)
-    path = ROOT / "README.md"
-    text = path.read_text()
-    new = render_readme(text)
-    if args.check:
-        if new != text:
-            print("README.md is stale: run python -m darkmatter.pipeline.readme", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(new)
-    print(f"rewrote {len(BLOCK.findall(new))} generated blocks of {path}")
+    stale = []
+    for path in GENERATED_FILES:
+        text = path.read_text()
+        new = render_readme(text)
+        if args.check:
+            stale += [path.name] if new != text else []
+            continue
+        path.write_text(new)
+        print(f"rewrote {len(BLOCK.findall(new))} generated blocks of {path}")
+    if stale:
+        print(f"{', '.join(stale)} stale: run python -m darkmatter.pipeline.readme", file=sys.stderr)
+        return 1
     return 0
 
 

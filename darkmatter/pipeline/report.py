@@ -11,7 +11,6 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from darkmatter.analysis.compare import LOW
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.directions import ICA
 from darkmatter.analysis.groundtruth import GroundTruthScores
@@ -54,18 +53,21 @@ class Parts:
 
 
 def candidates(p: Parts) -> list[int]:
-    """Stable components with max |cos| < 0.3 to every SAE decoder row."""
-    return [c.component for c in p.similarity.components if c.max_abs_cos < LOW and p.ica.is_stable(c.component)]
+    """The components that pass the one candidate rule (:mod:`darkmatter.analysis.candidates`,
+    applied by step 05)."""
+    return list(p.similarity.candidates)
 
 
 def noise_floor(p: Parts) -> NoiseFloor | None:
-    control, st = p.ica.gaussian_control, p.statistics.gaussian_control
-    if control is None or st is None:
+    control, ica = p.ica.gaussian_control, p.ica
+    if control is None:
         return None
-    return NoiseFloor(control_n_stable=control.n_stable,
+    return NoiseFloor(null=ica.noise_floor, control_n_stable=control.n_stable, control_n_settled=control.n_settled,
                       control_max_abs_source_excess_kurtosis=control.source_excess_kurtosis_max_abs,
-                      n_ica_above_control_kurtosis=st.n_ica_components_above_floor,
-                      n_ica_stable_and_above_control_kurtosis=p.ica.n_stable_above_control,
+                      control_median_source_excess_kurtosis=control.source_excess_kurtosis_median,
+                      n_above_floor=ica.n_above_floor, n_reproducible=ica.n_reproducible,
+                      n_candidates=len(p.similarity.candidates), design_effect=ica.design_effect,
+                      effective_tokens=ica.effective_tokens,
                       residual_dims_above_surrogate_kurtosis=p.diagnostics.gaussian_surrogate.n_residual_dims_above_max_abs)
 
 
@@ -80,35 +82,49 @@ def _convergence(ica: ICAResult) -> str:
     return "NOT converged (hit the iteration cap)"
 
 
+def exclusions(p: Parts) -> str:
+    """The BOS and massive-activation tokens left out, and the FVU with and without them."""
+    s = p.sae_stats
+    text = (f"{s.bos_positions_excluded:,} BOS positions and {s.massive_tokens_excluded:,} massive-activation tokens "
+            f"excluded; FVU {s.metrics.fvu:.4f} without them")
+    return text + (f", {s.metrics_with_excluded.fvu:.4f} with them" if s.metrics_with_excluded else "")
+
+
 def headline(p: Parts, novel: list[int], floor: NoiseFloor | None) -> list[str]:
     """One-line findings, each with the figure it is compared against."""
-    m, d, ica, st = p.sae_stats.metrics, p.diagnostics, p.ica, p.statistics
-    sae_kurt = st.sae_excess_kurtosis.summary
+    m, d, ica, st, sim = p.sae_stats.metrics, p.diagnostics, p.ica, p.statistics, p.similarity
+    an, anp = sim.against_null, sim.against_null_projected
+    sweep = ", ".join(f"k={x.k}: {x.n_reproducible}" for x in ica.k_sweep)
     lines = [
-        f"SAE: FVU {m.fvu:.4f}, L0 {m.mean_l0:.1f}, dead {m.dead_fraction:.1%} "
-        f"({p.sae_stats.bos_positions_excluded:,} BOS positions and {p.sae_stats.massive_tokens_excluded:,} "
-        "massive-activation tokens excluded)",
-        f"residual: mean excess kurtosis {d.residual_excess_kurtosis.mean:.2f}, "
+        f"SAE: FVU {m.fvu:.4f}, L0 {m.mean_l0:.1f}, dead {m.dead_fraction:.1%} ({exclusions(p)})",
+        f"residual: median excess kurtosis {d.residual_excess_kurtosis.median:.2f}, "
         f"{d.pca_components_for['90%']} PCA components for 90% of its variance",
-        f"ICA: k={ica.k}, {_convergence(ica)} (iterations {[r.n_iter for r in ica.seeds]}), "
-        f"{ica.n_stable}/{ica.k} stable across seeds",
-        "mean max |cos| to the SAE: " + ", ".join(
-            f"{name} {s.mean_max_abs_cos:.3f}" for name, s in p.similarity.sets.items()),
-        f"excess kurtosis: ICA median {st.ica_excess_kurtosis.summary.median:.2f} vs SAE features "
-        + ("n/a" if sae_kurt is None else f"{sae_kurt.median:.2f}"),
-        f"{len(novel)} stable ICA components lie far (|cos| < {LOW}) from every SAE feature: {novel[:20]}",
+        f"k sweep (settled, stable across {ica.resampling_unit} halves and above the noise floor): {sweep}; "
+        f"n ≥ {ica.samples_per_parameter:g}·k² allows k ≤ {ica.max_supported_k}",
+        f"ICA: k={ica.k} ({ica.pca_variance_kept:.1%} of residual variance), {_convergence(ica)}; "
+        f"{ica.n_stable}/{ica.k} stable, {ica.n_settled} settled, {ica.n_above_floor} above the noise floor, "
+        f"{ica.n_reproducible} all three",
+        f"mean max |cos| to the SAE (settled ICA components; raw / projected into the whitened subspace): ICA "
+        f"{sim.sets['ICA'].mean_max_abs_cos:.3f} / {sim.sets_projected['ICA'].mean_max_abs_cos:.3f}; matched null "
+        f"({sim.null_draws} random rotations) {an.null_mean:.3f} / {anp.null_mean:.3f}, 99th percentile "
+        f"{an.null_p99:.3f} / {anp.null_p99:.3f}; ICA above it {an.share_above_p99:.0%} / {anp.share_above_p99:.0%}",
+        f"{len(novel)} dark-matter candidates: {novel[:20]}",
     ]
     if floor is not None:
         lines.append(
-            f"noise floor (ICA on a Gaussian surrogate, same n, k, seeds): {floor.control_n_stable} stable, max "
-            f"|excess kurtosis| {floor.control_max_abs_source_excess_kurtosis:.3f}; real components above it "
-            f"{floor.n_ica_above_control_kurtosis}/{ica.k}, stable and above it "
-            f"{floor.n_ica_stable_and_above_control_kurtosis}")
+            f"noise floor: {floor.control_n_stable} of {ica.k} Gaussian-control components stable, largest control "
+            f"excess kurtosis {floor.control_max_abs_source_excess_kurtosis:.3f}; effective sample size "
+            f"{floor.effective_tokens:,.0f} tokens (design effect {floor.design_effect:.2f})")
     if p.groundtruth is not None:
         g = p.groundtruth
         lines.append(f"planted ground truth, {len(g.dark_features)} dark features: found at |cos| > {g.found_cos}: "
                      + ", ".join(f"{n} {s.n_found}" for n, s in g.sets.items())
                      + f"; ICA false discoveries {g.sets[ICA].n_false_discoveries}/{g.k}")
+    sae_kurt = st.sae_excess_kurtosis.summary
+    lines.append(f"excess kurtosis (effect sizes, all tokens): ICA sources median "
+                 f"{st.ica_excess_kurtosis.summary.median:.2f}; SAE features median "
+                 + ("n/a" if sae_kurt is None else f"{sae_kurt.median:.2f}")
+                 + " (mostly their zeros: see statistics)")
     return lines
 
 
@@ -122,7 +138,6 @@ def aggregate(config: dict[str, Any], p: Parts, steps: list[StepRecord], arrays:
     """
     novel, floor = candidates(p), noise_floor(p)
     env = p.setup.environment
-    kurt = p.statistics.ica_excess_kurtosis.per_component
     return Results(
         generated=datetime.date.today().isoformat(),
         machine=f"{env.cpu_count} CPU cores, {env.gpu or env.device}, {env.platform}",
@@ -131,10 +146,12 @@ def aggregate(config: dict[str, Any], p: Parts, steps: list[StepRecord], arrays:
         sae_stats=p.sae_stats, diagnostics=p.diagnostics, ica=p.ica, similarity=p.similarity,
         statistics=p.statistics, groundtruth=p.groundtruth, noise_floor=floor,
         components=[ComponentRow(component=c.component, max_abs_cos_to_sae=s.max_abs_cos,
-                                 best_sae_feature=s.best_feature, stability=p.ica.stability_min_abs_cos[c.component],
-                                 excess_kurtosis=kurt[c.component],
+                                 max_abs_cos_to_sae_projected=s.max_abs_cos_projected,
+                                 best_sae_feature=s.best_feature, stability=f.stability, settled=f.settled,
+                                 excess_kurtosis=f.source_excess_kurtosis, above_floor=f.above_floor,
+                                 candidate=s.candidate, not_candidate_because=s.not_candidate_because,
                                  top_tokens=[t for t, _ in c.frequent_top_tokens[:5]])
-                    for c, s in zip(p.interpretations.components, p.similarity.components)],
+                    for c, s, f in zip(p.interpretations.components, p.similarity.components, p.ica.components)],
         steps=steps, arrays=arrays, plots=plots)
 
 
@@ -150,7 +167,7 @@ def layers_summary(results: dict[int, Results]) -> LayersSummary:
             residual_median_excess_kurtosis=r.diagnostics.residual_excess_kurtosis.median,
             pca_components_for_90=r.diagnostics.pca_components_for["90%"], k=r.ica.k, n_stable=r.ica.n_stable,
             control_n_stable=f.control_n_stable if f else None,
-            n_stable_above_noise_floor=f.n_ica_stable_and_above_control_kurtosis if f else None,
+            n_stable_above_noise_floor=r.ica.n_reproducible,
             mean_max_abs_cos_to_sae={n: s.mean_max_abs_cos for n, s in r.similarity.sets.items()},
             ica_median_excess_kurtosis=r.statistics.ica_excess_kurtosis.summary.median,
             n_candidate_dark_matter=len(r.candidate_dark_matter_components)))

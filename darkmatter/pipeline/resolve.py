@@ -76,17 +76,19 @@ def validate(cfg: Config) -> None:
         problems.append("--sae-release and --sae-id go together")
     if s.context_size < 2:
         problems.append("--context-size must be at least 2")
-    for name in ("n_tokens", "batch_size", "sae_chunk_size", "ica_seeds", "max_components", "sae_expansion",
-                 "sae_l0", "sae_train_tokens", "sae_train_samples", "sae_batch_size", "n_top_contexts"):
+    for name in ("n_tokens", "batch_size", "sae_chunk_size", "ica_seeds", "sae_expansion", "sae_l0",
+                 "sae_train_tokens", "sae_train_samples", "sae_batch_size", "n_top_contexts", "null_draws"):
         if get(cfg, name) < 1:
             problems.append(f"{flag(name)} must be positive")
-    for name, low in (("n_components", 0), ("ica_max_tokens", 0), ("max_norm_ratio", 1)):
+    for name, low in (("n_components", 0), ("max_components", 0), ("ica_max_tokens", 0), ("max_norm_ratio", 1)):
         value = get(cfg, name)
         if value is not None and value <= low:
             problems.append(f"{flag(name)} must be {'above 1' if low else 'positive'} or none")
     i = cfg.ica
     if i.ica_max_iter < 1 or i.ica_tol <= 0 or not 0 < i.stable_cos <= 1 or not 0 < i.ica_resample <= 1:
         problems.append("--ica-max-iter must be ≥ 1, --ica-tol > 0, --stable-cos and --ica-resample in (0, 1]")
+    if i.samples_per_parameter <= 0:
+        problems.append("--samples-per-parameter must be positive")
     if s.model_source == "cached" and s.activations is None:
         problems.append("--model-source cached needs --activations PATH")
     if s.model_source != "cached" and s.activations is not None:

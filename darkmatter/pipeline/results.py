@@ -13,16 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from darkmatter.analysis.compare import MatchSummary
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.groundtruth import ComponentTruth, GroundTruthScores
-from darkmatter.analysis.ica import ControlSummary, SeedFit
 from darkmatter.analysis.tails import TailComparison
 from darkmatter.experiments.training import SAETrainingResult
+from darkmatter.pipeline.results_ica import ComponentFit, ComponentMatch, ICAResult, KSweepPoint, SimilarityResult
 from darkmatter.sources.base import HookInfo
 from darkmatter.sources.collect import SAEMetrics, ThroughputRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+__all__ = ["ComponentFit", "ComponentMatch", "ICAResult", "KSweepPoint", "SimilarityResult"]  # re-exported
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,9 @@ class TrainingHistory:
 
 @dataclass(frozen=True)
 class CollectResult:
-    """sae_stats.json (step 02): the SAE on the analysed tokens and what was excluded."""
+    """sae_stats.json (step 02): the SAE on the analysed tokens and what was excluded
+    (``metrics_with_excluded``: the SAE on the analysed and excluded tokens together, None when
+    nothing was excluded)."""
 
     metrics: SAEMetrics
     massive_tokens_excluded: int
@@ -105,85 +107,7 @@ class CollectResult:
     throughput: ThroughputRecord | None
     n_windows: int
     context_size: int | None
-
-
-@dataclass(frozen=True)
-class ICAResult:
-    """ica.json (step 04).
-
-    Attributes:
-        k, k_rule: components and the rule that chose k.
-        n_tokens, n_fit_tokens: tokens with sources, tokens FastICA saw.
-        algorithm, backend: the estimator.
-        seeds: how each restart ended; restart_resample: the share of rows later restarts see.
-        all_converged, all_settled_converged: over seeds.
-        max_iter, tol: the settings.
-        stability_min_abs_cos: per component, in component order; stable_threshold, n_stable.
-        pca_variance_kept: share of residual variance in the whitened subspace;
-        reconstruction_variance_explained: the same measured through the unmixing (must agree).
-        component_order: how components are ordered and signed.
-        source_excess_kurtosis_sample: per component, on the first 100,000 fit rows (the order key).
-        gaussian_control: FastICA on a whitened Gaussian surrogate (None when switched off).
-        n_stable_above_control: stable components whose source kurtosis exceeds the control's largest.
-    """
-
-    k: int
-    k_rule: str
-    n_tokens: int
-    n_fit_tokens: int
-    algorithm: str
-    backend: str
-    seeds: list[SeedFit]
-    restart_resample: float
-    all_converged: bool
-    all_settled_converged: bool
-    max_iter: int
-    tol: float
-    stability_min_abs_cos: list[float]
-    stable_threshold: float
-    n_stable: int
-    pca_variance_kept: float
-    reconstruction_variance_explained: float
-    reconstruction_matches_pca: bool
-    component_order: str
-    source_excess_kurtosis_sample: list[float]
-    gaussian_control: ControlSummary | None
-    n_stable_above_control: int | None
-
-    def is_stable(self, component: int) -> bool:
-        return self.stability_min_abs_cos[component] >= self.stable_threshold
-
-
-@dataclass(frozen=True)
-class ComponentMatch:
-    """One ICA component's nearest SAE decoder rows."""
-
-    component: int
-    max_abs_cos: float
-    best_feature: int
-    top_features: list[int]
-    top_cos: list[float]
-    neuronpedia: str | None
-
-
-@dataclass(frozen=True)
-class SimilarityResult:
-    """similarity.json (step 05): every direction set against the SAE decoder.
-
-    Attributes:
-        k, d_sae: directions per set, decoder rows.
-        thresholds: (low, high) |cos| cuts.
-        sets: {set name: MatchSummary}, ICA first, then every registered baseline.
-        descriptions: {baseline name: what it is}.
-        components: per ICA component.
-    """
-
-    k: int
-    d_sae: int
-    thresholds: list[float]
-    sets: dict[str, MatchSummary]
-    descriptions: dict[str, str]
-    components: list[ComponentMatch]
+    metrics_with_excluded: SAEMetrics | None = None
 
 
 @dataclass(frozen=True)

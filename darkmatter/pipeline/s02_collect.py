@@ -47,7 +47,8 @@ def run(ctx: StepContext) -> None:
         result = CollectResult(metrics=got.stats.finish(), massive_tokens_excluded=got.n_massive,
                                bos_positions_excluded=got.n_bos, max_norm_ratio=cfg.source.max_norm_ratio,
                                throughput=clock.record(n) if clock.model > 0 else None,
-                               n_windows=len(log.windows), context_size=len(log.windows[0]) if log.windows else None)
+                               n_windows=len(log.windows), context_size=len(log.windows[0]) if log.windows else None,
+                               metrics_with_excluded=got.with_excluded.finish() if got.with_excluded else None)
         ctx.write(result)
     _print(result, n)
 
@@ -64,6 +65,8 @@ def _print(r: CollectResult, n: int) -> None:
     m = r.metrics
     print(f"SAE on the analysed tokens: FVU {m.fvu:.4f}, L0 {m.mean_l0:.1f}, dead {m.dead_fraction:.1%}, "
           f"mean cos(x, x̂) {m.mean_cos_x_xhat:.3f}")
+    if r.metrics_with_excluded:
+        print(f"  with the excluded tokens too: FVU {r.metrics_with_excluded.fvu:.4f}")
     tp = r.throughput
     if tp:
         print(f"throughput: model {tp.tokens_per_second_model:,.0f} tok/s, model + SAE "

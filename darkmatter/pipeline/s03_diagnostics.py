@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from darkmatter.analysis import stats
+from darkmatter.analysis import resampling, stats
 from darkmatter.analysis.diagnostics import diagnose
 from darkmatter.pipeline import plots
 from darkmatter.pipeline.context import StepContext
@@ -26,8 +26,12 @@ def run(ctx: StepContext) -> None:
     surrogate = stats.GaussianSurrogate(m_res.mean, m_res.cov, m_res.n, cfg.source.seed)
     m_sur = ctx.moments(surrogate, "the Gaussian surrogate", chunk, with_cov=False)
     rows = stats.random_rows(m_res.n, GAUSSIAN_TEST_ROWS, cfg.source.seed)
+    index = store.load_npy("token_index.npy", mmap=False)
+    units, _ = resampling.units_of(index, store.load_npy("tokens.npy", mmap=False) if store.exists("tokens.npy")
+                                   else None)
+    deff, _ = resampling.design_effect(resid, units, cfg.source.seed, shift=m_res.mean)
     diag, pca_res, pca_act = diagnose(m_act, m_res, m_sur, np.asarray(resid[rows], dtype=np.float64),
-                                      np.asarray(acts[rows], dtype=np.float64))
+                                      np.asarray(acts[rows], dtype=np.float64), deff)
     title = f"{setup.hook.hook_name}, {m_res.n:,} tokens"
     marks = {float(k.rstrip("%")) / 100: v for k, v in diag.pca_components_for.items()}
     with store.transaction():
@@ -36,7 +40,7 @@ def run(ctx: StepContext) -> None:
         store.save_npy("pca_components.npy", pca_res.components)
         ctx.write(diag)
         store.save_figure("residual_kurtosis.png", plots.residual_kurtosis(
-            m_res.excess_kurtosis, m_act.excess_kurtosis, diag.kurtosis_standard_error,
+            m_res.excess_kurtosis, m_act.excess_kurtosis, diag.kurtosis_standard_error_effective,
             f"SAE residual vs activations: {title}", diag.gaussian_surrogate.max_abs))
         store.save_figure("residual_pca.png", plots.residual_pca(
             pca_res.eigenvalues, pca_act.eigenvalues, marks, f"PCA of the SAE residual: {title}"))

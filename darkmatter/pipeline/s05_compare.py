@@ -1,48 +1,84 @@
 """Step 05: every direction set (ICA and each registered baseline) against the SAE's decoder rows,
-and, where the source has a known answer, against the planted dark features."""
+raw and projected into the whitened subspace, read against the matched null; the candidate rule;
+and, where the source has a known answer, recovery of the planted dark features."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from darkmatter.analysis import compare
 from darkmatter.analysis import directions as direction_sets
-from darkmatter.analysis.compare import HIGH, LOW, decoder_match
+from darkmatter.analysis.candidates import RULE, classify, novelty_cut
+from darkmatter.analysis.compare import HIGH, LOW, DecoderMatch, MatchSummary, decoder_match
 from darkmatter.analysis.groundtruth import FALSE_COS, FOUND_COS, GroundTruthScores, score_sets
+from darkmatter.analysis.stats import Summary
 from darkmatter.pipeline import plots
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import ComponentMatch, ICAResult, SetupResult, SimilarityResult
 from darkmatter.sources.saes import decoder_rows
 
 
+def _summary(m: DecoderMatch, keep: np.ndarray | None = None) -> MatchSummary:
+    return m.summary() if keep is None else m.subset(keep).summary()
+
+
 def run(ctx: StepContext) -> None:
-    """Max |cos| of ICA, baseline and top-PCA directions to the SAE decoder rows; ground truth."""
+    """Max |cos| of ICA, the matched null and every baseline to the SAE decoder rows; candidates;
+    ground truth."""
     setup, ica_result = ctx.read(SetupResult), ctx.read(ICAResult)
     cfg, store = ctx.cfg, ctx.store
     directions = store.load_npy("ica_directions.npy", mmap=False)
     k, d = directions.shape
     W_dec = decoder_rows(ctx.sae(), d)
-    context = direction_sets.DirectionContext(k=k, d_model=d, seed=cfg.source.seed,
-                                              pca_components=store.load_npy("pca_components.npy", mmap=False))
+    pcs, eig = store.load_npy("pca_components.npy", mmap=False), store.load_npy("pca_eigenvalues.npy", mmap=False)
+    basis = np.asarray(pcs[:k], dtype=np.float64)
+    context = direction_sets.DirectionContext(k=k, d_model=d, seed=cfg.source.seed, pca_components=pcs,
+                                              dewhitener=basis * np.sqrt(eig[:k])[:, None])
     sets = direction_sets.direction_sets(directions, context)
-    matches = {name: decoder_match(dirs, W_dec) for name, dirs in sets.items()}
-    ica = matches[direction_sets.ICA]
+    W_proj = compare.project_rows(W_dec, basis)
+    raw = {name: decoder_match(dirs, W_dec) for name, dirs in sets.items()}
+    proj = {name: decoder_match(dirs, W_proj) for name, dirs in sets.items()}
+    null_raw, null_proj = [], []
+    for draw in direction_sets.baseline_draws(direction_sets.NULL, context, cfg.compare.null_draws):
+        null_raw.append(decoder_match(draw, W_dec, n_top=1).max_abs_cos)
+        null_proj.append(decoder_match(draw, W_proj, n_top=1).max_abs_cos)
+    ica, ica_p = raw[direction_sets.ICA], proj[direction_sets.ICA]
+    comps = ica_result.components
+    settled = np.array([c.settled for c in comps])
+    an = compare.against_null(ica.max_abs_cos[settled], np.concatenate(null_raw))
+    anp = compare.against_null(ica_p.max_abs_cos[settled], np.concatenate(null_proj))
+    cuts = novelty_cut(LOW, an.null_p99), novelty_cut(LOW, anp.null_p99)
+    verdicts = classify(settled, np.array([c.stable for c in comps]), np.array([c.above_floor for c in comps]),
+                        ica.max_abs_cos, ica_p.max_abs_cos, np.array([c.artifact.flagged for c in comps]), *cuts)
+    share = compare.subspace_share(W_dec, basis)
     npid = cfg.source.neuronpedia_id
+    keep = settled if not settled.all() else None  # similarity means over settled components only
     result = SimilarityResult(
         k=k, d_sae=int(W_dec.shape[0]), thresholds=[LOW, HIGH],
-        sets={name: m.summary() for name, m in matches.items()},
+        sets={name: _summary(m, keep if name == direction_sets.ICA else None) for name, m in raw.items()},
+        sets_projected={name: _summary(m, keep if name == direction_sets.ICA else None) for name, m in proj.items()},
         descriptions={b.name: b.description for b in direction_sets.baselines()},
+        n_unsettled_excluded=int((~settled).sum()), null_draws=cfg.compare.null_draws,
+        against_null=an, against_null_projected=anp, novelty_cuts=list(cuts),
+        decoder_share_in_subspace=Summary.of(share[np.linalg.norm(W_dec, axis=1) > 0]),
+        candidate_rule=RULE.format(low=f"{cuts[0]:.3f}", low_projected=f"{cuts[1]:.3f}"),
+        candidates=[c for c in range(k) if not verdicts[c]],
         components=[ComponentMatch(component=c, max_abs_cos=float(ica.max_abs_cos[c]),
                                    best_feature=int(ica.best_feature[c]), top_features=ica.top_features[c].tolist(),
                                    top_cos=ica.top_cos[c].tolist(),
-                                   neuronpedia=f"{npid}/{int(ica.best_feature[c])}" if npid else None)
+                                   neuronpedia=f"{npid}/{int(ica.best_feature[c])}" if npid else None,
+                                   max_abs_cos_projected=float(ica_p.max_abs_cos[c]),
+                                   best_feature_projected=int(ica_p.best_feature[c]),
+                                   best_feature_share_in_subspace=float(share[int(ica.best_feature[c])]),
+                                   candidate=not verdicts[c], not_candidate_because=verdicts[c])
                     for c in range(k)])
     truth = ctx.source.ground_truth(W_dec)
     scores: GroundTruthScores | None = None
     with store.transaction():
         ctx.write(result)
         if truth is not None:
-            stable = [ica_result.is_stable(c) for c in range(k)]
-            import numpy as np
-
-            scores, recoveries = score_sets(sets, truth.directions, truth.dark, truth.rule, np.asarray(stable),
+            stable = np.array([c.stable and c.settled for c in comps])
+            scores, recoveries = score_sets(sets, truth.directions, truth.dark, truth.rule, stable,
                                             W_dec, direction_sets.ICA)
             ctx.write(scores)
             store.save_figure("groundtruth_recovery.png", plots.similarity_histograms(
@@ -52,13 +88,25 @@ def run(ctx: StepContext) -> None:
                 ylabel="dark features"))
         ctx.discard_unless({"groundtruth.json", "groundtruth_recovery.png"} if truth is not None else set(),
                            "groundtruth.json", "groundtruth_recovery.png")
-        labels = direction_sets.labels(k)
-        store.save_figure("ica_sae_similarity.png", plots.similarity_histograms(
-            {labels[name]: m.max_abs_cos for name, m in matches.items()},
-            f"Nearest SAE feature: {setup.sae.source} (d_sae {W_dec.shape[0]:,})", ylabel="directions"))
+        store.save_figure("ica_sae_similarity.png", plots.similarity_vs_null(
+            ica.max_abs_cos, ica_p.max_abs_cos, np.concatenate(null_raw), np.concatenate(null_proj),
+            np.array([c.stable for c in comps]) & settled, np.array([not v for v in verdicts]),
+            {direction_sets.labels(k)[name]: m.max_abs_cos for name, m in raw.items()
+             if name not in (direction_sets.ICA, direction_sets.NULL)},
+            f"Nearest SAE feature: {setup.sae.source} (d_sae {W_dec.shape[0]:,}), k = {k}", (LOW, HIGH)))
+    _print(result, scores, k)
+
+
+def _print(result: SimilarityResult, scores: GroundTruthScores | None, k: int) -> None:
     for name, s in result.sets.items():
-        print(f"{name:>8}: mean max|cos| {s.mean_max_abs_cos:.3f}; >{HIGH}: {s.above_high}, "
-              f"{LOW}–{HIGH}: {s.between}, <{LOW}: {s.below_low}")
+        p = result.sets_projected[name]
+        print(f"{name:>8}: mean max|cos| {s.mean_max_abs_cos:.3f} (projected {p.mean_max_abs_cos:.3f}); "
+              f">{HIGH}: {s.above_high}, {LOW}–{HIGH}: {s.between}, <{LOW}: {s.below_low}")
+    a = result.against_null
+    print(f"matched null ({result.null_draws} rotations): mean {a.null_mean:.3f}, 99th pct {a.null_p99:.3f}; "
+          f"ICA above it: {a.share_above_p99:.0%} raw, {result.against_null_projected.share_above_p99:.0%} projected"
+          + (f" ({result.n_unsettled_excluded} unsettled components excluded)" if result.n_unsettled_excluded else ""))
+    print(f"dark-matter candidates: {len(result.candidates)}/{k} {result.candidates[:20]}")
     if scores is not None:
         found = ", ".join(f"{name} {s.n_found}" for name, s in scores.sets.items())
         i = scores.sets[direction_sets.ICA]

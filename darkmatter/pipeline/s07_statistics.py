@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from darkmatter.analysis.stats import GAUSS_TAIL_3SD, tail_fraction
+from darkmatter.analysis.stats import tail_fraction
 from darkmatter.analysis.tails import ALIVE_FREQUENCY, compare_tails
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import plots
@@ -28,20 +28,23 @@ def run(ctx: StepContext) -> None:
     control = ica.gaussian_control
     result, features = compare_tails(m_ica, tail, fm, ica.n_stable,
                                      control.source_excess_kurtosis_max_abs if control else None,
-                                     control.n_stable if control else None)
+                                     control.n_stable if control else None, ica.n_above_floor,
+                                     control.source_excess_kurtosis if control else None)
     ica_k = m_ica.excess_kurtosis
     with store.transaction():
         ctx.write(result)
         store.save_figure("ica_vs_sae_kurtosis.png", plots.kurtosis_vs_sae(
-            ica_k, features.excess_kurtosis, tail, features.frequency, GAUSS_TAIL_3SD,
-            result.kurtosis_standard_error, f"ICA sources of the residual vs SAE features ({n:,} tokens)",
-            control.source_excess_kurtosis_max_abs if control else None))
-    sae = result.sae_excess_kurtosis.summary
-    print(f"excess kurtosis: ICA median {np.median(ica_k):.2f} (max {ica_k.max():.1f}); SAE features "
-          f"(firing ≥ {ALIVE_FREQUENCY:.1%}, n={result.sae_excess_kurtosis.n_features_counted}) median "
-          f"{sae.median if sae else float('nan'):.1f}")
+            ica_k, np.array(control.source_excess_kurtosis) if control else None, features.excess_kurtosis,
+            features.excess_kurtosis_active, features.frequency,
+            control.source_excess_kurtosis_max_abs if control else None,
+            f"ICA sources of the residual vs SAE features ({n:,} tokens)"))
+    sae = result.sae_excess_kurtosis
+    med = [s.median if s else float("nan") for s in (sae.summary, sae.summary_zeros_only, sae.summary_active)]
+    print(f"excess kurtosis: ICA median {np.median(ica_k):.2f} (max {ica_k.max():.1f}); SAE features firing ≥ "
+          f"{ALIVE_FREQUENCY:.1%} (n={sae.n_features_counted}): median {med[0]:.1f} over all tokens (zeros alone "
+          f"give {med[1]:.1f}), {med[2]:.2f} over active tokens")
     gc = result.gaussian_control
     if gc:
         print(f"noise floor (ICA on a Gaussian surrogate): max |excess kurtosis| "
               f"{gc.source_excess_kurtosis_max_abs:.3f}, {gc.n_stable} stable; real: "
-              f"{gc.n_ica_components_above_floor}/{k} components above it, {gc.n_ica_stable} stable")
+              f"{gc.n_ica_components_above_floor}/{k} components above it (floor test), {gc.n_ica_stable} stable")

@@ -25,7 +25,8 @@ Fill = Callable[[np.ndarray, np.ndarray], None]
 
 
 def seed_collection(cfg: Config, d_model: int, fill: Fill, description: str = "synthetic arrays") -> None:
-    """Write steps 01-02's outputs for ``cfg`` (n = ``cfg.collect.n_tokens`` rows) into
+    """Write steps 01-02's outputs for ``cfg`` (n = ``cfg.collect.n_tokens`` rows, and their
+    ``token_index.npy`` of (row, 0)) into
     ``cfg.run.outputs``; the SAE fields are placeholders (no SAE exists), so steps 05-06 cannot run.
 
     Args:
@@ -55,3 +56,5 @@ def seed_collection(cfg: Config, d_model: int, fill: Fill, description: str = "s
         acts.flush()
         resid.flush()
         del acts, resid
+        # every row its own unit (synthetic rows carry no windows): (row, 0) as the sources write it
+        one.store.save_npy("token_index.npy", np.stack([np.arange(n), np.zeros(n, dtype=np.int64)], 1).astype(np.int32))

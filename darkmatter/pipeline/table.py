@@ -144,25 +144,29 @@ register(Step(
     owns=("collect",)))
 register(Step(
     3, "diagnostics", "darkmatter.pipeline.s03_diagnostics",
-    "FVU, per-dimension excess kurtosis against a Gaussian surrogate, Gaussianity test and the full "
-    "PCA spectrum of the residual; the decision-point verdict.",
-    reads=("config.json", "setup.json", "sae_stats.json", "activations.npy", "residuals.npy"),
+    "FVU, per-dimension excess kurtosis against a Gaussian surrogate with the document design effect, "
+    "the full PCA spectrum of the residual; the decision-point verdict.",
+    reads=("config.json", "setup.json", "sae_stats.json", "activations.npy", "residuals.npy", "token_index.npy"),
     writes=("diagnostics.json", "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy",
             "residual_kurtosis.png", "residual_pca.png")))
 register(Step(
     4, "run_ica", "darkmatter.pipeline.s04_ica",
-    "PCA-whiten the residual to k components, FastICA over seeds (half-sample restarts), match, sign, "
-    "order; the Gaussian control; sources for every token.",
+    "The k sweep; at each k, PCA-whitening, FastICA over seeds (restarts on disjoint document halves), "
+    "matching, the Gaussian control with the same optimisation and the noise-floor test; sources for "
+    "every token at the chosen k; artifact flags.",
     reads=("config.json", "setup.json", "sae_stats.json", "diagnostics.json", "residuals.npy",
-           "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy"),
+           "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy", "token_index.npy"),
     writes=("ica.json", "ica_directions.npy", "ica_activations.npy", "ica_mixing.npy", "ica_unmixing.npy"),
     owns=("ica",)))
 register(Step(
     5, "compare_sae", "darkmatter.pipeline.s05_compare",
-    "Max |cos| of the ICA directions and every baseline to the SAE decoder rows; ground truth where "
-    "the source has one.",
-    reads=("config.json", "setup.json", "ica.json", "ica_directions.npy", "pca_components.npy"),
-    writes=("similarity.json", "ica_sae_similarity.png", "groundtruth.json", "groundtruth_recovery.png")))
+    "Max |cos| of the ICA directions and every baseline to the SAE decoder rows, raw and projected into "
+    "the whitened subspace, against the matched null (random rotations there); the candidate rule; "
+    "ground truth where the source has one.",
+    reads=("config.json", "setup.json", "ica.json", "ica_directions.npy", "pca_components.npy",
+           "pca_eigenvalues.npy"),
+    writes=("similarity.json", "ica_sae_similarity.png", "groundtruth.json", "groundtruth_recovery.png"),
+    owns=("compare",)))
 register(Step(
     6, "interpret", "darkmatter.pipeline.s06_interpret",
     "Top/bottom contexts, quantile samples, frequent tokens, logit lens and nearest SAE features "

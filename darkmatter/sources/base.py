@@ -31,12 +31,15 @@ class RowBatch:
         n_massive: tokens dropped from this batch as massive activations (norm above
             ``max_norm_ratio`` × the batch median; Sun et al. 2024).
         n_bos: BOS positions skipped in this batch, up to the last row taken.
+        excluded: float32 torch tensor [n_bos + n_massive, d_model] of the skipped rows (None where
+            the source skips nothing), so the SAE's FVU can be reported with them too.
     """
 
     x: Any
     index: np.ndarray
     n_massive: int = 0
     n_bos: int = 0
+    excluded: Any = None
 
 
 @dataclass(frozen=True)

@@ -127,15 +127,19 @@ def window_rows(batches: Iterator[tuple[torch.Tensor, np.ndarray | None]], n_tok
                 massive[cut + 1:] = False
             n_massive = int(massive.sum())
             keep = ~massive
+            dropped = rows[torch.as_tensor(massive, device=rows.device)]
             rows, win, pos = rows[torch.as_tensor(keep, device=rows.device)], win[keep], pos[keep]
             done += take
-            n_bos = int(is_bos.sum())
+            bw, bp = np.nonzero(is_bos)
             if done == n_tokens and take:  # BOS positions up to the last analysed token only
                 lw, lp = win[take - 1], pos[take - 1]
-                n_bos = int(is_bos[:lw].sum() + is_bos[lw, :lp + 1].sum())
+                sel = (bw < lw) | ((bw == lw) & (bp <= lp))
+                bw, bp = bw[sel], bp[sel]
+            n_bos = len(bw)
+            bos_rows = acts[torch.as_tensor(bw, device=acts.device), torch.as_tensor(bp, device=acts.device)]
             bar.update(take)
             yield RowBatch(x=rows[:take], index=np.stack([win[:take] + start, pos[:take]], axis=1).astype(np.int32),
-                           n_massive=n_massive, n_bos=n_bos)
+                           n_massive=n_massive, n_bos=n_bos, excluded=torch.cat([bos_rows, dropped]))
             start += len(acts)
 
 
@@ -280,11 +284,14 @@ class Collected:
         stats: running SAE statistics (see :meth:`SAERunningStats.finish`).
         n_massive: tokens excluded as massive activations.
         n_bos: BOS positions skipped.
+        with_excluded: the same statistics over the analysed and the excluded rows together
+            (None where nothing was excluded).
     """
 
     stats: SAERunningStats
     n_massive: int
     n_bos: int
+    with_excluded: SAERunningStats | None = None
 
 
 def collect_rows(rows: Iterator[RowBatch], sae, chunk_size: int, activations_out: np.ndarray,
@@ -300,15 +307,22 @@ def collect_rows(rows: Iterator[RowBatch], sae, chunk_size: int, activations_out
         DarkMatterError: fewer rows arrived than the outputs hold.
     """
     stats = SAERunningStats(d_sae=int(sae.cfg.d_sae), d_model=activations_out.shape[1])
+    every = SAERunningStats(d_sae=int(sae.cfg.d_sae), d_model=activations_out.shape[1])
     row = n_massive = n_bos = 0
     for batch in rows:
         n_massive += batch.n_massive
         n_bos += batch.n_bos
+        if batch.excluded is not None:
+            for start in range(0, len(batch.excluded), chunk_size):
+                x = batch.excluded[start:start + chunk_size]
+                feats, x_hat = reconstruct(sae, x)
+                every.update(x, x_hat, feats)
         for start in range(0, len(batch.x), chunk_size):
             x = batch.x[start:start + chunk_size]
             t0 = now(x.device) if clock is not None else 0.0
             feats, x_hat = reconstruct(sae, x)
             stats.update(x, x_hat, feats)
+            every.update(x, x_hat, feats)
             resid = x - x_hat
             t1 = now(x.device) if clock is not None else 0.0
             m = len(x)
@@ -322,4 +336,5 @@ def collect_rows(rows: Iterator[RowBatch], sae, chunk_size: int, activations_out
             del feats
     if row != len(activations_out):
         raise DarkMatterError(f"only {row:,} of {len(activations_out):,} rows arrived")
-    return Collected(stats=stats, n_massive=n_massive, n_bos=n_bos)
+    return Collected(stats=stats, n_massive=n_massive, n_bos=n_bos,
+                     with_excluded=every if every.n > stats.n else None)

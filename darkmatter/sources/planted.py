@@ -63,6 +63,12 @@ class PlantedSpec:
         oracle_threshold: JumpReLU threshold of :func:`oracle_sae`, in units of feature
             magnitude (median 1); it trades missed firings against false ones caused by
             interference between superposed directions.
+        dense_dims, dense_std: a dense Gaussian part of standard deviation ``dense_std`` in a random
+            ``dense_dims``-dimensional subspace, which no SAE latent explains: it fills the top
+            principal components of the residual, as the flat spectrum of a real residual does.
+        faint_withheld: put the withheld features' directions in the orthogonal complement of the
+            dense subspace, i.e. in the residual's low-variance directions, outside its top
+            ``dense_dims`` principal components.
     """
 
     d_model: int = 64
@@ -73,9 +79,14 @@ class PlantedSpec:
     noise_std: float = 0.05
     seed: int = 42
     oracle_threshold: float = 0.6
+    dense_dims: int = 0
+    dense_std: float = 0.0
+    faint_withheld: bool = False
 
     def __post_init__(self) -> None:
         problems = []
+        if not 0 <= self.dense_dims < self.d_model or self.dense_std < 0:
+            problems.append("dense_dims must lie in 0..d_model-1 and dense_std be ≥ 0")
         if self.d_model < 2 or self.n_features < 1:
             problems.append("d_model must be ≥ 2 and n_features ≥ 1")
         if not 0 <= self.n_withheld <= self.n_features:
@@ -87,10 +98,21 @@ class PlantedSpec:
         if problems:
             raise ValueError("; ".join(problems))
 
+    def dense_basis(self) -> np.ndarray:
+        """float64[dense_dims, d_model] orthonormal rows spanning the dense Gaussian part."""
+        rng = np.random.default_rng([self.seed, 1004])
+        q, _ = np.linalg.qr(rng.standard_normal((self.d_model, self.d_model)))
+        return q[:, :self.dense_dims].T
+
     def directions(self) -> np.ndarray:
-        """float64[n_features, d_model] unit rows, seeded by ``seed``."""
+        """float64[n_features, d_model] unit rows, seeded by ``seed`` (withheld ones outside the dense
+        subspace with ``faint_withheld``)."""
         rng = np.random.default_rng([self.seed, 1001])
         d = rng.standard_normal((self.n_features, self.d_model))
+        if self.faint_withheld and self.dense_dims:
+            B = self.dense_basis()
+            w = self.withheld()
+            d[w] -= (d[w] @ B.T) @ B
         return d / np.linalg.norm(d, axis=1, keepdims=True)
 
     def withheld(self) -> np.ndarray:
@@ -122,6 +144,9 @@ def block(spec: PlantedSpec, part: str, index: int,
     f = np.zeros((BLOCK, spec.n_features))
     f[on] = rng.lognormal(0.0, spec.magnitude_sigma, size=int(on.sum()))
     x = f @ dirs + spec.noise_std * rng.standard_normal((BLOCK, spec.d_model))
+    if spec.dense_dims:
+        x += spec.dense_std * np.random.default_rng([spec.seed, index, 1020 + PARTS[part]]).standard_normal(
+            (BLOCK, spec.dense_dims)) @ spec.dense_basis()
     return x.astype(np.float32), f.astype(np.float32)
 
 

@@ -6,7 +6,15 @@ from scipy.stats import kurtosis, skew
 
 from darkmatter.analysis import ica, stats
 from darkmatter.analysis.compare import unit_rows
-from darkmatter.analysis.decompose import check_reconstruction, decompose, default_k, write_sources
+from darkmatter.analysis.decompose import (
+    check_reconstruction,
+    choose_k,
+    decompose,
+    default_k,
+    max_supported_k,
+    sweep_ks,
+    write_sources,
+)
 
 N, D, K = 20_000, 24, 6
 
@@ -68,9 +76,28 @@ def test_one_seed_with_scikit_learn_gives_the_same_directions(fitted):
 def test_default_k_is_the_90_percent_count_capped():
     pca = stats.PCA(np.array([5.0, 3.0, 1.0, 0.5, 0.5]), np.eye(5))
     assert default_k(pca, 100)[0] == 3  # 9 of 10 units of variance
-    assert default_k(pca, 2) == (2, "PCA 90% rule, capped at --max-components (2)")
+    assert default_k(pca, 2) == (2, "PCA 90% rule, capped at 2")
     with pytest.raises(ValueError, match="max_components"):
         default_k(pca, 0)
+
+
+def test_sweep_ks_respect_the_samples_per_parameter_rule():
+    pca = stats.PCA(np.geomspace(10, 1, 300), np.eye(300))
+    assert max_supported_k(200_000) == 100 and max_supported_k(200_000, 5) == 200
+    ks, top = sweep_ks(pca, 200_000)
+    assert top == 100 and ks == sorted(set(ks)) and ks[-1] == 100
+    assert {25, 50, 100} <= set(ks) and all(k <= 100 for k in ks)
+    ks, top = sweep_ks(pca, 10_000_000)  # enough rows for the full rank
+    assert top == 300 and 300 in ks and pca.n_for(0.9) in ks
+    with pytest.raises(ValueError, match="support no ICA"):
+        sweep_ks(pca, 50)
+
+
+def test_choose_k_takes_the_most_reproducible_and_the_smaller_on_ties():
+    assert choose_k([25, 50, 100], [3, 9, 9])[0] == 50
+    assert choose_k([25, 50], [4, 1])[0] == 25
+    with pytest.raises(ValueError):
+        choose_k([25], [1, 2])
 
 
 def test_width_mismatch_is_refused(fitted):

@@ -32,7 +32,7 @@ def test_every_direction_set_is_scored_and_only_ica_finds_the_withheld_features(
     white = ica.pca_whitening(pca, m.mean, k)
     dec = decompose(white.apply(r), white, [0], backend="sklearn")
     sets = directions.direction_sets(dec.directions, directions.DirectionContext(
-        k=k, d_model=32, seed=1, pca_components=pca.components))
+        k=k, d_model=32, seed=1, pca_components=pca.components, dewhitener=white.dewhitener))
     truth, dark = SMALL.directions(), SMALL.withheld()
     W_dec = truth[SMALL.known()]
     record, _ = groundtruth.score_sets(sets, truth, dark, "withheld", np.ones(k, dtype=bool), W_dec, directions.ICA)

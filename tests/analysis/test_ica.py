@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from darkmatter.analysis import ica, stats
+from darkmatter.analysis import ica, resampling, stats
 from darkmatter.analysis.compare import unit_rows
 
 
@@ -36,10 +36,16 @@ def test_whiten_rows_in_chunks_equals_whole():
 
 
 def test_gaussian_control_finds_no_stable_component():
-    control = ica.gaussian_control(20_000, 10, [0, 1, 2], max_iter=200, tol=1e-6)
+    units = np.arange(20_000) // 50  # 400 windows of 50 rows
+    restarts = resampling.restart_rows(units, 2, 0.5, seed=0)
+    assert not set(restarts[0]) & set(restarts[1])  # a complementary pair of halves
+    control = ica.gaussian_control(20_000, 10, [0, 1, 2], max_iter=200, tol=1e-6, restarts=restarts)
     s = control.summary(stable_cos=0.9, max_iter=200)
     assert s.n_stable == 0
     assert s.source_excess_kurtosis_max_abs < 10 * stats.kurtosis_standard_error(20_000)
+    assert len(s.source_excess_kurtosis) == 10 and s.source_excess_kurtosis == sorted(s.source_excess_kurtosis,
+                                                                                        reverse=True)
+    assert s.source_excess_kurtosis[0] == pytest.approx(s.source_excess_kurtosis_max)
 
 
 def test_gaussian_surrogate_has_the_covariance_and_no_kurtosis():

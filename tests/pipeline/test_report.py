@@ -43,10 +43,12 @@ def test_report_md_has_every_direction_set_the_null_and_the_steps(run_dir):
     text = (run_dir / "report.md").read_text()
     for name in set_names():
         assert f"| {name} |" in text, name
-    assert "## Noise floor: ICA on a Gaussian surrogate" in text and "## Ground truth (planted)" in text
+    assert "## Noise floor" in text and "## Ground truth (planted)" in text and "## The k sweep" in text
+    assert "## How to read this report" in text and "FVU with excluded tokens" in text
     assert all(s.script in text for s in table.steps())
     results = load(run_dir)
-    assert any("Gaussian surrogate" in line for line in results.headline)
+    assert any("noise floor" in line for line in results.headline)
+    assert any("matched null" in line for line in results.headline)
     assert results.noise_floor.control_n_stable == 0
     assert results.candidate_dark_matter_components == report.candidates(report.Parts(
         setup=results.setup, sae_stats=results.sae_stats, diagnostics=results.diagnostics, ica=results.ica,

@@ -101,4 +101,5 @@ def test_diagnostics_no_longer_depend_on_the_ica_cap(planted_run):
     before = store.path("diagnostics.json").read_bytes()
     run_steps(with_values(cfg, dict(max_components=3, n_components=None)), 3, 4)
     assert store.path("diagnostics.json").read_bytes() == before
-    assert store.read_json("ica.json")["k"] == 3 and "capped" in store.read_json("ica.json")["k_rule"]
+    ica = store.read_json("ica.json")
+    assert ica["k"] == 3 and "k sweep" in ica["k_rule"] and [p["k"] for p in ica["k_sweep"]] == [3]

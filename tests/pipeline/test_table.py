@@ -72,7 +72,7 @@ def test_one_row_and_one_baseline_reach_cli_store_and_report(tmp_path, capsys):
             report = store.path("report.md").read_text()
             assert "09_dummy.py" in report and "| axes |" in report and "coordinate axes" in report
             sim = json.loads(store.path("similarity.json").read_text())
-            assert list(sim["sets"]) == ["ICA", "random", "PCA", "axes"]
+            assert list(sim["sets"]) == ["ICA", "null", "random", "PCA", "axes"] == list(sim["sets_projected"])
             truth = json.loads(store.path("groundtruth.json").read_text())
             assert truth["sets"]["axes"]["n_directions"] == ica["k"]
             # a missing input of the dummy step names its producer; its own output names it too

@@ -1,0 +1,82 @@
+"""Resampling by document, the block bootstrap, the noise-floor test, the candidate rule and
+artifact flags."""
+
+import numpy as np
+import pytest
+
+from darkmatter.analysis import artifacts, candidates, resampling
+
+
+def test_units_follow_document_separators_across_windows(monkeypatch):
+    monkeypatch.setattr(resampling, "MIN_DOCUMENTS", 1)
+    # 3 windows of 6 tokens (BOS = 0 at position 0); a separator at window 1, position 3
+    tokens = np.array([[0, 5, 6, 7, 8, 9], [0, 5, 6, 0, 8, 9], [0, 5, 6, 7, 8, 9]])
+    index = np.array([(w, p) for w in range(3) for p in range(1, 6)])
+    units, name = resampling.units_of(index, tokens)
+    assert name == "document"
+    # the separator itself ends document 0; the next token starts document 1, which runs on
+    assert units.tolist() == [0] * 5 + [0, 0, 0, 1, 1] + [1] * 5
+    units, name = resampling.units_of(index, None)
+    assert name == "window" and units.tolist() == index[:, 0].tolist()
+    monkeypatch.setattr(resampling, "MIN_DOCUMENTS", 2)  # one boundary is too few: windows
+    assert resampling.units_of(index, tokens)[1] == "window"
+
+
+def test_restart_rows_are_disjoint_document_halves():
+    units = np.repeat(np.arange(40), 7)
+    a, b, c = resampling.restart_rows(units, 3, 0.5, seed=1)
+    assert not set(units[a]) & set(units[b])
+    assert set(units[a]) | set(units[b]) == set(range(40))
+    assert len(set(units[c])) == 20 and not np.array_equal(c, a)
+    with pytest.raises(ValueError, match="resample"):
+        resampling.restart_rows(units, 1, 1.5, seed=0)
+
+
+def test_block_bootstrap_sees_within_document_dependence():
+    rng = np.random.default_rng(0)
+    n_docs, per_doc = 400, 50
+    units = np.repeat(np.arange(n_docs), per_doc)
+    iid = rng.standard_normal((n_docs * per_doc, 2))
+    # a per-document scale (a Gaussian scale mixture): heavy tails driven by whole documents
+    dependent = iid * rng.lognormal(0, 0.5, n_docs)[units, None]
+    d_iid, se_iid = resampling.design_effect(iid, units, seed=0)
+    d_dep, se_dep = resampling.design_effect(dependent, units, seed=0)
+    assert d_iid == pytest.approx(1.0, abs=0.3)
+    np.testing.assert_allclose(se_iid, np.sqrt(24 / len(iid)), rtol=0.25)
+    assert d_dep > 2  # tokens of one document are far from independent here (measured 3.3)
+    sums = resampling.unit_power_sums(dependent, units)
+    from scipy.stats import kurtosis
+    np.testing.assert_allclose(sums.excess_kurtosis(), kurtosis(dependent, axis=0), rtol=1e-9)
+
+
+def test_holm_and_noise_floor_test():
+    p = np.array([0.001, 0.004, 0.03, 0.5])
+    assert candidates.holm(p, 0.01).tolist() == [True, False, False, False]  # 0.004 > 0.01/3
+    assert candidates.holm(p, 0.05).tolist() == [True, True, False, False]   # 0.03 > 0.05/2
+    t = candidates.noise_floor_test(np.array([2.0, 0.12, 0.5]), np.array([0.1, 0.01, 1.0]), floor=0.1)
+    assert t.above.tolist() == [True, False, False]
+    assert t.z[0] == pytest.approx(19.0)
+
+
+def test_candidate_rule_gives_reasons():
+    got = candidates.classify(settled=np.array([True, True, False, True]), stable=np.array([True, True, True, False]),
+                              above_floor=np.array([True, True, True, True]),
+                              max_cos=np.array([0.1, 0.1, 0.1, 0.1]), max_cos_projected=np.array([0.2, 0.5, 0.1, 0.1]),
+                              artifact=np.array([False, False, False, True]), low=0.3)
+    assert got == [[], ["near SAE (projected)"], ["unsettled"], ["unstable", "artifact"]]
+
+
+def test_artifact_flags():
+    rng = np.random.default_rng(0)
+    n = 2000
+    sources = rng.standard_normal((n, 3))
+    positions = np.tile(np.arange(1, 101), 20)
+    units = np.repeat(np.arange(20), 100)
+    tokens = rng.integers(0, 1000, n)
+    sources[positions == 1, 0] += 10          # component 0 fires at the first position
+    sources[units == 7, 1] += 10              # component 1 fires in one document
+    rows = artifacts.top_rows(sources, 20, chunk_size=333)
+    np.testing.assert_array_equal(rows[2], np.argsort(-sources[:, 2])[:20])
+    flags = artifacts.flag(rows, units, positions, tokens)
+    assert [f.flagged for f in flags] == [True, True, False]
+    assert flags[0].reason == "first positions" and flags[1].reason == "one document"
