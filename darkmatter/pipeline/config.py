@@ -54,8 +54,7 @@ class SourceOptions:
     sae_id: str | None = _optional(None, str)
     """SAELens id inside --sae-release"""
     sae_path: str | None = _optional(None, str)
-    """local SAELens folder (cfg.json + sae_weights.safetensors); with neither this nor --sae-release an SAE is
-    trained"""
+    """local SAELens folder (cfg.json + sae_weights.safetensors); with neither this nor --sae-release, 01 trains one"""
     dataset: str | None = _optional(None, str)
     """Hugging Face dataset name, streamed"""
     dataset_column: str = "text"
@@ -108,8 +107,7 @@ class PlantedOptions:
     """Planted activations with a known answer (--preset planted)."""
 
     planted_mode: PlantedMode = "withheld"
-    """withheld: an oracle SAE knows all but --planted-withheld features; capacity: an SAE is trained with too few
-    latents or too low an L0"""
+    """withheld: an oracle SAE misses --planted-withheld features; capacity: a trained SAE too small or too sparse"""
     planted_d_model: int = 64
     """width of the activations"""
     planted_features: int = 128
@@ -153,7 +151,7 @@ class ICAOptions:
     ica_tol: float = 1e-6
     """FastICA tolerance (scikit-learn's 1e-4 can stop at a mixed solution)"""
     ica_max_tokens: int | None = _optional(None, int)
-    """fit ICA on a random subsample of this many tokens (sources are still computed for every token)"""
+    """fit ICA on a random subsample of this many tokens (sources still cover every token)"""
     ica_resample: float = 0.5
     """share of the documents each later restart fits; 0.5 = complementary halves (disjoint pairs); 1 = all rows"""
     stable_cos: float = 0.9
@@ -168,6 +166,8 @@ class CompareOptions:
 
     null_draws: int = 20
     """random rotations in the whitened subspace drawn for the matched null's distribution"""
+    keep_artifacts: bool = False
+    """let components flagged as artifacts (one position, document or token) be candidates"""
 
 
 @dataclass(frozen=True)

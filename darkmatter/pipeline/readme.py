@@ -5,7 +5,7 @@ blocks between ``<!-- generated: <table> -->`` and ``<!-- end generated -->`` ma
 :func:`render_readme` rewrites each block from the snapshots. ``tests/pipeline/test_readme.py``
 fails when the README and the snapshots disagree.
 
-    python -m darkmatter.pipeline.readme            # rewrite README.md and benchmarks/RESULTS.md
+    python -m darkmatter.pipeline.readme            # rewrite README.md, benchmarks/RESULTS.md, docs/toy_models.md
     python -m darkmatter.pipeline.readme --check    # exit 1 if either is stale
 """
 
@@ -25,7 +25,7 @@ from darkmatter.pipeline.markdown import table
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "docs" / "runs"
 #: Files with generated blocks.
-GENERATED_FILES = (ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md")
+GENERATED_FILES = (ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md", ROOT / "docs" / "toy_models.md")
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 

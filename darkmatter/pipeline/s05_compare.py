@@ -49,7 +49,8 @@ def run(ctx: StepContext) -> None:
     anp = compare.against_null(ica_p.max_abs_cos[settled], np.concatenate(null_proj))
     cuts = novelty_cut(LOW, an.null_p99), novelty_cut(LOW, anp.null_p99)
     verdicts = classify(settled, np.array([c.stable for c in comps]), np.array([c.above_floor for c in comps]),
-                        ica.max_abs_cos, ica_p.max_abs_cos, np.array([c.artifact.flagged for c in comps]), *cuts)
+                        ica.max_abs_cos, ica_p.max_abs_cos,
+                        np.array([c.artifact.flagged and not cfg.compare.keep_artifacts for c in comps]), *cuts)
     share = compare.subspace_share(W_dec, basis)
     npid = cfg.source.neuronpedia_id
     keep = settled if not settled.all() else None  # similarity means over settled components only
