@@ -44,7 +44,7 @@ def report_markdown(r: Results) -> str:
             f"{ica.resampling_unit}s.",
             "- **settled**: the engine's row for it stopped moving; unsettled rows are arbitrary completions and are "
             "left out of every similarity mean.",
-            f"- **above the noise floor**: {ica.noise_floor}.",
+            f"- **above the noise floor**: the source's excess kurtosis exceeds {ica.noise_floor}.",
             f"- **{LOW} / {HIGH}**: max |cos| to any SAE decoder row below {LOW} is far from the SAE (novel), above "
             f"{HIGH} is a feature the SAE has.",
             "- **matched null**: random rotations in the same whitened subspace, through the same dewhitener, same k "
