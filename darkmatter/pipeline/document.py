@@ -12,6 +12,7 @@ from darkmatter.analysis.tails import TailComparison
 from darkmatter.pipeline.results import (
     CollectResult,
     ICAResult,
+    LinearSplitResult,
     SetupResult,
     SimilarityResult,
     TrainingRecord,
@@ -101,6 +102,7 @@ class Results:
         components: one row per component.
         steps: every step of the table with its outputs and timing.
         arrays: shape and dtype of every .npy; plots: the PNG names.
+        linear_split: step 07's linear/nonlinear split (None in runs made before it existed).
     """
 
     generated: str
@@ -122,6 +124,7 @@ class Results:
     steps: list[StepRecord]
     arrays: dict[str, ArrayInfo]
     plots: list[str]
+    linear_split: LinearSplitResult | None = None
 
 
 @dataclass(frozen=True)

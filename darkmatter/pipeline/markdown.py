@@ -121,6 +121,21 @@ def report_markdown(r: Results) -> str:
             "[components.md](components.md) and `ica_dark_matter_results.json`.", "",
             table(["#", "excess kurtosis", "stability", "settled", "above floor", "max cos raw", "max cos projected",
                    "candidate (or why not)", "top tokens"], rows), ""]
+    if r.linear_split is not None:
+        ls = r.linear_split
+        sp = ls.split
+        out += ["## The linear part (Engels et al. 2024)", "",
+                f"A least-squares map with bias from x to the residual, fitted on half the {ls.unit}s "
+                f"({sp.n_train:,} tokens) and scored on the other half ({sp.n_test:,}), predicts "
+                f"{sp.variance_predicted:.1%} of the residual's variance and R² {sp.norm_predicted:.2f} of its "
+                "norm.", "",
+                table(["principal components", "share of residual variance", "share linearly predicted"],
+                      [[b, f"{v:.1%}", f"{p:.1%}"] for b, v, p in zip(sp.bands, sp.band_variance_share,
+                                                                       sp.band_variance_predicted)]), "",
+                f"ICA of the nonlinear part (same k = {ls.k}, seeds and restarts): {ls.nonlinear_n_stable} stable. "
+                "Each residual component lives in the linear part (≥ 50% of its source's variance predicted, gone from "
+                "the nonlinear part), the nonlinear part (matched |cos| ≥ 0.9 there), both, or neither: "
+                + ", ".join(f"{n} {c}" for c, n in ls.counts.items()) + ".", ""]
     g = r.groundtruth
     if g is not None:
         out += ["## Ground truth (planted)", "", f"{len(g.dark_features)} dark features ({g.dark_rule}).", "",

@@ -91,6 +91,12 @@ def run_table(r: Results, name: str) -> str:
         ["excess kurtosis of sources", f"ICA median {st.ica_excess_kurtosis.summary.median:.2f} vs SAE features firing "
          f"on ≥ 0.1% of tokens: median {'n/a' if sae_kurt is None else f'{sae_kurt.median:.0f}'} (with their zeros)"],
         ["dark-matter candidates (the one rule)", str(len(r.candidate_dark_matter_components))],
+        *([["linear part (Engels et al. 2024; held-out documents)",
+            f"{r.linear_split.split.variance_predicted:.1%} of residual variance, R² "
+            f"{r.linear_split.split.norm_predicted:.2f} of its norm; per band (PCs "
+            + ", ".join(r.linear_split.split.bands) + "): "
+            + ", ".join(f"{v:.0%}" for v in r.linear_split.split.band_variance_predicted)]]
+          if r.linear_split else []),
         ["time per step (s)", ", ".join(f"{k}: {v:.1f}" for k, v in timed.items())
          + f"; total {sum(timed.values()):.0f}"],
         ["peak RAM (process, max over steps)",

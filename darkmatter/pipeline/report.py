@@ -28,6 +28,7 @@ from darkmatter.pipeline.results import (
     CollectResult,
     ICAResult,
     InterpretationsResult,
+    LinearSplitResult,
     SetupResult,
     SimilarityResult,
     TrainingRecord,
@@ -50,6 +51,7 @@ class Parts:
     statistics: TailComparison
     groundtruth: GroundTruthScores | None = None
     sae_training: TrainingRecord | None = None
+    linear_split: LinearSplitResult | None = None
 
 
 def candidates(p: Parts) -> list[int]:
@@ -120,6 +122,12 @@ def headline(p: Parts, novel: list[int], floor: NoiseFloor | None) -> list[str]:
         lines.append(f"planted ground truth, {len(g.dark_features)} dark features: found at |cos| > {g.found_cos}: "
                      + ", ".join(f"{n} {s.n_found}" for n, s in g.sets.items())
                      + f"; ICA false discoveries {g.sets[ICA].n_false_discoveries}/{g.k}")
+    if p.linear_split is not None:
+        ls = p.linear_split
+        lines.append(f"linear part (Engels et al. 2024, held-out {ls.unit}s): {ls.split.variance_predicted:.1%} of "
+                     f"residual variance and R² {ls.split.norm_predicted:.2f} of its norm are linear in x; components "
+                     "in the linear / nonlinear part / both / neither: "
+                     + " / ".join(str(ls.counts[c]) for c in ("linear", "nonlinear", "both", "neither")))
     sae_kurt = st.sae_excess_kurtosis.summary
     lines.append(f"excess kurtosis (effect sizes, all tokens): ICA sources median "
                  f"{st.ica_excess_kurtosis.summary.median:.2f}; SAE features median "
@@ -144,7 +152,7 @@ def aggregate(config: dict[str, Any], p: Parts, steps: list[StepRecord], arrays:
         config=config, headline=headline(p, novel, floor), verdict=p.diagnostics.verdict,
         candidate_dark_matter_components=novel, setup=p.setup, sae_training=p.sae_training,
         sae_stats=p.sae_stats, diagnostics=p.diagnostics, ica=p.ica, similarity=p.similarity,
-        statistics=p.statistics, groundtruth=p.groundtruth, noise_floor=floor,
+        statistics=p.statistics, groundtruth=p.groundtruth, noise_floor=floor, linear_split=p.linear_split,
         components=[ComponentRow(component=c.component, max_abs_cos_to_sae=s.max_abs_cos,
                                  max_abs_cos_to_sae_projected=s.max_abs_cos_projected,
                                  best_sae_feature=s.best_feature, stability=f.stability, settled=f.settled,

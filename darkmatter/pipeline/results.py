@@ -15,6 +15,7 @@ from typing import Any
 
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.groundtruth import ComponentTruth, GroundTruthScores
+from darkmatter.analysis.linear_split import LinearSplit
 from darkmatter.analysis.tails import TailComparison
 from darkmatter.experiments.training import SAETrainingResult
 from darkmatter.pipeline.results_ica import ComponentFit, ComponentMatch, ICAResult, KSweepPoint, SimilarityResult
@@ -163,13 +164,51 @@ class InterpretationsResult:
     components: list[ComponentReading]
 
 
+@dataclass(frozen=True)
+class ComponentLinearity:
+    """Where one ICA component of the residual lives (linear_split.json ``components``).
+
+    Attributes:
+        linear_share: share of its source's variance the linear map from x predicts (held out).
+        nonlinear_match: its matched |cos| to the ICA components of the nonlinear part.
+        lives_in: "linear", "nonlinear", "both" or "neither" (see ``analysis.linear_split.lives_in``).
+    """
+
+    component: int
+    linear_share: float
+    nonlinear_match: float
+    lives_in: str
+
+
+@dataclass(frozen=True)
+class LinearSplitResult:
+    """linear_split.json (step 07): the linear/nonlinear split of the residual (Engels et al. 2024).
+
+    Attributes:
+        split: the held-out fractions, overall and per principal-component band.
+        unit, n_units: what the halves are made of (documents or windows).
+        k, nonlinear_n_stable: ICA of the nonlinear part (same k, seeds and restarts) and how many
+            of its components are stable.
+        counts: components per ``lives_in`` class.
+        components: per residual component.
+    """
+
+    split: LinearSplit
+    unit: str
+    n_units: int
+    k: int
+    nonlinear_n_stable: int
+    counts: dict[str, int]
+    components: list[ComponentLinearity]
+
+
 #: Each typed result and the file it is written to (:func:`register_result` adds more).
 RESULT_FILES: dict[type, str] = {
     SetupResult: "setup.json", TrainingRecord: "sae_training.json", TrainingHistory: "sae_history.json",
     CollectResult: "sae_stats.json",
     ResidualDiagnostics: "diagnostics.json", ICAResult: "ica.json", SimilarityResult: "similarity.json",
     GroundTruthScores: "groundtruth.json", InterpretationsResult: "interpretations.json",
-    TailComparison: "statistics.json",
+    TailComparison: "statistics.json", LinearSplitResult: "linear_split.json",
 }
 
 

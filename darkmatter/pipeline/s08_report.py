@@ -13,6 +13,7 @@ from darkmatter.pipeline.results import (
     CollectResult,
     ICAResult,
     InterpretationsResult,
+    LinearSplitResult,
     SetupResult,
     SimilarityResult,
     TrainingRecord,
@@ -27,7 +28,8 @@ def run(ctx: StepContext) -> None:
         ica=ctx.read(ICAResult), similarity=ctx.read(SimilarityResult),
         interpretations=ctx.read(InterpretationsResult), statistics=ctx.read(TailComparison),
         groundtruth=ctx.read(GroundTruthScores) if ctx.exists(GroundTruthScores) else None,
-        sae_training=ctx.read(TrainingRecord) if ctx.exists(TrainingRecord) else None)
+        sae_training=ctx.read(TrainingRecord) if ctx.exists(TrainingRecord) else None,
+        linear_split=ctx.read(LinearSplitResult) if ctx.exists(LinearSplitResult) else None)
     timings = store.read_json("timings.json") if store.exists("timings.json") else {}
     steps = [StepRecord(number=s.number, script=s.script, summary=s.summary,
                         outputs=[f for f in s.writes if store.exists(f)],

@@ -177,9 +177,12 @@ register(Step(
     owns=("interpret",)))
 register(Step(
     7, "statistics", "darkmatter.pipeline.s07_statistics",
-    "Excess kurtosis and sparsity of ICA sources against SAE features, beside the Gaussian control.",
-    reads=("config.json", "sae_stats.json", "ica.json", "ica_activations.npy", "sae_feature_moments.npy"),
-    writes=("statistics.json", "ica_vs_sae_kurtosis.png")))
+    "Excess kurtosis of ICA sources against SAE features like for like, beside the Gaussian control; the "
+    "linear/nonlinear split of the residual (Engels et al. 2024) and ICA of its nonlinear part.",
+    reads=("config.json", "sae_stats.json", "ica.json", "ica_activations.npy", "sae_feature_moments.npy",
+           "activations.npy", "residuals.npy", "token_index.npy", "ica_directions.npy", "ica_unmixing.npy",
+           "pca_components.npy"),
+    writes=("statistics.json", "ica_vs_sae_kurtosis.png", "linear_split.json")))
 register(Step(
     8, "save_report", "darkmatter.pipeline.s08_report",
     "Aggregate every step's results into ica_dark_matter_results.json and report.md.",

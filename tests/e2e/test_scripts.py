@@ -93,8 +93,12 @@ def test_output_shapes_and_numbers(run_dir):
     for name, s in sim["sets"].items():  # the ICA summary leaves out unsettled components
         left_out = sim["n_unsettled_excluded"] if name == "ICA" else 0
         assert s["above_high"] + s["between"] + s["below_low"] == K - left_out
+    split = json.loads((run_dir / "linear_split.json").read_text())  # 07's linear/nonlinear split
+    assert 0 < split["split"]["variance_predicted"] < 1 and -1 < split["split"]["norm_predicted"] <= 1
+    assert split["k"] == K and sum(split["counts"].values()) == K and len(split["components"]) == K
+    assert split["split"]["n_train"] + split["split"]["n_test"] == N_TOKENS
     results = json.loads((run_dir / "ica_dark_matter_results.json").read_text())
-    assert results["schema_version"] == 4
+    assert results["schema_version"] == 4 and results["linear_split"]["k"] == K
     assert [s["script"] for s in results["steps"]] == SCRIPTS
     assert all(s["timing"]["seconds"] > 0 for s in results["steps"][:-1])  # 08 is timed after it writes
     assert results["arrays"]["residuals.npy"]["shape"] == [N_TOKENS, TINY_D_MODEL]
