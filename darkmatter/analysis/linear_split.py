@@ -143,7 +143,7 @@ def lives_in(linear_share: np.ndarray, nonlinear_match: np.ndarray, match_cos: f
 
     Args:
         linear_share: float[k] share of its source's variance the linear map predicts (held out).
-        nonlinear_match: float[k] its matched |cos| to the ICA components of the nonlinear part.
+        nonlinear_match: float[k] its largest |cos| to the ICA components of the nonlinear part.
     Returns:
         per component ``"linear"`` (mostly predicted, gone from the nonlinear part), ``"nonlinear"``
         (reappears in the nonlinear part, mostly unpredicted), ``"both"`` (reappears, yet mostly

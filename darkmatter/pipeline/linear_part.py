@@ -2,7 +2,8 @@
 
 The map from x to the residual is fitted on one half of the documents and scored on the other
 (:mod:`darkmatter.analysis.linear_split`); the nonlinear part r − [x, 1] @ W is decomposed with the
-same k, seeds, restarts and optimisation as step 04, through a lazy view (no n × d_model copy), and
+same k (or its rank, if lower), seeds, restarts and optimisation as step 04, through a lazy view
+(no n × d_model copy), and
 each residual component is placed in the linear part, the nonlinear part, both or neither.
 """
 
@@ -49,15 +50,19 @@ def split(ctx: StepContext, ica_result: ICAResult, x: np.ndarray, r: np.ndarray)
     m = stats.streaming_moments(view, chunk)  # type: ignore[arg-type]
     assert m.cov is not None
     k = ica_result.k
-    white = ica.pca_whitening(stats.pca_from_cov(m.cov), m.mean, k)
+    pca = stats.pca_from_cov(m.cov)
+    # the linear map can remove whole directions: the nonlinear part may have a lower rank than k
+    k_nl = min(k, int((pca.eigenvalues > 1e-12 * pca.eigenvalues[0]).sum()))
+    white = ica.pca_whitening(pca, m.mean, k_nl)
     z = ica.whiten_rows(view, white, None, chunk)  # type: ignore[arg-type]
     seeds = [f.seed for f in ica_result.seeds]
     restarts = resampling.restart_rows(units, len(seeds) - 1, ica_result.restart_resample, cfg.source.seed)
     dec = decompose(z, white, seeds, i.ica_max_iter, i.ica_tol, restarts, i.ica_backend, ctx.device)
-    _, match = ica.match(store.load_npy("ica_directions.npy", mmap=False).astype(np.float64), dec.directions)
+    # each residual component's best |cos| to the nonlinear part's components
+    match = np.abs(store.load_npy("ica_directions.npy", mmap=False).astype(np.float64) @ dec.directions.T).max(1)
     places = linear_split.lives_in(np.array(result.readout_variance_predicted), match)
     return LinearSplitResult(
-        split=result, unit=unit, n_units=int(len(np.unique(units))), k=k,
+        split=result, unit=unit, n_units=int(len(np.unique(units))), k=k, nonlinear_k=k_nl,
         nonlinear_n_stable=dec.n_stable(i.stable_cos),
         counts={p: places.count(p) for p in ("linear", "nonlinear", "both", "neither")},
         components=[ComponentLinearity(component=c, linear_share=float(result.readout_variance_predicted[c]),

@@ -132,9 +132,10 @@ def report_markdown(r: Results) -> str:
                 table(["principal components", "share of residual variance", "share linearly predicted"],
                       [[b, f"{v:.1%}", f"{p:.1%}"] for b, v, p in zip(sp.bands, sp.band_variance_share,
                                                                        sp.band_variance_predicted)]), "",
-                f"ICA of the nonlinear part (same k = {ls.k}, seeds and restarts): {ls.nonlinear_n_stable} stable. "
+                f"ICA of the nonlinear part (k = {ls.nonlinear_k}, same seeds and restarts): {ls.nonlinear_n_stable} "
+                "stable. "
                 "Each residual component lives in the linear part (≥ 50% of its source's variance predicted, gone from "
-                "the nonlinear part), the nonlinear part (matched |cos| ≥ 0.9 there), both, or neither: "
+                "the nonlinear part), the nonlinear part (|cos| ≥ 0.9 to one of its components), both, or neither: "
                 + ", ".join(f"{n} {c}" for c, n in ls.counts.items()) + ".", ""]
     g = r.groundtruth
     if g is not None:

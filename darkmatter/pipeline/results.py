@@ -170,7 +170,7 @@ class ComponentLinearity:
 
     Attributes:
         linear_share: share of its source's variance the linear map from x predicts (held out).
-        nonlinear_match: its matched |cos| to the ICA components of the nonlinear part.
+        nonlinear_match: its largest |cos| to the ICA components of the nonlinear part.
         lives_in: "linear", "nonlinear", "both" or "neither" (see ``analysis.linear_split.lives_in``).
     """
 
@@ -187,8 +187,8 @@ class LinearSplitResult:
     Attributes:
         split: the held-out fractions, overall and per principal-component band.
         unit, n_units: what the halves are made of (documents or windows).
-        k, nonlinear_n_stable: ICA of the nonlinear part (same k, seeds and restarts) and how many
-            of its components are stable.
+        k: the residual's ICA components; nonlinear_k: the nonlinear part's (k, or its rank if lower);
+        nonlinear_n_stable: how many of those are stable (same seeds and restarts as step 04).
         counts: components per ``lives_in`` class.
         components: per residual component.
     """
@@ -197,6 +197,7 @@ class LinearSplitResult:
     unit: str
     n_units: int
     k: int
+    nonlinear_k: int
     nonlinear_n_stable: int
     counts: dict[str, int]
     components: list[ComponentLinearity]
