@@ -133,10 +133,18 @@ class StepContext:
 
         path = Path(s.sae_path) if s.sae_path else self.store.path("sae")
         try:
-            return os.path.relpath(path) if not Path(os.path.relpath(path)).as_posix().startswith("../..") \
-                else f"{path.parent.name}/{path.name}"
+            rel = os.path.relpath(path)
         except ValueError:  # another drive (Windows)
-            return f"{path.parent.name}/{path.name}"
+            rel = "../.."
+        return rel if not rel.startswith(f"..{os.sep}..") and rel != "../.." else f"{path.parent.name}/{path.name}"
+
+    def units(self) -> tuple[np.ndarray, str]:
+        """The resampling unit (document, or window) of every analysed row, from step 02's
+        ``token_index.npy`` and ``tokens.npy`` (:func:`darkmatter.analysis.resampling.units_of`)."""
+        from darkmatter.analysis.resampling import units_of
+
+        tokens = self.store.load_npy("tokens.npy", mmap=False) if self.store.exists("tokens.npy") else None
+        return units_of(self.store.load_npy("token_index.npy", mmap=False), tokens)
 
     # ---- arrays -----------------------------------------------------------------------------
     def arrays(self, *names: str, d_model: int) -> list[np.ndarray]:

@@ -38,9 +38,7 @@ def split(ctx: StepContext, ica_result: ICAResult, x: np.ndarray, r: np.ndarray)
     """
     store, cfg, i = ctx.store, ctx.cfg, ctx.cfg.ica
     chunk = max(cfg.run.sae_chunk_size, 16384)
-    index = store.load_npy("token_index.npy", mmap=False)
-    units, unit = resampling.units_of(index, store.load_npy("tokens.npy", mmap=False)
-                                      if store.exists("tokens.npy") else None)
+    units, unit = ctx.units()
     train, test = resampling.restart_rows(units, 2, 0.5, cfg.source.seed + 7)
     W = linear_split.fit_linear(x, r, train, chunk)
     unmixing = store.load_npy("ica_unmixing.npy", mmap=False)

@@ -26,9 +26,7 @@ def run(ctx: StepContext) -> None:
     surrogate = stats.GaussianSurrogate(m_res.mean, m_res.cov, m_res.n, cfg.source.seed)
     m_sur = ctx.moments(surrogate, "the Gaussian surrogate", chunk, with_cov=False)
     rows = stats.random_rows(m_res.n, GAUSSIAN_TEST_ROWS, cfg.source.seed)
-    index = store.load_npy("token_index.npy", mmap=False)
-    units, _ = resampling.units_of(index, store.load_npy("tokens.npy", mmap=False) if store.exists("tokens.npy")
-                                   else None)
+    units, _ = ctx.units()
     deff, _ = resampling.design_effect(resid, units, cfg.source.seed, shift=m_res.mean)
     diag, pca_res, pca_act = diagnose(m_act, m_res, m_sur, np.asarray(resid[rows], dtype=np.float64),
                                       np.asarray(acts[rows], dtype=np.float64), deff)

@@ -104,7 +104,7 @@ def run(ctx: StepContext) -> None:
         white_top = ica.pca_whitening(pca, mean, max(ks))
     except ValueError as exc:
         raise DarkMatterError(f"{exc}; pass a smaller --n-components") from exc
-    units_all, unit_name = resampling.units_of(index, tokens)
+    units_all, unit_name = ctx.units()
     units = units_all if fit_rows is None else units_all[fit_rows]
     seeds = [cfg.source.seed + s for s in range(i.ica_seeds)]
     try:

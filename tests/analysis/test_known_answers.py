@@ -4,12 +4,13 @@ residual with no dark features."""
 
 import numpy as np
 import pytest
-import torch
 
 from darkmatter.analysis import compare, directions, ica, resampling, stats
 from darkmatter.analysis.decompose import choose_k, decompose, default_k, sweep_ks
 from darkmatter.analysis.ksweep import fit_k
 from darkmatter.sources import planted
+
+from helpers import oracle_residual
 
 #: Dark features outside the residual's top 20 principal components: a dense Gaussian part fills 20
 #: of 32 dimensions (as the flat spectrum of a real residual fills its top components) and the 6
@@ -21,11 +22,7 @@ N = 24_000  # 20·k² rows for k = 34 ≥ the full rank 32
 
 @pytest.fixture(scope="module")
 def faint_residual():
-    x, _ = planted.sample(FAINT, "analysis", N)
-    sae = planted.oracle_sae(FAINT)
-    with torch.no_grad():
-        xt = torch.as_tensor(x)
-        r = (xt - sae.decode(sae.encode(xt))).numpy()
+    _, _, r = oracle_residual(FAINT, N)
     m = stats.streaming_moments(r)
     return r, m.mean, stats.pca_from_cov(m.cov)
 
