@@ -132,7 +132,31 @@ def resolve_new(given: dict[str, Any]) -> Config:
     preset = given.get("preset", Config().source.preset)
     if preset not in PRESETS:
         raise DarkMatterError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return _apply(PRESETS[preset], given)
+    return _sae_windows(_apply(PRESETS[preset], given), given)
+
+
+def _sae_windows(cfg: Config, given: dict[str, Any]) -> Config:
+    """An ``--sae-path`` SAE's SAELens metadata sets ``--context-size`` / ``--prepend-bos`` where the
+    user typed neither (a model source only; a release's metadata is only known once step 01 loads
+    it, which then prints any difference)."""
+    s = cfg.source
+    if s.sae_path is None or s.model_source in ("planted", "cached"):
+        return cfg
+    from darkmatter.sources.saes import folder_metadata
+
+    meta, adopt = folder_metadata(s.sae_path), {}
+    size, bos = meta.get("context_size"), meta.get("prepend_bos")
+    if "context_size" not in given and type(size) is int and size >= 2 and size != s.context_size:
+        adopt["context_size"] = size
+    if "prepend_bos" not in given and isinstance(bos, bool) and bos != s.prepend_bos:
+        adopt["prepend_bos"] = bos
+    if not adopt:
+        return cfg
+    typed = ", ".join(f"{flag(k)} {str(v).lower() if isinstance(v, bool) else v}" for k, v in adopt.items())
+    print(f"--sae-path {s.sae_path}: taking {typed} from the SAE's SAELens metadata (type the flag to override)")
+    cfg = with_values(cfg, adopt)
+    validate(cfg)
+    return cfg
 
 
 def config_from_dict(recorded: dict[str, Any], where: str) -> Config:

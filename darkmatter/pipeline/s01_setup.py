@@ -21,7 +21,7 @@ from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import Environment, SAEInfo, SetupResult, TrainingHistory, TrainingRecord
 from darkmatter.sources.collect import gather_rows
-from darkmatter.sources.saes import oriented_decoder
+from darkmatter.sources.saes import check_hook, oriented_decoder, run_metadata, sae_metadata, write_folder_metadata
 
 PACKAGES = ("torch", "sae-lens", "transformer-lens", "transformers", "numpy", "scikit-learn", "scipy")
 
@@ -57,10 +57,12 @@ def _train(ctx: StepContext, d_model: int) -> tuple[Path, int]:
     t0 = time.perf_counter()
     acts, n_windows = gather_rows(ctx.source, "train", t.sae_train_tokens, ctx.cfg.run.batch_size, ctx.device)
     t1 = time.perf_counter()
-    sae_dir = store.staged_dir("sae")
+    sae_dir, best_dir = store.staged_dir("sae"), store.staged_dir("sae_best")
     result = train_sae(acts, arch=t.sae_arch, d_sae=t.sae_expansion * d_model, l0_target=t.sae_l0,
                        total_samples=t.sae_train_samples, lr=t.sae_lr, seed=ctx.cfg.source.seed, device=ctx.device,
-                       out_dir=sae_dir, best_dir=store.staged_dir("sae_best"), batch_size=t.sae_batch_size)
+                       out_dir=sae_dir, best_dir=best_dir, batch_size=t.sae_batch_size)
+    for folder in (sae_dir, best_dir):
+        write_folder_metadata(folder, _metadata(ctx))
     ctx.write(TrainingHistory(history=result.history, evals=result.evals))
     ctx.write(TrainingRecord(train_windows=n_windows, n_train_tokens=len(acts), seconds_activations=t1 - t0,
                              seconds_training=time.perf_counter() - t1,
@@ -69,6 +71,22 @@ def _train(ctx: StepContext, d_model: int) -> tuple[Path, int]:
     print(f"trained {t.sae_arch} SAE (d_sae {result.d_sae}): validation FVU {v['fvu']:.4f}, "
           f"L0 {v['mean_l0']:.1f} (target {t.sae_l0:g}), dead {v['dead_fraction']:.1%} ({result.steps} steps)")
     return sae_dir, n_windows
+
+
+def _metadata(ctx: StepContext) -> dict[str, Any]:
+    """SAELens metadata of the SAEs this step saves: the run's model, hook (as the source names it),
+    windows and dataset."""
+    return {**run_metadata(ctx.cfg.to_dict()), "hook_name": ctx.source.hook().hook_name}
+
+
+def _check_pretrained(ctx: StepContext, sae: Any, hook_name: str) -> None:
+    """A named SAE whose SAELens metadata gives another hook stops the run; other differences
+    (context size, BOS) are printed."""
+    s = ctx.cfg.source
+    windows = s.model_source not in ("planted", "cached")
+    for note in check_hook(sae_metadata(sae), hook_name, s.context_size if windows else None,
+                           s.prepend_bos if windows else None):
+        print(f"note: {note}")
 
 
 def run(ctx: StepContext) -> None:
@@ -87,6 +105,7 @@ def run(ctx: StepContext) -> None:
         if builtin is not None:
             staged = store.staged_dir("sae")
             builtin.save_model(str(staged))
+            write_folder_metadata(staged, _metadata(ctx))
             sae, made_by, made = ctx.sae(staged=staged), "built into the source", {"sae"}
         elif ctx.cfg.trains_sae:
             sae_dir, train_windows = _train(ctx, hook.d_model)
@@ -95,6 +114,7 @@ def run(ctx: StepContext) -> None:
             made = {"sae", "sae_best", "sae_training.json", "sae_history.json"}
         else:
             sae, made_by = ctx.sae(), "pretrained"
+            _check_pretrained(ctx, sae, hook.hook_name)
         raw_W_dec = sae.W_dec.detach().cpu().numpy()
         W_dec, transposed = oriented_decoder(raw_W_dec, hook.d_model)
         if int(sae.cfg.d_in) != hook.d_model:
@@ -107,9 +127,7 @@ def run(ctx: StepContext) -> None:
             made.add("planted_directions.npy")
         ctx.discard_unless(made, "sae", "sae_best", "sae_training.json", "sae_history.json",
                            "planted_directions.npy")
-        sae_hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
-        if sae_hook and sae_hook != hook.hook_name and builtin is None:
-            print(f"warning: the SAE was trained on {sae_hook}, not {hook.hook_name}")
+        sae_hook = sae_metadata(sae).get("hook_name")
         setup = SetupResult(
             environment=env, source_kind=source.kind, description=source.description, hook=hook,
             sae=SAEInfo(source=ctx.sae_source(), sae_class=type(sae).__name__, d_sae=int(sae.cfg.d_sae),

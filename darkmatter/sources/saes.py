@@ -1,11 +1,16 @@
 """SAEs through SAELens: pretrained (``SAE.from_pretrained``) or a local folder (``SAE.load_from_disk``).
 
 A trained SAE is saved by the pipeline in SAELens's format and reloaded the same way, so
-every SAE the analysis sees went through one of these two calls.
+every SAE the analysis sees went through one of these two calls. SAELens keeps where an SAE's
+activations come from in ``cfg.json``'s ``metadata`` (``SAEMetadata``: ``model_name``,
+``hook_name``, ``context_size``, ``prepend_bos``, ``dataset_path``, ...); :func:`run_metadata`
+fills it for the SAEs this project writes, :func:`folder_metadata` reads it back without
+loading weights, and :func:`check_hook` refuses an SAE trained at another hook.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -60,3 +65,110 @@ def decoder_rows(sae: Any, d_model: int) -> np.ndarray:
     """The SAE's decoder as float32[d_sae, d_model] (SAELens orientation; see :func:`oriented_decoder`)."""
     W_dec, _ = oriented_decoder(sae.W_dec.detach().float().cpu().numpy(), d_model)
     return W_dec
+
+
+#: SAELens ``SAEMetadata`` keys that describe the activations an SAE reads (besides versions).
+METADATA_KEYS = ("model_name", "model_class_name", "hook_name", "hook_head_index", "context_size",
+                 "prepend_bos", "dataset_path")
+
+
+def run_metadata(config: dict[str, Any]) -> dict[str, Any]:
+    """SAELens metadata describing a run's activations, from its config (``config.json``'s content).
+
+    ``model_name``, ``hook_name``, ``context_size``, ``prepend_bos`` and ``dataset_path`` (the
+    Hugging Face ``--dataset``) are SAELens's own keys; ``model_class_name`` is
+    ``"HookedTransformer"`` for TransformerLens models (loaded here with TransformerLens's default
+    weight processing); ``model_source`` and ``text_files`` are ours. Planted activations have no
+    model, window or BOS, and cached ones were made elsewhere: those keys are None.
+
+    Args:
+        config: the run config as a dict (sections ``source``, ...), e.g. ``Config.to_dict()``.
+    Raises:
+        DarkMatterError: ``config`` has no ``source`` section with a ``hook_name``.
+    """
+    s = config.get("source") if isinstance(config, dict) else None
+    if not isinstance(s, dict) or not s.get("hook_name"):
+        raise DarkMatterError("the run config has no source.hook_name: pass config.json of a run "
+                              "(rerun scripts/01_setup_and_load.py to write one)")
+    kind = s.get("model_source")
+    from_model = kind not in ("planted", "cached")
+    return {"model_name": s.get("model") if kind != "cached" else None,
+            "model_class_name": "HookedTransformer" if kind in ("transformer_lens", "local_hooked") else None,
+            "hook_name": s["hook_name"], "hook_head_index": None,
+            "context_size": s.get("context_size") if from_model else None,
+            "prepend_bos": s.get("prepend_bos") if from_model else None,
+            "dataset_path": s.get("dataset") if from_model else None,
+            "model_source": kind, "text_files": s.get("text_files") if from_model else None}
+
+
+def write_folder_metadata(folder: str | Path, metadata: dict[str, Any]) -> None:
+    """Merge ``metadata`` into the ``metadata`` of the SAELens ``cfg.json`` in ``folder`` (in place,
+    written through a temporary file); SAELens reads it back as ``sae.cfg.metadata``.
+
+    Raises:
+        DarkMatterError: ``folder`` holds no SAELens ``cfg.json``.
+    """
+    path = Path(folder) / "cfg.json"
+    if not path.is_file():
+        raise DarkMatterError(f"no SAE at {folder}: expected cfg.json written by SAELens's save_model")
+    cfg = json.loads(path.read_text())
+    cfg["metadata"] = {**(cfg.get("metadata") or {}), **metadata}
+    tmp = path.with_name(".cfg.json.tmp")
+    tmp.write_text(json.dumps(cfg))
+    tmp.replace(path)
+
+
+def folder_metadata(folder: str | Path) -> dict[str, Any]:
+    """The SAELens metadata of the SAE in ``folder`` without loading its weights: ``cfg.json``'s
+    ``metadata`` over its top-level keys (SAELens < 6 kept ``hook_name``, ``context_size``, ...
+    at the top). Empty when there is no readable ``cfg.json``."""
+    try:
+        cfg = json.loads((Path(folder) / "cfg.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cfg, dict):
+        return {}
+    top = {k: cfg[k] for k in METADATA_KEYS if k in cfg}
+    if "hook_point" in cfg and "hook_name" not in top:  # SAELens < 6
+        top["hook_name"] = cfg["hook_point"]
+    meta = cfg.get("metadata")
+    return {**top, **{k: v for k, v in (meta if isinstance(meta, dict) else {}).items() if v is not None}}
+
+
+def sae_metadata(sae: Any) -> dict[str, Any]:
+    """A loaded SAELens SAE's metadata as a dict (only the keys it sets)."""
+    meta = getattr(getattr(sae, "cfg", None), "metadata", None)
+    if meta is None:
+        return {}
+    return {k: v for k, v in (meta.to_dict() if hasattr(meta, "to_dict") else dict(meta)).items() if v is not None}
+
+
+def check_hook(metadata: dict[str, Any], hook_name: str, context_size: int | None = None,
+               prepend_bos: bool | None = None) -> list[str]:
+    """Refuse an SAE whose SAELens metadata names another hook; describe other differences.
+
+    Args:
+        metadata: the SAE's metadata (:func:`sae_metadata` / :func:`folder_metadata`).
+        hook_name: the run's hook; context_size / prepend_bos: the run's windows (None: no windows,
+            e.g. planted or cached activations, so nothing to compare).
+    Returns:
+        notes (one line each) where the SAE was trained with another context size or BOS setting;
+        empty when everything the metadata names agrees.
+    Raises:
+        DarkMatterError: the metadata names a hook other than ``hook_name``.
+    """
+    sae_hook = metadata.get("hook_name")
+    if sae_hook and sae_hook != hook_name:
+        raise DarkMatterError(
+            f"the SAE was trained on {sae_hook} but this run reads {hook_name}: pass --hook-name {sae_hook}, "
+            "or pick an SAE trained on this hook (--sae-release/--sae-id or --sae-path)")
+    notes = []
+    size = metadata.get("context_size")
+    if context_size is not None and isinstance(size, int) and size > 0 and size != context_size:
+        notes.append(f"the SAE was trained on {size}-token contexts, this run uses {context_size} "
+                     f"(--context-size {size} matches it)")
+    bos = metadata.get("prepend_bos")
+    if prepend_bos is not None and isinstance(bos, bool) and bos != prepend_bos:
+        notes.append(f"the SAE was trained with prepend_bos={bos}, this run uses {prepend_bos} "
+                     f"(--prepend-bos {str(bos).lower()} matches it)")
+    return notes
