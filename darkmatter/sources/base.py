@@ -117,7 +117,7 @@ class ActivationSource(Protocol):
     The pipeline calls, in order of steps:
     01 ``hook()``, ``builtin_sae()``, ``rows("train", …)`` when it trains an SAE, ``ground_truth()``;
     02 ``rows("analysis", …)``; 05 ``ground_truth()``; 06 ``unembed()``, ``decode()``,
-    ``row_contexts()``. Loading anything heavy (a model) happens lazily, on first need.
+    ``row_contexts()``, ``downstream()``. Loading anything heavy (a model) happens lazily, on first need.
     """
 
     kind: str
@@ -174,4 +174,15 @@ class ActivationSource(Protocol):
 
     def note(self) -> str | None:
         """What the source cannot show (e.g. no tokens: contexts are skipped), or None."""
+        ...
+
+    def downstream(self, truth: GroundTruth | None, n_sequences: int, skip: int, device: str) -> Any | None:
+        """What reads the hook's activation afterwards, on held-out data, for the causal tests
+        (a :class:`darkmatter.analysis.causal.Downstream`), or None where the source has nothing.
+
+        Args:
+            truth: the known answer (planted sources read some dark features out), or None.
+            n_sequences: held-out sequences (windows; blocks of rows without windows).
+            skip: sequences the analysis already used (they are not reused).
+        """
         ...

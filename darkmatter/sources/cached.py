@@ -185,7 +185,10 @@ class CachedSource:
             missing.insert(0, "no token ids, so no text contexts (rows are named by window and position)")
         elif self.tokenizer is None:
             missing.insert(0, "no tokenizer, so tokens are shown as ids (#1234); pass --tokenizer")
-        return "cached activations: " + "; ".join(missing)
+        return "cached activations: " + "; ".join(missing + ["no model after the hook, so no causal tests"])
+
+    def downstream(self, truth: GroundTruth | None, n_sequences: int, skip: int, device: str) -> None:
+        return None
 
 
 def _read_saelens_cache(folder: Path, hook_name: str) -> tuple[np.ndarray, np.ndarray | None]:

@@ -7,6 +7,7 @@ run through the model to the hook's block (TransformerLens ``run_with_cache`` wi
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from darkmatter.errors import DarkMatterError
 from darkmatter.sources.base import GroundTruth, HookInfo, Part, RowBatch, RowContext, RowLog
 from darkmatter.sources.collect import Throughput, hook_rows
 from darkmatter.sources.models import LoadedModel, load_model
+from darkmatter.sources.splice import LMDownstream
 from darkmatter.sources.text import documents, token_windows
 
 
@@ -142,3 +144,19 @@ class ModelSource:
 
     def note(self) -> str | None:
         return None
+
+    def downstream(self, truth: GroundTruth | None, n_sequences: int, skip: int, device: str) -> LMDownstream:
+        """The model from the hook onward on ``n_sequences`` held-out windows: those that follow the
+        ``skip`` windows step 02 read (its ``tokens.npy``), in the same document stream.
+
+        Raises:
+            DarkMatterError: the text runs out before ``skip + n_sequences`` windows.
+        """
+        held = list(itertools.islice(self.windows("analysis"), skip, skip + n_sequences))
+        if len(held) < n_sequences:
+            raise DarkMatterError(f"the text has only {skip + len(held):,} windows; the causal tests need "
+                                  f"{n_sequences} after the {skip:,} analysed: lower --causal-windows or "
+                                  "give more text with --text-files")
+        return LMDownstream(self.model, self.hook_name, self.layer, np.stack(held), device, self.max_norm_ratio,
+                            description=f"{n_sequences} windows of {self.text.describe()} after the {skip:,} "
+                                        "that step 02 read")

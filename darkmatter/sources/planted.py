@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from darkmatter.analysis.causal import ReadoutDownstream
 from darkmatter.analysis.groundtruth import FOUND_COS, missed_by_decoder
 from darkmatter.sources.base import GroundTruth, HookInfo, Part, RowBatch, RowContext, RowLog
 
@@ -301,4 +302,44 @@ class PlantedSource:
 
     def note(self) -> str:
         return ("planted activations: no text and no unembedding, so contexts list each row's active "
-                "ground-truth features and there is no logit lens")
+                "ground-truth features and there is no logit lens; the causal tests read a planted linear "
+                "readout of every other dark feature")
+
+    def downstream(self, truth: GroundTruth | None, n_sequences: int, skip: int, device: str) -> ReadoutDownstream:
+        """A linear readout of every other dark feature (:func:`readout`) on ``n_sequences`` blocks of
+        128 held-out rows (those after the ``skip`` analysed rows of the analysis stream).
+
+        Raises:
+            ValueError: ``truth`` is None.
+        """
+        if truth is None:
+            raise ValueError("the planted readout needs the ground truth")
+        B, read = readout(truth)
+        n = n_sequences * READOUT_ROWS
+        x = np.concatenate([xb for xb, _ in rows(self.spec, "analysis", n, start=skip)])
+        return ReadoutDownstream(x, B, READOUT_ROWS, device, f"{n:,} planted rows after the {skip:,} analysed "
+                                 f"({n_sequences} blocks of {READOUT_ROWS}), through a linear readout of dark "
+                                 f"features {', '.join(map(str, read))}")
+
+
+#: Rows per sequence of the planted readout (sequences are the units of its standard errors).
+READOUT_ROWS = 128
+
+
+def readout(truth: GroundTruth) -> tuple[np.ndarray, np.ndarray]:
+    """A linear readout that depends on exactly every other dark feature: the known answer of the
+    add-back test.
+
+    The readout vectors are the dual basis of the dark directions D (the columns of its
+    pseudo-inverse, D @ pinv(D) = I) for the features ``truth.dark[::2]``: each reads its own
+    feature's magnitude and is blind to every other dark feature's direction. Adding back an ICA
+    component that recovers one of these features closes part of the readout's error; one that
+    recovers another dark feature closes none.
+
+    Returns:
+        (B: float64[d_model, n_read], read: int64[n_read] the feature ids it reads).
+    """
+    D = truth.directions[truth.dark]
+    dual = np.linalg.pinv(D)
+    pick = np.arange(0, len(truth.dark), 2)
+    return dual[:, pick], np.asarray(truth.dark)[pick]

@@ -1,0 +1,170 @@
+"""A language model read from a hook onward: the downstream of the causal tests
+(:mod:`darkmatter.analysis.causal`).
+
+The activations up to the hook are computed once per batch of held-out windows (the prefix);
+each edit then runs only the layers after the hook:
+
+* HookedTransformer at ``hook_resid_pre``: ``model(acts, start_at_layer=L)`` (TransformerLens);
+* TransformerBridge (the offline SmolLM2): the wrapped Hugging Face decoder layers L.. with the
+  keyword arguments (rotary embeddings, mask) captured from a clean pass, then the final norm and
+  ``lm_head`` (the bridge itself refuses ``start_at_layer``);
+* anything else: the whole model with a hook that replaces the activation
+  (``run_with_hooks``).
+
+The route is checked once: it must reproduce the clean logits (else the whole-model route is
+used), and :attr:`LMDownstream.route` says which ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from darkmatter.analysis.causal import Batch
+from darkmatter.sources.models import LoadedModel
+
+#: Largest |Δlogit| / max |logit| the prefix-cached route may differ from the whole model by.
+ROUTE_TOL = 1e-4
+
+
+class LMDownstream:
+    """Next-token cross-entropy and KL of a language model from ``hook_name`` onward.
+
+    Args:
+        model: the loaded model; hook_name, layer: the hook and its block.
+        windows: int64[n_windows, ctx] held-out token windows (BOS first where the run prepends it).
+        device: where the model runs.
+        max_norm_ratio: positions whose activation norm exceeds this multiple of the batch median
+            are left clean, as step 02 leaves them out (None: none).
+        batch_windows: windows per batch; description: the held-out windows, in words.
+    """
+
+    loss_name = "next-token cross-entropy (nats/token)"
+    divergence_name = "KL(clean ‖ edited) of the next-token distribution (nats/token)"
+    output_name = "logit"
+
+    def __init__(self, model: LoadedModel, hook_name: str, layer: int, windows: np.ndarray, device: str,
+                 max_norm_ratio: float | None = None, batch_windows: int = 4, description: str = "held-out windows"):
+        self.model, self.hook_name, self.layer = model, hook_name, layer
+        self.windows, self.device = np.asarray(windows, dtype=np.int64), device
+        self.max_norm_ratio, self.batch_windows = max_norm_ratio, batch_windows
+        self.route: str | None = None
+        self.description = description
+        self._kwargs: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def decode(self, token_id: int) -> str:
+        return self.model.decode(token_id)
+
+    def batches(self, n_sequences: int | None = None) -> Iterator[Batch]:
+        n = len(self.windows) if n_sequences is None else min(n_sequences, len(self.windows))
+        for start in range(0, n, self.batch_windows):
+            tokens = torch.as_tensor(self.windows[start:min(start + self.batch_windows, n)], device=self.device)
+            x = self.model.activations(tokens, self.hook_name, self.layer)
+            splice = tokens != self.model.bos_id
+            if self.max_norm_ratio is not None and bool(splice.any()):
+                norms = x.norm(dim=-1)
+                splice &= norms <= self.max_norm_ratio * norms[splice].median()
+            score = splice.clone()
+            score[:, -1] = False
+            batch = Batch(x=x, splice=splice, score=score, tokens=tokens, unit=np.arange(start, start + len(tokens)))
+            if self.route is None:
+                self.route = self._choose_route(batch)
+            yield batch
+
+    @torch.no_grad()
+    def outputs(self, acts: torch.Tensor, batch: Batch) -> torch.Tensor:
+        reps = len(acts) // len(batch.x)
+        assert batch.tokens is not None
+        tokens = batch.tokens.repeat(reps, 1)
+        if self.route == "start_at_layer":
+            return self.model.model(acts, start_at_layer=self.layer).float()
+        if self.route == "hf_layers":
+            return self._hf_suffix(acts, tokens)
+        return self._whole(acts, tokens)
+
+    def reference(self, clean: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean next-token log-probabilities and probabilities: float32[b, ctx, d_vocab] each."""
+        logp = torch.log_softmax(clean.float(), -1)
+        return logp, logp.exp()
+
+    def score(self, out: torch.Tensor, batch: Batch,
+              reference: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the next token and KL(clean ‖ edited), per position: float32[e·b, ctx] each."""
+        assert batch.tokens is not None
+        logp, p = reference
+        b, ctx = batch.tokens.shape
+        q = torch.log_softmax(out.float(), -1).reshape(-1, b, ctx, out.shape[-1])
+        targets = batch.tokens[:, 1:, None].expand(q.shape[0], -1, -1, -1)
+        nll = -q[:, :, :-1].gather(-1, targets).squeeze(-1)
+        kl = (p * (logp - q)).sum(-1)
+        return torch.nn.functional.pad(nll, (0, 1)).reshape(-1, ctx), kl.reshape(-1, ctx)
+
+    # ---- routes -------------------------------------------------------------------------------
+    def _choose_route(self, batch: Batch) -> str:
+        assert batch.tokens is not None
+        with torch.no_grad():
+            reference = self.model.model(batch.tokens).float()
+        scale = float(reference.abs().max())
+        candidates = []
+        if self.hook_name.endswith("hook_resid_pre") and hasattr(self.model.model, "blocks") and \
+                type(self.model.model).__name__ == "HookedTransformer":
+            candidates.append("start_at_layer")
+        if self._hf_layers() is not None and self.hook_name.endswith("hook_resid_pre"):
+            candidates.append("hf_layers")
+        for route in candidates:
+            self.route = route
+            try:
+                got = self.outputs(batch.x, batch)
+            except Exception:  # noqa: BLE001 - an unsupported route falls back to the whole model
+                continue
+            if float((got - reference).abs().max()) <= ROUTE_TOL * max(scale, 1.0):
+                return route
+        return "whole_model"
+
+    def _hf_layers(self) -> Any:
+        hf = getattr(self.model.model, "original_model", None)
+        inner = getattr(hf, "model", None)
+        if inner is None or not hasattr(inner, "layers") or not hasattr(hf, "lm_head"):
+            return None
+        return hf
+
+    def _hf_suffix(self, acts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        hf = self._hf_layers()
+        key = tuple(tokens.shape)
+        if key not in self._kwargs:
+            self._kwargs[key] = self._capture(hf, tokens)  # type: ignore[index]
+        h = acts
+        for layer in hf.model.layers[self.layer:]:
+            out = layer(h, **self._kwargs[key])  # type: ignore[index]
+            h = out[0] if isinstance(out, tuple) else out
+        return hf.lm_head(hf.model.norm(h)).float()
+
+    def _capture(self, hf: Any, tokens: torch.Tensor) -> dict[str, Any]:
+        """The keyword arguments the decoder layer at the hook receives for windows of this shape."""
+        got: dict[str, Any] = {}
+
+        class Stop(Exception):
+            pass
+
+        def grab(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+            got.update({k: v for k, v in kwargs.items() if k != "hidden_states"})
+            raise Stop
+
+        handle = hf.model.layers[self.layer].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self.model.model(tokens)
+        except Stop:
+            pass
+        finally:
+            handle.remove()
+        got["past_key_values"], got["use_cache"] = None, False
+        return got
+
+    def _whole(self, acts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        def replace(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            return acts.to(act.dtype)
+
+        return self.model.model.run_with_hooks(tokens, fwd_hooks=[(self.hook_name, replace)]).float()
