@@ -21,7 +21,15 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from helpers import TINY_D_MODEL, TINY_LAYERS, save_sae  # noqa: E402
+from helpers import (  # noqa: E402
+    TINY_D_MODEL,
+    TINY_HOOK,
+    TINY_LAYERS,
+    TINY_RUN_K,
+    TINY_RUN_TOKENS,
+    run_script,
+    save_sae,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -74,3 +82,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sae_dir(tmp_path_factory) -> Path:
     return save_sae(tmp_path_factory.mktemp("tiny_sae"), TINY_D_MODEL, 128)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_model_dir, text_glob) -> Path:
+    """Every numbered script, as a subprocess, on the tiny local model (its SAE trained by 01):
+    the outputs folder the script, dashboard and notebook tests read."""
+    from darkmatter.pipeline import table
+
+    scripts = [s.script for s in table.steps()]
+    out = tmp_path_factory.mktemp("run")
+    run_script(scripts[0], "--model", str(tiny_model_dir), "--hook-name", TINY_HOOK,
+               "--text-files", text_glob, "--context-size", "32", "--n-tokens", str(TINY_RUN_TOKENS),
+               "--sae-train-tokens", "3000", "--sae-train-samples", "12000", "--sae-batch-size", "256",
+               "--sae-expansion", "4", "--sae-l0", "4", "--n-components", str(TINY_RUN_K), "--batch-size", "8",
+               "--outputs", str(out))
+    for name in scripts[1:]:
+        run_script(name, "--outputs", str(out))
+    return out

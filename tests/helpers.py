@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_D_MODEL = 32
 TINY_LAYERS = 8
 TINY_HOOK = "blocks.6.hook_resid_pre"  # the GPT-2 preset's hook
+TINY_RUN_TOKENS, TINY_RUN_K = 3000, 6  # the tiny end-to-end run (conftest.tiny_run)
 
 
 def save_sae(folder: Path, d_in: int, d_sae: int, seed: int = 0) -> Path:

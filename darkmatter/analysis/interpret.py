@@ -96,3 +96,83 @@ def logit_lens(direction: np.ndarray, W_U: np.ndarray, decode: Callable[[int], s
     bottom = np.argsort(logits)[:n]
     return ([(decode(int(t)), float(logits[t])) for t in top],
             [(decode(int(t)), float(logits[t])) for t in bottom])
+
+
+def histograms(sources: np.ndarray, bins: int = 60, threshold: float = 2.0,
+               chunk_size: int = 65536) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column histograms over every row (two streamed passes: range, then counts) and the
+    share of rows beyond ±``threshold``.
+
+    Args:
+        sources: float[n_tokens, k] (memmap); threshold: in the sources' units (they have unit variance).
+    Returns:
+        (edges: float64[k, bins+1], counts: int64[k, bins], above: float64[k] share > threshold,
+        below: float64[k] share < −threshold).
+    """
+    n, k = sources.shape
+    lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
+    for start in range(0, n, chunk_size):
+        block = np.asarray(sources[start:start + chunk_size], dtype=np.float64)
+        lo, hi = np.minimum(lo, block.min(0)), np.maximum(hi, block.max(0))
+    hi = np.where(hi > lo, hi, lo + 1.0)
+    edges = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, bins + 1)[None]
+    counts = np.zeros((k, bins), dtype=np.int64)
+    above, below = np.zeros(k), np.zeros(k)
+    for start in range(0, n, chunk_size):
+        block = np.asarray(sources[start:start + chunk_size], dtype=np.float64)
+        idx = np.clip(((block - lo) / (hi - lo) * bins).astype(np.int64), 0, bins - 1)
+        for c in range(k):
+            counts[c] += np.bincount(idx[:, c], minlength=bins)
+        above += (block > threshold).sum(0)
+        below += (block < -threshold).sum(0)
+    return edges, counts, above / n, below / n
+
+
+def one_per_unit(rows: np.ndarray, units: np.ndarray, n: int) -> list[np.ndarray]:
+    """For each component, the first ``n`` of its ranked rows with at most one row per unit
+    (document), so that one repeated passage cannot fill a component's examples.
+
+    Args:
+        rows: int64[k, m] rows of each component, best first; units: int64[n_tokens] each row's document.
+    Returns:
+        k arrays of at most n rows each, in rank order.
+    """
+    out = []
+    for ranked in rows:
+        _, first = np.unique(units[ranked], return_index=True)
+        out.append(ranked[np.sort(first)][:n])
+    return out
+
+
+def row_keys(index: np.ndarray, ctx: int) -> np.ndarray:
+    """int64[n_tokens] sort keys window·ctx + position of the analysed rows (``index``: int[n_tokens, 2]
+    in window-then-position order, as step 02 writes token_index.npy)."""
+    return index[:, 0].astype(np.int64) * ctx + index[:, 1]
+
+
+def context_values(tokens: np.ndarray, keys: np.ndarray, sources: np.ndarray, window: int, position: int,
+                   width: int, decode: Callable[[int], str], bos_id: int) -> tuple[list[str], list[Any], int]:
+    """The context of one token, token by token, with every component's source value at each.
+
+    Args:
+        tokens: int[n_windows, ctx]; keys: :func:`row_keys` of the analysed rows; sources:
+            float[n_tokens, k] (memmap); width: tokens either side (BOS dropped).
+    Returns:
+        (decoded tokens; per token a float64[k] of source values, or None where the token is not
+        an analysed row (BOS, a massive activation); the marked token's index).
+    """
+    ctx = tokens.shape[1]
+    lo, hi = max(0, position - width), min(ctx, position + width + 1)
+    texts: list[str] = []
+    values: list[Any] = []
+    at = 0
+    for q in range(lo, hi):
+        if tokens[window, q] == bos_id and q != position:
+            continue
+        if q == position:
+            at = len(texts)
+        texts.append(decode(int(tokens[window, q])))
+        key = window * ctx + q
+        i = int(np.searchsorted(keys, key))
+        values.append(np.asarray(sources[i], dtype=np.float64) if i < len(keys) and keys[i] == key else None)
+    return texts, values, at

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from simple_parsing import field
 
@@ -178,6 +178,10 @@ class InterpretOptions:
     """top and bottom activating contexts kept per component"""
     context_window: int = 10
     """tokens of context shown either side of the marked token"""
+    causal_windows: int = 8
+    """held-out windows the causal tests run on (blocks of 128 rows for planted data); 0 skips the tests"""
+    causal_null_draws: int = 4
+    """matched null rotations each top-m add-back is held against (at the ICA set's variance)"""
 
 
 @dataclass(frozen=True)
@@ -249,12 +253,3 @@ def flat(cfg: Config) -> dict[str, Any]:
     """Every field by its flat name."""
     return {name: get(cfg, name) for name in FIELD_SECTION}
 
-
-def choices(name: str) -> tuple[str, ...]:
-    """The allowed values of a Literal field (empty for free fields)."""
-    cls = SECTIONS[FIELD_SECTION[name]]
-    hint = {f.name: f.type for f in fields(cls)}[name]
-    import typing
-
-    resolved = typing.get_type_hints(cls)[name] if isinstance(hint, str) else hint
-    return tuple(get_args(resolved)) if typing.get_origin(resolved) is Literal else ()

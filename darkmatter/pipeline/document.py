@@ -10,6 +10,7 @@ from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.analysis.tails import TailComparison
 from darkmatter.pipeline.results import (
+    CausalResult,
     CollectResult,
     ICAResult,
     LinearSplitResult,
@@ -87,6 +88,8 @@ class ComponentRow:
     candidate: bool
     not_candidate_because: list[str]
     top_tokens: list[str]
+    linear_share: float | None = None
+    gap_closed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class Results:
         components: one row per component.
         steps: every step of the table with its outputs and timing.
         arrays: shape and dtype of every .npy; plots: the PNG names.
-        linear_split: step 07's linear/nonlinear split (None in runs made before it existed).
+        linear_split: step 06's linear/nonlinear split; causal: its causal tests (None where they did not run).
     """
 
     generated: str
@@ -125,6 +128,7 @@ class Results:
     arrays: dict[str, ArrayInfo]
     plots: list[str]
     linear_split: LinearSplitResult | None = None
+    causal: CausalResult | None = None
 
 
 @dataclass(frozen=True)

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from darkmatter.analysis.compare import HIGH, LOW
+from darkmatter.pipeline.causal_table import causal_markdown
 from darkmatter.pipeline.document import LayersSummary, Results
-from darkmatter.pipeline.results import InterpretationsResult, SetupResult
-
-
-def _cell(x: Any) -> str:
-    """A table cell: pipes inside it (|cos|) escaped unless they already are."""
-    return re.sub(r"(?<!\\)\|", r"\\|", str(x))
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    """A markdown table."""
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(x) for x in row) + " |" for row in rows]
-    return "\n".join(lines)
+from darkmatter.pipeline.mdtable import table
+from darkmatter.pipeline.results import FeatureBank
 
 
 def _num(value: float | None, spec: str = ".2f") -> str:
@@ -117,8 +106,8 @@ def report_markdown(r: Results) -> str:
              "yes" if c.above_floor else "no", f"{c.max_abs_cos_to_sae:.3f}", f"{c.max_abs_cos_to_sae_projected:.3f}",
              "**yes**" if c.candidate else ", ".join(c.not_candidate_because), ", ".join(c.top_tokens[:3])]
             for c in r.components[:40]]
-    out += ["## Components", "", "The first 40 by excess kurtosis; all of them in "
-            "[components.md](components.md) and `ica_dark_matter_results.json`.", "",
+    out += ["## Components", "", "The first 40 by excess kurtosis; all of them in [components.md](components.md), "
+            "`feature_bank.json` and the dashboard ([dashboard/index.html](dashboard/index.html)).", "",
             table(["#", "excess kurtosis", "stability", "settled", "above floor", "max cos raw", "max cos projected",
                    "candidate (or why not)", "top tokens"], rows), ""]
     if r.linear_split is not None:
@@ -137,6 +126,8 @@ def report_markdown(r: Results) -> str:
                 "Each residual component lives in the linear part (≥ 50% of its source's variance predicted, gone from "
                 "the nonlinear part), the nonlinear part (|cos| ≥ 0.9 to one of its components), both, or neither: "
                 + ", ".join(f"{n} {c}" for c, n in ls.counts.items()) + ".", ""]
+    if r.causal is not None:
+        out += ["## Causal tests: does the model use the residual?", "", causal_markdown(r.causal, r.ica.k)]
     g = r.groundtruth
     if g is not None:
         out += ["## Ground truth (planted)", "", f"{len(g.dark_features)} dark features ({g.dark_rule}).", "",
@@ -185,31 +176,32 @@ def _code(text: str) -> str:
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
-def components_markdown(result: InterpretationsResult, setup: SetupResult) -> str:
-    """components.md: one section per ICA component, marked tokens shown as [[token]]."""
-    out = [f"# ICA components of the SAE residual: {setup.description} `{setup.hook.hook_name}`", "",
-           (result.note + ". " if result.note else "Marked token: `[[...]]`. ")
-           + "Activation = the component's source value (unit variance).", ""]
-    for c in result.components:
-        out += [f"## Component {c.component}", ""]
-        near = ", ".join(f"{f.feature} ({f.cos:+.2f})" + (f" [{f.neuronpedia}]" if f.neuronpedia else "")
-                         for f in c.nearest_sae_features[:3])
-        out += [f"- nearest SAE features (cos): {near}"]
-        t = c.nearest_true_feature
-        if t is not None:
-            out += [f"- nearest planted feature: f{t.nearest_true_feature} (|cos| {t.abs_cos:.3f}"
-                    f"{', a dark feature' if t.is_dark else ''})"]
-        out += ["- frequent tokens among top activators: "
-                + ", ".join(f"`{tok!r}`×{n}" for tok, n in c.frequent_top_tokens[:8])]
-        if c.logit_lens is not None:
-            out += ["- logit lens, promotes: " + ", ".join(f"`{tok!r}`" for tok, _ in c.logit_lens.top[:8]),
-                    "- logit lens, suppresses: " + ", ".join(f"`{tok!r}`" for tok, _ in c.logit_lens.bottom[:8])]
-        out += ["", "Top activating:", ""] + [f"- {e.activation:+.2f}: {_code(e.context)}" for e in c.top[:10]]
-        out += ["", "Bottom activating:", ""] + [f"- {e.activation:+.2f}: {_code(e.context)}" for e in c.bottom[:5]]
-        out += ["", "Quantile samples:", ""]
-        out += [f"- q{e.quantile:.2f} ({e.activation:+.2f}): {_code(e.context)}" for e in c.quantiles]
-        out += [""]
-    return "\n".join(out)
+def components_markdown(bank: FeatureBank) -> str:
+    """components.md: a short index of the feature bank, one line per component (the detail is in
+    feature_bank.json and the dashboard, outputs/dashboard/index.html)."""
+    causal = bank.loss_name is not None
+    head = ["component", "candidate", "excess kurtosis", "stability", "novelty (1 − max |cos|)", "linear share"]
+    head += ["gap closed (add back)"] if causal else []
+    head += ["nearest SAE feature (cos)", "frequent top tokens", "top context"]
+    rows = []
+    for c in bank.components:
+        row = [c.component, "yes" if c.candidate else "no: " + ", ".join(c.not_candidate_because),
+               f"{c.source_excess_kurtosis:.2f}", f"{c.stability:.2f}", f"{c.novelty:.2f}",
+               _num(c.linear_share, ".0%")]
+        if causal:
+            row.append(f"{c.causal.add_back.share:+.1%}" if c.causal else "–")
+        near = c.nearest_sae_features[0] if c.nearest_sae_features else None
+        near_text = "–" if near is None else (
+            f"[{near.neuronpedia}](https://www.neuronpedia.org/{near.neuronpedia}) ({near.cos:+.2f})"
+            if near.neuronpedia else f"{near.feature} ({near.cos:+.2f})")
+        toks = ", ".join(repr(t) for t, _ in c.token_histogram[:4])
+        ctx = c.top[0].context[:80] if c.top else ""
+        rows.append(row + [near_text, toks, _code(ctx) if ctx else ""])
+    return "\n".join([f"# ICA components of the SAE residual: {bank.description} `{bank.hook_name}`", "",
+                      "Everything else about each component (histogram, top/bottom/quantile contexts one per "
+                      "document, logit lens, nearest SAE features, causal figures) is in `feature_bank.json` and "
+                      "on its page of `dashboard/index.html`." + (f" {bank.note}." if bank.note else ""), "",
+                      table(head, rows), ""])
 
 
 def layers_markdown(summary: LayersSummary) -> str:

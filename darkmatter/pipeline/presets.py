@@ -15,6 +15,7 @@ PRESETS: dict[str, Config] = {
         neuronpedia_id="gpt2-small/6-res-jb")),
     "planted": with_values(Config(), dict(
         preset="planted", model="planted", model_source="planted", hook_name="planted", max_norm_ratio=None,
-        n_tokens=100_000, sae_train_tokens=100_000, sae_train_samples=300_000, sae_expansion=1, sae_l0=2.0)),
+        n_tokens=100_000, sae_train_tokens=100_000, sae_train_samples=300_000, sae_expansion=1, sae_l0=2.0,
+        causal_windows=64)),
 }
 assert set(PRESETS) == set(get_args(PresetName))

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from darkmatter.analysis.directions import ICA
+from darkmatter.pipeline.causal_table import causal_markdown
 from darkmatter.pipeline.document import Results
-from darkmatter.pipeline.markdown import table
+from darkmatter.pipeline.mdtable import table
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "docs" / "runs"
@@ -200,9 +201,16 @@ TABLES: dict[str, Callable[[Path], str]] = {
                                                    "offline default (docs/runs/offline_default.json)":
                                                        load("offline_default", runs)}),
     "k-sweep": lambda runs: k_sweep_table(load("offline_default", runs), "offline_default"),
+    "causal": lambda runs: _causal(load("offline_default", runs), "offline_default"),
     "toy-sweep": toy_table,
     "planted-sweep": planted_sweep_table,
 }
+
+
+def _causal(r: Results, name: str) -> str:
+    if r.causal is None:
+        raise ValueError(f"docs/runs/{name}.json has no causal tests: rerun it with step 06")
+    return _provenance(r, name) + "\n\n" + causal_markdown(r.causal, r.ica.k)
 
 
 def render_readme(text: str, runs: Path = RUNS) -> str:

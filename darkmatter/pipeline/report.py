@@ -25,9 +25,10 @@ from darkmatter.pipeline.document import (
     StepRecord,
 )
 from darkmatter.pipeline.results import (
+    CausalResult,
     CollectResult,
+    FeatureBank,
     ICAResult,
-    InterpretationsResult,
     LinearSplitResult,
     SetupResult,
     SimilarityResult,
@@ -47,11 +48,12 @@ class Parts:
     diagnostics: ResidualDiagnostics
     ica: ICAResult
     similarity: SimilarityResult
-    interpretations: InterpretationsResult
+    bank: FeatureBank
     statistics: TailComparison
     groundtruth: GroundTruthScores | None = None
     sae_training: TrainingRecord | None = None
     linear_split: LinearSplitResult | None = None
+    causal: CausalResult | None = None
 
 
 def candidates(p: Parts) -> list[int]:
@@ -128,12 +130,27 @@ def headline(p: Parts, novel: list[int], floor: NoiseFloor | None) -> list[str]:
                      f"residual variance and R² {ls.split.norm_predicted:.2f} of its norm are linear in x; components "
                      "in the linear / nonlinear part / both / neither: "
                      + " / ".join(str(ls.counts[c]) for c in ("linear", "nonlinear", "both", "neither")))
+    if p.causal is not None:
+        lines.append(causal_line(p.causal))
     sae_kurt = st.sae_excess_kurtosis.summary
     lines.append(f"excess kurtosis (effect sizes, all tokens): ICA sources median "
                  f"{st.ica_excess_kurtosis.summary.median:.2f}; SAE features median "
                  + ("n/a" if sae_kurt is None else f"{sae_kurt.median:.2f}")
                  + " (mostly their zeros: see statistics)")
     return lines
+
+
+def causal_line(c: CausalResult) -> str:
+    """The causal tests in one line: the splice, and the largest top-m add-back against its nulls."""
+    t = c.table
+    head = (f"causal ({c.held_out}): {t.loss_name} clean {t.clean_loss:.3f}, SAE spliced {t.spliced_loss:.3f}, zero "
+            f"{t.zero_loss:.3f} (loss recovered {t.loss_recovered:.1%}); the whole {len(t.order)}-subspace closes "
+            f"{t.subspace_gap_closed.share:.1%} of the spliced gap")
+    if not t.top_m:
+        return head
+    b = t.top_m[-1]
+    return head + (f"; top {b.m} ICA components {b.ica.share:.1%} (± {b.ica.se:.1%}) vs PCA {b.pca.share:.1%} and "
+                   f"matched null {b.null_mean:.1%} (max {b.null_max:.1%} of {t.null_draws}) at equal variance")
 
 
 def aggregate(config: dict[str, Any], p: Parts, steps: list[StepRecord], arrays: dict[str, ArrayInfo],
@@ -153,13 +170,15 @@ def aggregate(config: dict[str, Any], p: Parts, steps: list[StepRecord], arrays:
         candidate_dark_matter_components=novel, setup=p.setup, sae_training=p.sae_training,
         sae_stats=p.sae_stats, diagnostics=p.diagnostics, ica=p.ica, similarity=p.similarity,
         statistics=p.statistics, groundtruth=p.groundtruth, noise_floor=floor, linear_split=p.linear_split,
+        causal=p.causal,
         components=[ComponentRow(component=c.component, max_abs_cos_to_sae=s.max_abs_cos,
                                  max_abs_cos_to_sae_projected=s.max_abs_cos_projected,
                                  best_sae_feature=s.best_feature, stability=f.stability, settled=f.settled,
                                  excess_kurtosis=f.source_excess_kurtosis, above_floor=f.above_floor,
                                  candidate=s.candidate, not_candidate_because=s.not_candidate_because,
-                                 top_tokens=[t for t, _ in c.frequent_top_tokens[:5]])
-                    for c, s, f in zip(p.interpretations.components, p.similarity.components, p.ica.components)],
+                                 top_tokens=[t for t, _ in c.token_histogram[:5]], linear_share=c.linear_share,
+                                 gap_closed=c.causal.add_back.share if c.causal else None)
+                    for c, s, f in zip(p.bank.components, p.similarity.components, p.ica.components)],
         steps=steps, arrays=arrays, plots=plots)
 
 

@@ -14,16 +14,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
-from darkmatter.analysis.groundtruth import ComponentTruth, GroundTruthScores
+from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.analysis.linear_split import LinearSplit
 from darkmatter.analysis.tails import TailComparison
 from darkmatter.experiments.training import SAETrainingResult
+from darkmatter.pipeline.results_bank import (
+    BankEntry,
+    CausalResult,
+    Example,
+    FeatureBank,
+    Histogram,
+    LogitLens,
+    NearestFeature,
+)
 from darkmatter.pipeline.results_ica import ComponentFit, ComponentMatch, ICAResult, KSweepPoint, SimilarityResult
 from darkmatter.sources.base import HookInfo
 from darkmatter.sources.collect import SAEMetrics, ThroughputRecord
 
-SCHEMA_VERSION = 4
-__all__ = ["ComponentFit", "ComponentMatch", "ICAResult", "KSweepPoint", "SimilarityResult"]  # re-exported
+SCHEMA_VERSION = 5
+__all__ = ["ComponentFit", "ComponentMatch", "ICAResult", "KSweepPoint", "SimilarityResult",  # re-exported
+           "BankEntry", "CausalResult", "Example", "FeatureBank", "Histogram", "LogitLens", "NearestFeature"]
 
 
 @dataclass(frozen=True)
@@ -112,59 +122,6 @@ class CollectResult:
 
 
 @dataclass(frozen=True)
-class Example:
-    """One analysed row shown for a component: where it is, what it says, the source's value."""
-
-    token: str
-    context: str
-    activation: float
-    window: int | None = None
-    position: int | None = None
-    row: int | None = None
-    quantile: float | None = None
-
-
-@dataclass(frozen=True)
-class NearestFeature:
-    """An SAE decoder row near a component (signed cos), with its Neuronpedia id on GPT-2."""
-
-    feature: int
-    cos: float
-    neuronpedia: str | None = None
-
-
-@dataclass(frozen=True)
-class LogitLens:
-    """Tokens a direction promotes and suppresses through the unembedding: (token, logit)."""
-
-    top: list[tuple[str, float]]
-    bottom: list[tuple[str, float]]
-
-
-@dataclass(frozen=True)
-class ComponentReading:
-    """interpretations.json entry: everything step 06 shows for one component."""
-
-    component: int
-    top: list[Example]
-    bottom: list[Example]
-    quantiles: list[Example]
-    frequent_top_tokens: list[tuple[str, int]]
-    logit_lens: LogitLens | None
-    nearest_sae_features: list[NearestFeature]
-    nearest_true_feature: ComponentTruth | None = None
-
-
-@dataclass(frozen=True)
-class InterpretationsResult:
-    """interpretations.json (step 06); ``note`` says what the source could not show."""
-
-    k: int
-    note: str | None
-    components: list[ComponentReading]
-
-
-@dataclass(frozen=True)
 class ComponentLinearity:
     """Where one ICA component of the residual lives (linear_split.json ``components``).
 
@@ -208,7 +165,7 @@ RESULT_FILES: dict[type, str] = {
     SetupResult: "setup.json", TrainingRecord: "sae_training.json", TrainingHistory: "sae_history.json",
     CollectResult: "sae_stats.json",
     ResidualDiagnostics: "diagnostics.json", ICAResult: "ica.json", SimilarityResult: "similarity.json",
-    GroundTruthScores: "groundtruth.json", InterpretationsResult: "interpretations.json",
+    GroundTruthScores: "groundtruth.json", FeatureBank: "feature_bank.json", CausalResult: "causal.json",
     TailComparison: "statistics.json", LinearSplitResult: "linear_split.json",
 }
 

@@ -1,76 +1,64 @@
-"""Step 06: what each component means: contexts, quantile samples, frequent tokens, logit lens,
-nearest SAE features. The source decides what a row looks like (text with the token marked,
-or a planted row's active features) and whether there is an unembedding for the logit lens."""
+"""Step 06: what each component means and whether the model uses it.
+
+In order: the linear/nonlinear split of the residual (Engels et al. 2024;
+:mod:`darkmatter.pipeline.linear_part`), the causal tests on held-out text
+(:mod:`darkmatter.pipeline.causal_part`), and the feature bank (:mod:`darkmatter.pipeline.bank`):
+one entry per component with its examples, histogram, logit lens, nearest SAE features, verdicts,
+linear share and causal figures; ``components.md`` is its short index.
+"""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from darkmatter.analysis import interpret, stats
 from darkmatter.analysis.groundtruth import GroundTruthScores
+from darkmatter.pipeline import bank, causal_part, linear_part
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.markdown import components_markdown
-from darkmatter.pipeline.results import (
-    CollectResult,
-    ComponentReading,
-    Example,
-    ICAResult,
-    InterpretationsResult,
-    LogitLens,
-    NearestFeature,
-    SetupResult,
-    SimilarityResult,
-)
-from darkmatter.sources.base import RowContext
-
-#: Random rows from which the quantile samples are drawn.
-QUANTILE_SAMPLE = 100_000
-
-
-def _example(ctx: RowContext, activation: float, quantile: float | None = None) -> Example:
-    return Example(token=ctx.token, context=ctx.context, activation=float(activation), window=ctx.window,
-                   position=ctx.position, row=ctx.row, quantile=quantile)
+from darkmatter.pipeline.results import CollectResult, ICAResult, SetupResult, SimilarityResult
 
 
 def run(ctx: StepContext) -> None:
-    """Top/bottom contexts, quantile samples, frequent tokens, logit lens, nearest SAE features."""
-    setup, _, _, similarity = (ctx.read(SetupResult), ctx.read(CollectResult), ctx.read(ICAResult),
-                               ctx.read(SimilarityResult))
-    cfg, store, source = ctx.cfg, ctx.store, ctx.source
+    """The linear split, the causal tests and the feature bank of every component."""
+    setup, _, ica, similarity = (ctx.read(SetupResult), ctx.read(CollectResult), ctx.read(ICAResult),
+                                 ctx.read(SimilarityResult))
+    store = ctx.store
     truth = ctx.read(GroundTruthScores) if ctx.exists(GroundTruthScores) else None
-    sources = store.load_npy("ica_activations.npy")
-    directions = store.load_npy("ica_directions.npy", mmap=False)
-    index = store.load_npy("token_index.npy", mmap=False)
-    tokens = store.load_npy("tokens.npy", mmap=False) if store.exists("tokens.npy") else None
-    n_top = cfg.interpret.n_top_contexts
-    top, bottom = interpret.extreme_rows(sources, n_top)
-    qrows = stats.random_rows(len(sources), QUANTILE_SAMPLE, cfg.source.seed)
-    qvalues = np.asarray(sources[qrows], dtype=np.float64)
-    shown = np.unique(np.concatenate([top.ravel(), bottom.ravel(), qrows]))
-    read = source.row_contexts(shown, index, tokens, cfg.interpret.context_window,
-                               set(truth.dark_features) if truth else set())
-    W_U = source.unembed()
-    npid = cfg.source.neuronpedia_id
-    components = []
-    for i in range(directions.shape[0]):
-        top_examples = [_example(read(r), sources[r, i]) for r in top[i]]
-        logit = None
-        if W_U is not None:
-            up, down = interpret.logit_lens(directions[i], W_U, source.decode)
-            logit = LogitLens(top=up, bottom=down)
-        sim = similarity.components[i]
-        components.append(ComponentReading(
-            component=i, top=top_examples, bottom=[_example(read(r), sources[r, i]) for r in bottom[i]],
-            quantiles=[_example(read(r), v, q) for q, r, v in interpret.quantile_rows(qvalues[:, i], qrows)],
-            frequent_top_tokens=interpret.frequent_tokens(np.array([e.token for e in top_examples]), str),
-            logit_lens=logit,
-            nearest_sae_features=[NearestFeature(feature=f, cos=c, neuronpedia=f"{npid}/{f}" if npid else None)
-                                  for f, c in zip(sim.top_features, sim.top_cos)],
-            nearest_true_feature=truth.per_component[i] if truth else None))
-    result = InterpretationsResult(k=len(components), note=source.note(), components=components)
+    t0 = time.perf_counter()
+    x, r = ctx.arrays("activations.npy", "residuals.npy", d_model=setup.d_model)
+    split = linear_part.split(ctx, ica, x, r)
+    t_split = time.perf_counter() - t0
+    causal = causal_part.run(ctx, ica, similarity)
+    t0 = time.perf_counter()
+    result = bank.build(ctx, setup, ica, similarity, truth, split, causal)
+    t_bank = time.perf_counter() - t0
     with store.transaction():
         ctx.record_config()
+        ctx.write(split)
+        if causal is not None:
+            ctx.write(causal)
+        ctx.discard_unless({"causal.json"} if causal else set(), "causal.json")
         ctx.write(result)
-        store.write_text("components.md", components_markdown(result, setup))
-    print(f"interpreted {len(components)} components → {store.path('components.md')}"
-          + (f" ({result.note})" if result.note else ""))
+        store.write_text("components.md", components_markdown(result))
+    s = split.split
+    print(f"linear part (Engels et al. 2024; map fitted on half the {split.unit}s, scored on the other): "
+          f"{s.variance_predicted:.1%} of residual variance, R² {s.norm_predicted:.2f} for its norm; components "
+          f"in the linear / nonlinear part / both / neither: " + " / ".join(str(v) for v in split.counts.values())
+          + f" ({t_split:.0f} s)")
+    if causal is not None:
+        t = causal.table
+        best = max(t.top_m, key=lambda row: row.m) if t.top_m else None
+        print(f"causal tests on {causal.held_out} ({causal.route}, {causal.seconds:.0f} s): {t.loss_name}: clean "
+              f"{t.clean_loss:.3f}, SAE spliced {t.spliced_loss:.3f}, zero {t.zero_loss:.3f}; loss recovered "
+              f"{t.loss_recovered:.1%}; the residual's whole {ica.k}-subspace closes "
+              f"{t.subspace_gap_closed.share:.1%} of the gap"
+              + (f"; top {best.m} ICA components {best.ica.share:.1%} vs PCA {best.pca.share:.1%} and matched null "
+                 f"{best.null_mean:.1%} (max {best.null_max:.1%}) at equal variance" if best else ""))
+    else:
+        print("causal tests: skipped (" + ("--causal-windows 0" if ctx.cfg.interpret.causal_windows <= 0
+                                           else "the source has no model after the hook") + ")")
+    n_dup = int(np.mean([len(e.top) for e in result.components])) if result.components else 0
+    print(f"feature bank: {result.k} components (~{n_dup} top contexts each, one per document; {t_bank:.0f} s) → "
+          f"{store.path('feature_bank.json')}" + (f" ({result.note})" if result.note else ""))

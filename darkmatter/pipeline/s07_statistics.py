@@ -1,5 +1,5 @@
-"""Step 07: heavy tails of the ICA sources against the SAE's features, and the linear/nonlinear
-split of the residual (:mod:`darkmatter.pipeline.linear_part`)."""
+"""Step 07: heavy tails of the ICA sources against the SAE's features, like for like, beside the
+Gaussian control."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 from darkmatter.analysis.stats import tail_fraction
 from darkmatter.analysis.tails import ALIVE_FREQUENCY, compare_tails
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import linear_part, plots
+from darkmatter.pipeline import plots
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import CollectResult, ICAResult
 
@@ -32,11 +32,7 @@ def run(ctx: StepContext) -> None:
                                      control.n_stable if control else None, ica.n_above_floor,
                                      control.source_excess_kurtosis if control else None)
     ica_k = m_ica.excess_kurtosis
-    d_model = int(store.load_npy("ica_directions.npy").shape[1])
-    x, r = ctx.arrays("activations.npy", "residuals.npy", d_model=d_model)
-    split = linear_part.split(ctx, ica, x, r)
     with store.transaction():
-        ctx.write(split)
         ctx.write(result)
         store.save_figure("ica_vs_sae_kurtosis.png", plots.kurtosis_vs_sae(
             ica_k, np.array(control.source_excess_kurtosis) if control else None, features.excess_kurtosis,
@@ -48,10 +44,6 @@ def run(ctx: StepContext) -> None:
     print(f"excess kurtosis: ICA median {np.median(ica_k):.2f} (max {ica_k.max():.1f}); SAE features firing ≥ "
           f"{ALIVE_FREQUENCY:.1%} (n={sae.n_features_counted}): median {med[0]:.1f} over all tokens (zeros alone "
           f"give {med[1]:.1f}), {med[2]:.2f} over active tokens")
-    s = split.split
-    print(f"linear part (Engels et al. 2024; map fitted on half the {split.unit}s, scored on the other): "
-          f"{s.variance_predicted:.1%} of residual variance, R² {s.norm_predicted:.2f} for its norm; components "
-          f"in the linear / nonlinear part / both / neither: " + " / ".join(str(v) for v in split.counts.values()))
     gc = result.gaussian_control
     if gc:
         print(f"noise floor (ICA on a Gaussian surrogate): max |excess kurtosis| "

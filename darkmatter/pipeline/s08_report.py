@@ -1,23 +1,29 @@
-"""Step 08: aggregate every step's typed result into ica_dark_matter_results.json and report.md."""
+"""Step 08: aggregate every step's typed result into ica_dark_matter_results.json and report.md; the
+static dashboard (dashboard/index.html and a page per component, :mod:`darkmatter.pipeline.dashboard`);
+the ICA components as an SAELens SAE in ica_sae/ (:mod:`darkmatter.sources.ica_sae`)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.analysis.tails import TailComparison
-from darkmatter.pipeline import report, table
+from darkmatter.pipeline import autointerp_step, dashboard, report, table
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.document import ArrayInfo, StepRecord, Timing
 from darkmatter.pipeline.markdown import report_markdown
 from darkmatter.pipeline.results import (
+    CausalResult,
     CollectResult,
+    FeatureBank,
     ICAResult,
-    InterpretationsResult,
     LinearSplitResult,
     SetupResult,
     SimilarityResult,
     TrainingRecord,
 )
+from darkmatter.sources.ica_sae import ica_sae_metadata, save_ica_sae
 
 
 def run(ctx: StepContext) -> None:
@@ -26,10 +32,11 @@ def run(ctx: StepContext) -> None:
     parts = report.Parts(
         setup=ctx.read(SetupResult), sae_stats=ctx.read(CollectResult), diagnostics=ctx.read(ResidualDiagnostics),
         ica=ctx.read(ICAResult), similarity=ctx.read(SimilarityResult),
-        interpretations=ctx.read(InterpretationsResult), statistics=ctx.read(TailComparison),
+        bank=ctx.read(FeatureBank), statistics=ctx.read(TailComparison),
         groundtruth=ctx.read(GroundTruthScores) if ctx.exists(GroundTruthScores) else None,
         sae_training=ctx.read(TrainingRecord) if ctx.exists(TrainingRecord) else None,
-        linear_split=ctx.read(LinearSplitResult) if ctx.exists(LinearSplitResult) else None)
+        linear_split=ctx.read(LinearSplitResult) if ctx.exists(LinearSplitResult) else None,
+        causal=ctx.read(CausalResult) if ctx.exists(CausalResult) else None)
     timings = store.read_json("timings.json") if store.exists("timings.json") else {}
     steps = [StepRecord(number=s.number, script=s.script, summary=s.summary,
                         outputs=[f for f in s.writes if store.exists(f)],
@@ -41,9 +48,23 @@ def run(ctx: StepContext) -> None:
         arrays[name] = ArrayInfo(shape=list(arr.shape), dtype=str(arr.dtype))
     plots = [p for p in report.PLOTS if store.exists(p)]
     results = report.aggregate(ctx.cfg.to_dict(), parts, steps, arrays, plots)
+    auto = autointerp_step.read_current(store.root, store.read_json("feature_bank.json").get("run_id"))
+    if auto is not None:  # the optional auto-interpretation, when it ran on this feature bank
+        results = dataclasses.replace(results, headline=[*results.headline, autointerp_step.summary_line(auto)])
+    pages = dashboard.render(parts.bank, parts.causal, results.headline,
+                             f"{parts.setup.description}, SAE {results.setup.sae.source}", auto)
     with store.transaction():
         ctx.write(results)
         store.write_text("report.md", report_markdown(results))
-    print(f"wrote {store.path('report.md')}")
+        folder = store.staged_dir("dashboard")
+        for rel, html in pages.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_text(html)
+        save_ica_sae(store.staged_dir("ica_sae"), store.load_npy("ica_unmixing.npy", mmap=False),
+                     store.load_npy("ica_mixing.npy", mmap=False), store.load_npy("residual_mean.npy", mmap=False),
+                     ica_sae_metadata(ctx.cfg.to_dict(), base_sae=ctx.sae_source(),
+                                      hook_name=parts.setup.hook.hook_name))
+    print(f"wrote {store.path('report.md')}, {store.path('dashboard') / 'index.html'} ({len(pages) - 1} component "
+          f"pages) and {store.path('ica_sae')} (the components as an SAELens SAE of the residual)")
     for line in results.headline:
         print("  " + line)

@@ -57,6 +57,7 @@ _STEPS: dict[int, Step] = {}
 #: Files written outside the numbered steps, and what writes them.
 OTHER_PRODUCERS: dict[str, str] = {
     "timings.json": "any numbered script",
+    "autointerp.json": "autointerp.py (optional)",
     "layers_summary.json": "run_pipeline.py --layers",
     "layers_summary.md": "run_pipeline.py --layers",
     "planted_sweep.json": "sweep_planted.py",
@@ -169,23 +170,25 @@ register(Step(
     owns=("compare",)))
 register(Step(
     6, "interpret", "darkmatter.pipeline.s06_interpret",
-    "Top/bottom contexts, quantile samples, frequent tokens, logit lens and nearest SAE features "
-    "of every component.",
+    "The linear/nonlinear split of the residual (Engels et al. 2024) and ICA of its nonlinear part; causal "
+    "tests on held-out text (splice, add back against PCA and the matched null at equal variance, ablation, "
+    "logit effect); the feature bank (examples one per document, histogram, logit lens, nearest SAE "
+    "features, verdicts, causal figures) and its index components.md.",
     reads=("config.json", "setup.json", "sae_stats.json", "ica.json", "similarity.json",
-           "ica_activations.npy", "ica_directions.npy", "token_index.npy"),
-    writes=("interpretations.json", "components.md"),
+           "activations.npy", "residuals.npy", "token_index.npy", "ica_activations.npy",
+           "ica_directions.npy", "ica_unmixing.npy", "ica_mixing.npy", "residual_mean.npy", "pca_components.npy",
+           "pca_eigenvalues.npy"),
+    writes=("linear_split.json", "causal.json", "feature_bank.json", "components.md"),
     owns=("interpret",)))
 register(Step(
     7, "statistics", "darkmatter.pipeline.s07_statistics",
-    "Excess kurtosis of ICA sources against SAE features like for like, beside the Gaussian control; the "
-    "linear/nonlinear split of the residual (Engels et al. 2024) and ICA of its nonlinear part.",
-    reads=("config.json", "sae_stats.json", "ica.json", "ica_activations.npy", "sae_feature_moments.npy",
-           "activations.npy", "residuals.npy", "token_index.npy", "ica_directions.npy", "ica_unmixing.npy",
-           "pca_components.npy"),
-    writes=("statistics.json", "ica_vs_sae_kurtosis.png", "linear_split.json")))
+    "Excess kurtosis of ICA sources against SAE features like for like, beside the Gaussian control.",
+    reads=("config.json", "sae_stats.json", "ica.json", "ica_activations.npy", "sae_feature_moments.npy"),
+    writes=("statistics.json", "ica_vs_sae_kurtosis.png")))
 register(Step(
     8, "save_report", "darkmatter.pipeline.s08_report",
-    "Aggregate every step's results into ica_dark_matter_results.json and report.md.",
+    "Aggregate every step's results into ica_dark_matter_results.json and report.md; the static dashboard "
+    "(dashboard/index.html); the ICA components as an SAELens SAE of the residual (ica_sae/).",
     reads=("config.json", "setup.json", "sae_stats.json", "diagnostics.json", "ica.json", "similarity.json",
-           "interpretations.json", "statistics.json"),
-    writes=("ica_dark_matter_results.json", "report.md")))
+           "feature_bank.json", "statistics.json", "ica_unmixing.npy", "ica_mixing.npy", "residual_mean.npy"),
+    writes=("ica_dark_matter_results.json", "report.md", "dashboard", "ica_sae")))

@@ -36,11 +36,34 @@ def test_planted_pipeline_end_to_end(small_run):
     results = json.loads((out / "ica_dark_matter_results.json").read_text())
     assert results["groundtruth"]["sets"][ICA]["n_found"] == 8
     assert results["noise_floor"]["control_n_stable"] == 0
-    comps = (out / "components.md").read_text()
-    assert "nearest planted feature" in comps and "*:" in comps  # dark features marked in contexts
+    bank = json.loads((out / "feature_bank.json").read_text())["components"]
+    assert all(c["nearest_true_feature"] is not None for c in bank)
+    assert any("*:" in e["context"] for c in bank for e in c["top"])  # dark features marked in contexts
     assert not (out / "tokens.npy").exists()
     diag = json.loads((out / "diagnostics.json").read_text())
     assert diag["gaussian_surrogate"]["n_residual_dims_above_max_abs"] == 32
+
+
+def test_the_add_back_test_finds_exactly_the_features_the_readout_reads(small_run):
+    """Known answer of the causal tests: the planted readout reads every other dark feature; the
+    components whose add-back closes the gap are exactly those that recover one of them."""
+    from darkmatter.sources.base import GroundTruth
+
+    dark = SMALL.withheld()
+    _, read = planted.readout(GroundTruth(SMALL.directions(), dark, ""))
+    assert len(read) == 4
+    truth = {c["component"]: c for c in json.loads((small_run / "groundtruth.json").read_text())["per_component"]}
+    causal = json.loads((small_run / "causal.json").read_text())["table"]
+    closes = {c["component"] for c in causal["components"] if c["closes_gap"]}
+    reads = {i for i, t in truth.items() if t["nearest_true_feature"] in read and t["abs_cos"] > 0.9}
+    assert len(reads) == 4 and closes == reads
+    shares = [causal["components"][i]["add_back"]["share"] for i in reads]
+    assert min(shares) > 0.1 and sum(shares) > 0.8  # together they close most of the readout's error
+    others = [c["add_back"]["share"] for c in causal["components"] if c["component"] not in reads]
+    assert max(others) < 0.01
+    assert causal["subspace_gap_closed"]["share"] > 0.95
+    top = causal["top_m"][-1]  # the largest m below k: ICA beats the matched nulls at equal variance
+    assert top["ica"]["share"] > top["null_max"]
 
 
 def test_cached_activations_give_the_same_decomposition(small_run, tmp_path):
@@ -57,8 +80,8 @@ def test_cached_activations_give_the_same_decomposition(small_run, tmp_path):
     for name in ("residuals.npy", "ica_directions.npy", "ica_activations.npy"):
         np.testing.assert_array_equal(np.load(out / name), np.load(small_run / name), err_msg=name)
     assert not (out / "groundtruth.json").exists() and not (out / "tokens.npy").exists()
-    interp = json.loads((out / "interpretations.json").read_text())
-    assert "no token ids" in interp["note"] and interp["components"][0]["logit_lens"] is None
+    bank = json.loads((out / "feature_bank.json").read_text())
+    assert "no token ids" in bank["note"] and bank["components"][0]["logit_lens"] is None
     assert "no token ids" in (out / "components.md").read_text()
 
 

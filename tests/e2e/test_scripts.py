@@ -11,37 +11,38 @@ import pytest
 from darkmatter.analysis.directions import set_names
 from darkmatter.pipeline import table
 
-from helpers import TINY_D_MODEL, TINY_HOOK, run_script
+from helpers import TINY_D_MODEL, TINY_HOOK, TINY_RUN_K, TINY_RUN_TOKENS, run_script
 
 SCRIPTS = [s.script for s in table.steps()]
-N_TOKENS = 3000
-K = 6
+N_TOKENS, K = TINY_RUN_TOKENS, TINY_RUN_K
 EXPECTED = ["config.json", "setup.json", "sae_training.json", "sae_history.json", "sae/cfg.json", "sae_best/cfg.json",
             "activations.npy",
             "residuals.npy", "tokens.npy", "token_index.npy", "sae_stats.json", "diagnostics.json",
             "residual_kurtosis.png", "residual_pca.png", "ica.json", "ica_directions.npy",
             "ica_activations.npy", "ica_mixing.npy", "ica_unmixing.npy", "similarity.json",
-            "ica_sae_similarity.png", "interpretations.json", "components.md", "statistics.json",
+            "ica_sae_similarity.png", "linear_split.json", "causal.json", "feature_bank.json", "components.md",
+            "statistics.json", "dashboard/index.html", "dashboard/components/0.html", "ica_sae/cfg.json",
             "ica_vs_sae_kurtosis.png", "ica_dark_matter_results.json", "report.md", "timings.json"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_model_dir, text_glob) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    run_script(SCRIPTS[0], "--model", str(tiny_model_dir), "--hook-name", TINY_HOOK,
-               "--text-files", text_glob, "--context-size", "32", "--n-tokens", str(N_TOKENS),
-               "--sae-train-tokens", "3000", "--sae-train-samples", "12000", "--sae-batch-size", "256",
-               "--sae-expansion", "4", "--sae-l0", "4", "--n-components", str(K), "--batch-size", "8",
-               "--outputs", str(out))
-    for name in SCRIPTS[1:]:
-        run_script(name, "--outputs", str(out))
-    return out
+def run_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 def test_every_output_is_written(run_dir):
     missing = [name for name in EXPECTED if not (run_dir / name).exists()]
     assert not missing
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")], "temporary files left"
+
+
+def test_the_trained_sae_carries_saelens_metadata(run_dir):
+    from sae_lens import SAE
+
+    for folder in ("sae", "sae_best"):
+        meta = SAE.load_from_disk(str(run_dir / folder)).cfg.metadata
+        assert (meta.hook_name, meta.context_size, meta.prepend_bos) == (TINY_HOOK, 32, True), folder
+        assert meta.model_name and meta.model_class_name == "HookedTransformer" and meta.dataset_path is None
 
 
 def test_output_shapes_and_numbers(run_dir):
@@ -93,21 +94,31 @@ def test_output_shapes_and_numbers(run_dir):
     for name, s in sim["sets"].items():  # the ICA summary leaves out unsettled components
         left_out = sim["n_unsettled_excluded"] if name == "ICA" else 0
         assert s["above_high"] + s["between"] + s["below_low"] == K - left_out
-    split = json.loads((run_dir / "linear_split.json").read_text())  # 07's linear/nonlinear split
+    split = json.loads((run_dir / "linear_split.json").read_text())  # 06's linear/nonlinear split
     assert 0 < split["split"]["variance_predicted"] < 1 and -1 < split["split"]["norm_predicted"] <= 1
     assert split["k"] == K and sum(split["counts"].values()) == K and len(split["components"]) == K
     assert split["split"]["n_train"] + split["split"]["n_test"] == N_TOKENS
     results = json.loads((run_dir / "ica_dark_matter_results.json").read_text())
-    assert results["schema_version"] == 4 and results["linear_split"]["k"] == K
+    assert results["schema_version"] == 5 and results["linear_split"]["k"] == K
     assert [s["script"] for s in results["steps"]] == SCRIPTS
     assert all(s["timing"]["seconds"] > 0 for s in results["steps"][:-1])  # 08 is timed after it writes
     assert results["arrays"]["residuals.npy"]["shape"] == [N_TOKENS, TINY_D_MODEL]
     report = (run_dir / "report.md").read_text()
     assert "residual_pca.png" in report and "ica_activations.npy" in report
-    comps = json.loads((run_dir / "interpretations.json").read_text())["components"]
-    assert len(comps) == K and len(comps[0]["top"]) == 20 and "[[" in comps[0]["top"][0]["context"]
-    assert comps[0]["top"][0]["activation"] >= comps[0]["top"][-1]["activation"]
-    assert comps[0]["logit_lens"]["top"] and comps[0]["logit_lens"]["bottom"]
+    comps = json.loads((run_dir / "feature_bank.json").read_text())["components"]
+    assert len(comps) == K and "[[" in comps[0]["top"][0]["context"]
+    for c in comps:  # top contexts: one per document, largest first, each token's value beside it
+        top = c["top"]
+        assert 5 <= len(top) <= 20 and len({e["unit"] for e in top}) == len(top)
+        assert [e["activation"] for e in top] == sorted((e["activation"] for e in top), reverse=True)
+        e = top[0]
+        assert e["tokens"][e["at"]] == e["token"] and e["values"][e["at"]] == pytest.approx(e["activation"])
+        assert sum(c["histogram"]["counts"]) == N_TOKENS and np.isfinite(c["causal"]["add_back"]["share"])
+    assert comps[0]["logit_lens"]["top"] and comps[0]["causal"]["output_shift"][0]["up"]
+    causal = json.loads((run_dir / "causal.json").read_text())["table"]
+    # random weights: splicing costs loss; zero-ablating such a model need not cost more
+    assert causal["clean_loss"] < causal["spliced_loss"] and causal["n_sequences"] == 8
+    assert causal["subspace_gap_closed"]["share"] > 0 and len(causal["components"]) == K
 
 
 def _without_wall_times(data: bytes) -> bytes:

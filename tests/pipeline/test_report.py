@@ -52,14 +52,15 @@ def test_report_md_has_every_direction_set_the_null_and_the_steps(run_dir):
     assert results.noise_floor.control_n_stable == 0
     assert results.candidate_dark_matter_components == report.candidates(report.Parts(
         setup=results.setup, sae_stats=results.sae_stats, diagnostics=results.diagnostics, ica=results.ica,
-        similarity=results.similarity, interpretations=None, statistics=results.statistics))  # type: ignore[arg-type]
+        similarity=results.similarity, bank=None, statistics=results.statistics))  # type: ignore[arg-type]
 
 
 def test_components_md_lists_every_component(run_dir):
     text = (run_dir / "components.md").read_text()
     k = load(run_dir).ica.k
-    assert all(f"## Component {i}\n" in text for i in range(k))
-    assert "no logit lens" in text  # the planted source says what it cannot show
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert [int(line.split("|")[1]) for line in rows] == list(range(k))  # one row per component, in order
+    assert "no logit lens" in text and "feature_bank.json" in text  # what the source cannot show; the detail
 
 
 def test_layers_table_has_one_row_per_layer(run_dir):

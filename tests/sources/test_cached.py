@@ -73,8 +73,9 @@ def test_the_pipeline_runs_on_the_cache_without_a_model(cache_dir, tiny_sae_dir,
                         "--outputs", str(out)]) == 0
     setup = json.loads((out / "setup.json").read_text())
     assert setup["source_kind"] == "cached" and setup["hook"]["d_model"] == TINY_D_MODEL
-    interp = json.loads((out / "interpretations.json").read_text())
-    assert "no logit lens" in interp["note"] and "[[" in interp["components"][0]["top"][0]["context"]
+    bank = json.loads((out / "feature_bank.json").read_text())
+    assert "no logit lens" in bank["note"] and "[[" in bank["components"][0]["top"][0]["context"]
+    assert "no causal tests" in bank["note"] and not (out / "causal.json").exists()
     assert np.load(out / "tokens.npy").shape[1] == CTX
 
 
