@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import re
 import resource
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import flags, resolve, table
@@ -56,22 +58,47 @@ def _resolve(step: table.Step, given: dict) -> Config:
     return resolve.resolve_recorded(given, recorded, step, str(store.path("config.json")))
 
 
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's or ``kill``'s stop) unwinds like Ctrl-C, so staged files are removed."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def run_step(step: table.Step, given: dict) -> int:
-    """Run one step with typed flags ``given``; return the exit code (0 ok, 2 user error)."""
+    """Run one step with typed flags ``given``; return the exit code (0 ok, 2 user error, 130
+    interrupted: Ctrl-C or SIGTERM, after which the outputs are as they were before the step)."""
     from darkmatter.pipeline.context import StepContext
     from darkmatter.pipeline.store import OutputStore
 
     _quiet_environment()
     start = time.perf_counter()
     reset_peak_rss()
+    outputs = given.get("outputs", Config().run.outputs)
     try:
-        cfg = _resolve(step, given)
-        store = OutputStore(cfg.run.outputs)
-        store.require(*step.reads)  # the table's inputs: "run X first" before any work
-        step.function()(StepContext(cfg=cfg, store=store, step=step))
+        with _terminate_as_interrupt():
+            cfg = _resolve(step, given)
+            store = OutputStore(cfg.run.outputs)
+            with store.lock(step.script):
+                store.require(*step.reads)  # the table's inputs: "run X first" before any work
+                step.function()(StepContext(cfg=cfg, store=store, step=step))
     except DarkMatterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {step.script} stopped; {outputs} is as it was before it (rerun it to finish)",
+              file=sys.stderr)
+        return 130
     elapsed = time.perf_counter() - start
     store.record_timing(step.script, {"seconds": round(elapsed, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
     print(f"[{step.script}] done in {elapsed:.1f} s (peak RAM {peak_rss_mb():.0f} MiB)")
@@ -90,16 +117,43 @@ def run_all(argv: Sequence[str]) -> int:
     flags (``--layers 0,6,11``: once per layer, see :func:`run_layers`)."""
     parsed = flags.parse(list(argv), None)
     if parsed.pipeline.layers is not None:
-        return run_layers(parsed.given, parsed.pipeline.layers)
-    return _run_steps(parsed.given)
+        return run_layers(parsed.given, parsed.pipeline.layers, parsed.pipeline.force)
+    return _run_steps(parsed.given, parsed.pipeline.force)
 
 
-def _run_steps(given: dict) -> int:
+def is_current(step: table.Step, given: dict) -> bool:
+    """The step's result file exists, is stamped with this tool's schema and the ``run_id`` the
+    flags give, and is newer than every input it reads: rerunning it would rewrite the same files."""
+    from darkmatter.pipeline.resolve import run_id
+    from darkmatter.pipeline.results import SCHEMA_VERSION
+    from darkmatter.pipeline.store import OutputStore
+
+    result = next((w for w in step.writes if w.endswith(".json") and w != "config.json"), None)
+    try:
+        cfg = _resolve(step, given)
+        store = OutputStore(cfg.run.outputs)
+        if result is None or not store.exists(result):
+            return False
+        stamps = store.read_json(result)
+        newest_input = max((store.path(r).stat().st_mtime for r in step.reads if store.exists(r)), default=0.0)
+    except (DarkMatterError, OSError, AttributeError):
+        return False
+    return (isinstance(stamps, dict) and stamps.get("schema_version") == SCHEMA_VERSION
+            and stamps.get("run_id") == run_id(cfg, step.number)
+            and store.path(result).stat().st_mtime >= newest_input)
+
+
+def _run_steps(given: dict, force: bool = False) -> int:
     from darkmatter.sources.models import model_cache
 
     total = time.perf_counter()
+    ran = False
     with model_cache():  # 01, 02 and 06 share one model load
         for step in table.steps():
+            if not (force or ran) and is_current(step, given):
+                print(f"=== {step.script}: skipped, its outputs are current (--force reruns it) ===", flush=True)
+                continue
+            ran = True  # every later step reruns after one that ran
             print(f"\n=== {step.script} ===", flush=True)
             code = run_step(step, given)
             if code:
@@ -118,7 +172,7 @@ def _parse_layers(text: str) -> list[int]:
     return layers
 
 
-def run_layers(given: dict, layers_text: str) -> int:
+def run_layers(given: dict, layers_text: str, force: bool = False) -> int:
     """Train (or load) an SAE and analyse it for several layers in one call.
 
     Layer L uses the configured hook with its block index replaced (``blocks.L.hook_resid_pre``)
@@ -155,7 +209,7 @@ def run_layers(given: dict, layers_text: str) -> int:
         if s.sae_id is not None:
             extra["sae_id"] = re.sub(r"blocks\.\d+\.", f"blocks.{layer}.", s.sae_id, count=1)
         print(f"\n##### layer {layer}: {hook} → {folders[layer]}", flush=True)
-        code = _run_steps({**given, **extra})
+        code = _run_steps({**given, **extra}, force)
         if code:
             return code
     store = OutputStore(base.run.outputs)

@@ -55,6 +55,8 @@ class PipelineOptions:
     layers: str | None = None
     """comma-separated block indices (e.g. 0,6,11): one run per layer into <outputs>/layer_LL, tabulated
     in layers_summary.md"""
+    force: bool = False
+    """rerun every step, also those whose outputs are current (same run_id, newer than their inputs)"""
 
 
 def _section_title(section: str) -> str:

@@ -77,9 +77,13 @@ def validate(cfg: Config) -> None:
     if s.context_size < 2:
         problems.append("--context-size must be at least 2")
     for name in ("n_tokens", "batch_size", "sae_chunk_size", "ica_seeds", "sae_expansion", "sae_l0",
-                 "sae_train_tokens", "sae_train_samples", "sae_batch_size", "n_top_contexts", "null_draws"):
+                 "sae_train_tokens", "sae_train_samples", "sae_batch_size", "n_top_contexts", "null_draws",
+                 "causal_null_draws"):
         if get(cfg, name) < 1:
             problems.append(f"{flag(name)} must be positive")
+    for name in ("causal_windows", "context_window"):
+        if get(cfg, name) < 0:
+            problems.append(f"{flag(name)} must be 0 or more")
     for name, low in (("n_components", 0), ("max_components", 0), ("ica_max_tokens", 0), ("max_norm_ratio", 1)):
         value = get(cfg, name)
         if value is not None and value <= low:

@@ -29,7 +29,6 @@ from darkmatter.pipeline import table
 PLOT_DPI = 150
 T = TypeVar("T")
 
-
 class OutputStore:
     """Read and write the files of one run in ``root``.
 
@@ -58,6 +57,17 @@ class OutputStore:
                 raise DarkMatterError(
                     f"{self.path(name)} is missing: run scripts/{table.producer(name)} first "
                     f"(with --outputs {self.root})")
+
+    # ---- the writer's lock ---------------------------------------------------------
+    def lock(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """The folder's writer lock while ``what`` runs (:func:`darkmatter.pipeline.folder_lock.writer_lock`).
+
+        Raises:
+            DarkMatterError: another live process holds it (the message names its PID).
+        """
+        from darkmatter.pipeline.folder_lock import writer_lock
+
+        return writer_lock(self.root, what)
 
     # ---- transactions ----------------------------------------------------------
     @contextlib.contextmanager

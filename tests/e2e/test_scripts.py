@@ -33,7 +33,8 @@ def run_dir(tiny_run) -> Path:
 def test_every_output_is_written(run_dir):
     missing = [name for name in EXPECTED if not (run_dir / name).exists()]
     assert not missing
-    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")], "temporary files left"
+    left = [p.name for p in run_dir.iterdir() if p.name.startswith(".") and p.name != ".lock"]
+    assert not left, "temporary files left"
 
 
 def test_the_trained_sae_carries_saelens_metadata(run_dir):

@@ -1,0 +1,124 @@
+"""What a person does to a long run: Ctrl-C or SIGTERM halfway, a second run into the same folder,
+files left by a killed run, rerunning the whole pipeline (current steps are skipped)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pytest
+
+from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import cli, table
+from darkmatter.pipeline.folder_lock import LOCK_HOLDER
+from darkmatter.pipeline.store import OutputStore
+
+SMALL = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
+         "--n-tokens", "6000", "--ica-seeds", "2", "--causal-windows", "4", "--gaussian-control", "false"]
+
+
+def _snapshot(folder) -> dict[str, tuple[int, float]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime) for p in folder.iterdir() if not p.name.startswith(".lock")}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("small")
+    assert cli.run_all([*SMALL, "--outputs", str(out)]) == 0
+    return out
+
+
+def test_a_rerun_skips_current_steps_and_force_reruns_them(run, capsys):
+    before = _snapshot(run)
+    assert cli.run_all([*SMALL, "--outputs", str(run)]) == 0
+    said = capsys.readouterr().out
+    assert said.count("skipped, its outputs are current") == len(table.steps())
+    assert _snapshot(run) == before  # nothing rewritten
+    # a step-04 flag: 01-03 stay, 04 and everything after it rerun
+    assert cli.run_all([*SMALL, "--n-components", "6", "--outputs", str(run)]) == 0
+    said = capsys.readouterr().out
+    skipped = [s.script for s in table.steps() if f"{s.script}: skipped" in said]
+    assert skipped == [s.script for s in table.steps() if s.number < 4]
+    assert cli.run_all([*SMALL, "--n-components", "6", "--force", "--outputs", str(run)]) == 0
+    assert "skipped" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_an_interrupted_step_leaves_the_outputs_as_they_were(run, how, monkeypatch, capsys):
+    step = table.step(4)
+    before = _snapshot(run)
+    real = step.function()
+
+    def interrupted(ctx):
+        with ctx.store.transaction():
+            ctx.store.write_text("ica.json", "half")  # staged, never committed
+            ctx.store.open_npy("ica_activations.npy", (10, 3), "float32")
+            if how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(table.Step, "function", lambda self: interrupted if self.number == 4 else real)
+    assert cli.run_step(step, {"outputs": str(run)}) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted: 04_run_ica.py" in err and "Traceback" not in err
+    assert _snapshot(run) == before
+    assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+
+
+def _hold(folder: str, ready, release) -> None:
+    with OutputStore(folder).lock("holder"):
+        ready.set()
+        release.wait(30)
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path, capsys):
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
+    holder.start()
+    assert ready.wait(30)
+    with pytest.raises(DarkMatterError, match=f"another run \\(pid {holder.pid} \\(holder\\)\\)"):
+        with OutputStore(tmp_path).lock("second"):
+            pass
+    # the CLI says it in one line, exit 2, and writes nothing
+    assert cli.run_all([*SMALL, "--outputs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "being written by another run" in err and err.count("\n") == 1
+    os.kill(holder.pid, signal.SIGKILL)  # killed while holding it
+    holder.join(10)
+    with OutputStore(tmp_path).lock("after"):
+        assert (tmp_path / LOCK_HOLDER).read_text().startswith(str(os.getpid()))
+    assert not (tmp_path / LOCK_HOLDER).exists()
+    assert not list(tmp_path.iterdir())  # a folder holding nothing else keeps no lock file
+
+
+def test_files_staged_by_a_killed_run_are_cleaned_up(tmp_path):
+    dead = ctx_dead_pid()
+    for name in (f".residuals.tmp{dead}.npy", f".sae.old{dead}", f".config.tmp{dead}.json"):
+        (tmp_path / name).mkdir() if name.endswith(f"old{dead}") else (tmp_path / name).write_bytes(b"x" * 10)
+    mine = tmp_path / f".ica.tmp{os.getpid()}.json"
+    mine.write_text("staged by a live run")
+    (tmp_path / "keep.json").write_text("{}")
+    with OutputStore(tmp_path).lock("test"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", mine.name, "keep.json"])
+
+
+def ctx_dead_pid() -> int:
+    """The PID of a process that has exited."""
+    p = mp.get_context("fork").Process(target=lambda: None)
+    p.start()
+    p.join()
+    return p.pid
+
+
+def test_bad_ranges_of_the_new_flags_are_one_line_errors(tmp_path, capsys):
+    for bad in (["--causal-windows", "-1"], ["--causal-null-draws", "0"], ["--context-window", "-2"]):
+        assert cli.run_all([*SMALL, *bad, "--outputs", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and bad[0] in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
