@@ -6,6 +6,7 @@ its traceback. Heavy libraries are imported only once a step runs, so ``--help``
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import resource
@@ -99,6 +100,12 @@ def run_step(step: table.Step, given: dict) -> int:
         print(f"interrupted: {step.script} stopped; {outputs} is as it was before it (rerun it to finish)",
               file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+            raise
+        print(f"error: {step.script} could not write to {outputs} ({exc.strerror}); its outputs are as they "
+              "were: free space, fix the permissions, or pass another --outputs", file=sys.stderr)
+        return 2
     elapsed = time.perf_counter() - start
     store.record_timing(step.script, {"seconds": round(elapsed, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
     print(f"[{step.script}] done in {elapsed:.1f} s (peak RAM {peak_rss_mb():.0f} MiB)")

@@ -81,6 +81,8 @@ def validate(cfg: Config) -> None:
                  "causal_null_draws"):
         if get(cfg, name) < 1:
             problems.append(f"{flag(name)} must be positive")
+    if cfg.ica.ica_seeds < 2:
+        problems.append("--ica-seeds must be at least 2: stability is measured across restarts")
     for name in ("causal_windows", "context_window"):
         if get(cfg, name) < 0:
             problems.append(f"{flag(name)} must be 0 or more")

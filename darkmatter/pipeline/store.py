@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -134,8 +135,27 @@ class OutputStore:
             np.save(fh, array)
 
     def open_npy(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.memmap:
-        """A writable memmap of ``shape``; it becomes ``name`` when the transaction commits."""
-        return open_memmap(self._staged(name), mode="w+", dtype=dtype, shape=shape)
+        """A writable memmap of ``shape``; it becomes ``name`` when the transaction commits. Its
+        blocks are reserved on disk now (``posix_fallocate``), so a full disk is a clear error here
+        rather than a SIGBUS halfway through filling a sparse file.
+
+        Raises:
+            DarkMatterError: not enough free space (with the numbers).
+        """
+        path = self._staged(name)
+        arr = open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        size = path.stat().st_size
+        try:
+            if hasattr(os, "posix_fallocate"):
+                with open(path, "rb+") as fh:
+                    os.posix_fallocate(fh.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:  # a filesystem without fallocate: the reservation is best effort
+                return arr
+            free = shutil.disk_usage(self.root).free
+            raise DarkMatterError(f"no room for {name} ({size / 2**20:,.0f} MiB) in {self.root}: "
+                                  f"{free / 2**20:,.0f} MiB free; free space or pass another --outputs") from None
+        return arr
 
     def save_figure(self, name: str, fig: Any) -> None:
         """Save a matplotlib figure at 150 DPI and close it."""
@@ -193,7 +213,11 @@ class OutputStore:
     def load_npy(self, name: str, mmap: bool = True) -> np.ndarray:
         """The array in ``name``, memory-mapped read-only unless ``mmap`` is False."""
         self.require(name)
-        return np.load(self.path(name), mmap_mode="r" if mmap else None)
+        try:
+            return np.load(self.path(name), mmap_mode="r" if mmap else None)
+        except (ValueError, OSError, EOFError) as exc:  # truncated, random bytes, pickled data
+            raise DarkMatterError(f"{self.path(name)} is not a readable .npy ({str(exc).splitlines()[0][:80]}): "
+                                  f"rerun scripts/{table.producer(name)}") from None
 
 
 def _remove(path: Path) -> None:

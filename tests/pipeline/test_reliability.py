@@ -122,3 +122,47 @@ def test_bad_ranges_of_the_new_flags_are_one_line_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error:") and bad[0] in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def _one_error(err: str) -> bool:
+    """One "error:" line (progress bars aside) and no traceback."""
+    return sum(line.startswith("error:") for line in err.replace("\r", "\n").splitlines()) == 1 \
+        and "Traceback" not in err
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_outputs(run, monkeypatch, capsys):
+    import errno
+
+    before = _snapshot(run)
+
+    def full(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)  # the memmap of 04's sources cannot be reserved
+    assert cli.run_step(table.step(4), {"outputs": str(run)}) == 2
+    err = capsys.readouterr().err
+    assert "no room for ica_activations.npy" in err and "MiB free" in err and _one_error(err)
+    monkeypatch.undo()
+    from darkmatter.pipeline.store import OutputStore as Store
+
+    def no_space(self, name, obj):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Store, "write_json", no_space)  # ENOSPC anywhere else in a step
+    assert cli.run_step(table.step(3), {"outputs": str(run)}) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and _one_error(err)
+    assert _snapshot(run) == before and not [p.name for p in run.iterdir() if ".tmp" in p.name]
+
+
+def test_a_corrupt_array_and_a_single_seed_are_one_line_errors(run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(run, out)
+    (out / "residuals.npy").write_bytes(os.urandom(4096))
+    assert cli.run_step(table.step(3), {"outputs": str(out)}) == 2
+    err = capsys.readouterr().err
+    assert "residuals.npy is not a readable .npy" in err and "02_collect_activations.py" in err and _one_error(err)
+    assert cli.run_all([*SMALL, "--ica-seeds", "1", "--outputs", str(tmp_path / "one")]) == 2
+    assert "--ica-seeds must be at least 2" in capsys.readouterr().err
