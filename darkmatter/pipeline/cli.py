@@ -88,6 +88,8 @@ def run_step(step: table.Step, given: dict) -> int:
     outputs = given.get("outputs", Config().run.outputs)
     try:
         with _terminate_as_interrupt():
+            if os.path.exists(outputs) and not os.path.isdir(outputs):
+                raise DarkMatterError(f"--outputs {outputs} is a file, not a folder: pass a folder")
             cfg = _resolve(step, given)
             store = OutputStore(cfg.run.outputs)
             with store.lock(step.script):

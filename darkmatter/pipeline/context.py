@@ -84,7 +84,20 @@ class StepContext:
         if stamps.get("run_id") != run_id(self.cfg, producer.number):
             raise DarkMatterError(f"{self.store.path(name)} was written by a differently configured run: "
                                   f"rerun scripts/{producer.script} and the steps after it")
+        if name == "ica.json":
+            self._check_ica_arrays(result.k)  # type: ignore[attr-defined]
         return result
+
+    def _check_ica_arrays(self, k: int) -> None:
+        """Step 04's arrays must have the k its ica.json records (a hand-edited or mixed-up file
+        would otherwise flow into every later figure)."""
+        expect = {"ica_directions.npy": 0, "ica_unmixing.npy": 0, "ica_mixing.npy": 1, "ica_activations.npy": 1}
+        for name, axis in expect.items():
+            if self.store.exists(name):
+                shape = self.store.load_npy(name).shape
+                if len(shape) != 2 or shape[axis] != k:
+                    raise DarkMatterError(f"{self.store.path(name)} has shape {shape} but ica.json records k = {k}: "
+                                          "rerun scripts/04_run_ica.py")
 
     def write(self, result: Any, name: str | None = None) -> None:
         """Stage a typed result (a dataclass) as ``name`` (default: :data:`RESULT_FILES`), stamped
@@ -156,6 +169,9 @@ class StepContext:
         out = [self.store.load_npy(name) for name in names]
         n = self.cfg.collect.n_tokens
         for name, arr in zip(names, out):
+            if arr.dtype != np.float32:
+                raise DarkMatterError(f"{self.store.path(name)} is {arr.dtype}, not float32: rerun "
+                                      f"scripts/{table.producer(name)}")
             if arr.shape != (n, d_model):
                 raise DarkMatterError(f"{self.store.path(name)} has shape {arr.shape} but this run expects "
                                       f"({n}, {d_model}): rerun scripts/{table.producer(name)}")

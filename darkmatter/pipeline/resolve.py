@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,16 @@ def validate(cfg: Config) -> None:
                  "causal_null_draws"):
         if get(cfg, name) < 1:
             problems.append(f"{flag(name)} must be positive")
+    d = cfg.run.device
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", d):
+        problems.append(f"--device {d!r} is not a torch device here: auto, cpu, cuda or cuda:N")
+    elif d.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(f"--device {d}: this machine has no CUDA device; pass --device cpu (or auto)")
+        elif ":" in d and int(d.split(":")[1]) >= torch.cuda.device_count():
+            problems.append(f"--device {d}: there are {torch.cuda.device_count()} CUDA devices here")
     if cfg.ica.ica_seeds < 2:
         problems.append("--ica-seeds must be at least 2: stability is measured across restarts")
     for name in ("causal_windows", "context_window"):

@@ -166,3 +166,29 @@ def test_a_corrupt_array_and_a_single_seed_are_one_line_errors(run, tmp_path, ca
     assert "residuals.npy is not a readable .npy" in err and "02_collect_activations.py" in err and _one_error(err)
     assert cli.run_all([*SMALL, "--ica-seeds", "1", "--outputs", str(tmp_path / "one")]) == 2
     assert "--ica-seeds must be at least 2" in capsys.readouterr().err
+
+
+def test_arrays_must_match_their_json_and_flags_the_machine(run, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+
+    out = tmp_path / "edited"
+    shutil.copytree(run, out)
+    np.save(out / "ica_directions.npy", np.load(out / "ica_directions.npy")[:3])  # k no longer what ica.json says
+    assert cli.run_step(table.step(5), {"outputs": str(out)}) == 2
+    err = capsys.readouterr().err
+    assert "ica_directions.npy has shape (3," in err and "04_run_ica.py" in err and _one_error(err)
+    np.save(out / "residuals.npy", np.load(out / "residuals.npy").astype(np.float16))
+    assert cli.run_step(table.step(3), {"outputs": str(out)}) == 2
+    err = capsys.readouterr().err
+    assert "residuals.npy is float16, not float32" in err and _one_error(err)
+    (tmp_path / "afile").write_text("x")
+    cases = [(["--outputs", str(tmp_path / "afile")], "is a file, not a folder"),
+             (["--device", "tpu", "--outputs", str(tmp_path / "d1")], "not a torch device"),
+             (["--device", "cuda:7", "--outputs", str(tmp_path / "d2")], "--device cuda:7")]
+    for argv, said in cases:
+        assert cli.run_all([*SMALL, *argv]) == 2
+        err = capsys.readouterr().err
+        assert said in err and _one_error(err), argv
+    assert (tmp_path / "afile").read_text() == "x" and not (tmp_path / "d1").exists()
