@@ -493,8 +493,8 @@ def causal_tests(downstream: Downstream, reconstruct: Callable[[torch.Tensor], t
     """
     k = len(ica.order)
     edits = [Edit("clean", "clean"), Edit("spliced", "spliced"), Edit("zero", "zero"),
-             Edit("mean", "spliced", shift=ica.mean), add_back("subspace", ica, np.arange(k))]
-    edits[-1] = Edit("subspace", "spliced", U=ica.unmixing.T, A=ica.mixing.T, centre=ica.mean, shift=ica.mean)
+             Edit("mean", "spliced", shift=ica.mean),
+             Edit("subspace", "spliced", U=ica.unmixing.T, A=ica.mixing.T, centre=ica.mean, shift=ica.mean)]
     edits += [add_back(f"add {c}", ica, np.array([c])) for c in range(k)]
     directions = ica.mixing / np.linalg.norm(ica.mixing, axis=0)
     edits += [ablate(f"ablate {c}", directions[:, c]) for c in range(k)]

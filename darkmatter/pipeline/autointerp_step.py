@@ -178,15 +178,10 @@ def read_current(outputs: Path, run_id: str | None = None) -> dict[str, Any] | N
 def read_summary(outputs: Path, run_id: str | None = None) -> str | None:
     """:func:`summary_line` of ``outputs/autointerp.json``; None when it is missing, unreadable, or
     (given ``run_id``) from another run's feature bank."""
-    path = Path(outputs) / FILE
-    if not path.is_file():
-        return None
+    data = read_current(outputs, run_id)
     try:
-        data = json.loads(path.read_text())
-        if run_id is not None and data.get("run_id") != run_id:
-            return None
-        return summary_line(data)
-    except (ValueError, KeyError, TypeError, AttributeError):
+        return None if data is None else summary_line(data)
+    except (KeyError, TypeError, AttributeError):
         return None
 
 

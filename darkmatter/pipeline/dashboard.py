@@ -88,7 +88,6 @@ def render(bank: FeatureBank, causal: CausalResult | None, headline: list[str], 
     env = _environment()
     css = (TEMPLATES / "dashboard.css").read_text()
     js = (TEMPLATES / "dashboard.js").read_text()
-    npid = bank.neuronpedia
     pages = {"index.html": env.get_template("index.html.j2").render(
         bank=bank, causal=causal, headline=headline, title=title, css=css, js=js)}
     for i, c in enumerate(bank.components):
@@ -102,5 +101,5 @@ def render(bank: FeatureBank, causal: CausalResult | None, headline: list[str], 
             bank=bank, c=c, causal=causal, sections=sections, hist=histogram_bars(c.histogram), links=links,
             prev=bank.components[i - 1].component if i > 0 else None,
             next=bank.components[i + 1].component if i + 1 < len(bank.components) else None,
-            title=title, css=css, js=js, npid=npid, auto=autointerp, explained=explained.get(c.component))
+            title=title, css=css, js=js, auto=autointerp, explained=explained.get(c.component))
     return pages
