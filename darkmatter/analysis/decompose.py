@@ -148,7 +148,7 @@ class Decomposition:
         return int((self.stability >= stable_cos).sum())
 
 
-def decompose(z: np.ndarray, whitening: ica.Whitening, seeds: list[int], max_iter: int = 200,
+def decompose(z: ica.Rows, whitening: ica.Whitening, seeds: list[int], max_iter: int = 200,
               tol: float = 1e-6, restarts: list[np.ndarray] | None = None, backend: str = "torch",
               device: str = "cpu", progress: ica.Progress | None = None) -> Decomposition:
     """FastICA restarts on whitened data (:func:`darkmatter.analysis.ica.fit_seeds`), stability by
@@ -156,7 +156,7 @@ def decompose(z: np.ndarray, whitening: ica.Whitening, seeds: list[int], max_ite
     ordered by descending excess kurtosis, both measured over every row of z.
 
     Args:
-        z: float[n, k] whitened data (``whitening.k`` columns).
+        z: float[n, k] whitened data (``whitening.k`` columns), or a RowShard of them.
         whitening: the whitening that produced z (maps W to d_model directions).
         seeds: FastICA seeds; the first fits all rows, later ones their row set in ``restarts``.
         restarts: one row-index array per later seed

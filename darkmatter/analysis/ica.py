@@ -17,14 +17,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import FastICA
 from sklearn.exceptions import ConvergenceWarning
 
-from darkmatter.analysis.stats import PCA, streaming_moments
+from darkmatter.analysis.ica_engine import RowShard
+from darkmatter.analysis.stats import PCA, central_from_raw
+from darkmatter.distributed import SINGLE, Comm
+
+Rows = np.ndarray | RowShard
+"""Whitened data: an in-memory float[n, k] array, or a :class:`RowShard` (a memmap streamed from
+disk, or this rank's rows of a sharded run)."""
 
 
 @dataclass(frozen=True)
@@ -69,21 +76,24 @@ def pca_whitening(pca: PCA, mean: np.ndarray, k: int) -> Whitening:
 
 
 def whiten_rows(array: np.ndarray, whitening: Whitening, rows: np.ndarray | None = None,
-                chunk_size: int = 16384) -> np.ndarray:
+                chunk_size: int = 16384, out: np.ndarray | None = None, lo: int = 0) -> np.ndarray:
     """Whitened data ``z = (array[rows] - mean) @ whitener.T``, built chunk by chunk.
 
     Args:
         array: float[n, d_model] (a memmap is read in chunks of ``chunk_size`` rows).
         rows: int[m] sorted row indices (None: every row).
+        out: float32[m', k] to fill with z rows ``[lo, lo + m')`` (a memmap keeps them on disk; a
+            sharded run's rank fills its own rows); None: a new in-memory array of all m rows.
+        lo: first z row to compute (a multiple of ``chunk_size``, so every chunk is the same
+            whatever the sharding).
     Returns:
-        float32[m, k]: the one n × k array the decomposition holds whole (float32 is safe on
-        whitened data; the engine's sums run in float64).
+        float32[m', k] (``out``): float32 is safe on whitened data; the engine's sums run in float64.
     """
     rows = np.arange(array.shape[0]) if rows is None else rows
-    z = np.empty((len(rows), whitening.k), dtype=np.float32)
-    for s in range(0, len(rows), chunk_size):
-        z[s:s + chunk_size] = whitening.apply(array[rows[s:s + chunk_size]])
-    return z
+    out = np.empty((len(rows), whitening.k), dtype=np.float32) if out is None else out
+    for s in range(0, len(out), chunk_size):
+        out[s:s + chunk_size] = whitening.apply(array[rows[lo + s:lo + s + min(chunk_size, len(out) - s)]])
+    return out
 
 
 Progress = Callable[[int, str, int, int], None]
@@ -161,19 +171,24 @@ def fastica(z: np.ndarray, seed: int, max_iter: int = 200, tol: float = 1e-6) ->
                   converged=not not_converged, n_tokens=len(z))
 
 
-def fit(z: np.ndarray, seed: int, max_iter: int, tol: float, backend: str = "torch",
+def fit(z: Rows, seed: int, max_iter: int, tol: float, backend: str = "torch",
         device: str = "cpu", progress: Progress | None = None) -> ICAFit:
     """One FastICA run with ``backend``: ``torch`` (:func:`darkmatter.analysis.ica_engine.fastica_torch`
     on ``device``, which stops once the identifiable components are stable; ``converged`` then
     stays False) or ``sklearn`` (:func:`fastica`, the reference, on the CPU).
 
     Args:
-        z: float[n, k] whitened data (float32 is fine for the torch engine).
+        z: float[n, k] whitened data (float32 is fine for the torch engine), or a
+            :class:`~darkmatter.analysis.ica_engine.RowShard` (streamed or sharded; torch engine).
         progress: called after every iteration of the torch engine (see :data:`Progress`).
     Raises:
-        ValueError: unknown backend.
+        ValueError: unknown backend, or scikit-learn asked to fit a sharded run.
     """
     if backend == "sklearn":
+        if isinstance(z, RowShard):
+            if z.comm.sharded:
+                raise ValueError("scikit-learn's FastICA cannot run sharded: use --ica-backend torch")
+            z = z[0:z.shape[0]]
         return fastica(z, seed, max_iter, tol)
     if backend == "torch":
         from darkmatter.analysis.ica_engine import fastica_torch
@@ -183,12 +198,24 @@ def fit(z: np.ndarray, seed: int, max_iter: int, tol: float, backend: str = "tor
         return ICAFit(W=f.W, seed=seed, n_iter=f.n_iter, converged=f.converged,
                       final_change=float(np.nanmax(f.final_change)), n_settled=f.n_settled,
                       stopped_on_stability=f.stopped_on_stability, settled_converged=f.settled_converged,
-                      n_iter_symmetric=f.phases.get("full", f.n_iter), n_tokens=len(z),
+                      n_iter_symmetric=f.phases.get("full", f.n_iter), n_tokens=n_rows(z),
                       settled=np.asarray(f.settled, dtype=bool))
     raise ValueError(f"unknown ICA backend {backend!r}: torch or sklearn")
 
 
-def fit_seeds(z: np.ndarray, seeds: list[int], max_iter: int, tol: float,
+def n_rows(z: Rows) -> int:
+    """Rows of z on every rank together."""
+    return z.n if isinstance(z, RowShard) else len(z)
+
+
+def restrict(z: Rows, rows: np.ndarray | None) -> Rows:
+    """z limited to the sorted row numbers ``rows`` (None: z): a view for a RowShard, a copy of an array."""
+    if rows is None or len(rows) == n_rows(z):
+        return z
+    return z.restrict(rows) if isinstance(z, RowShard) else z[rows]
+
+
+def fit_seeds(z: Rows, seeds: list[int], max_iter: int, tol: float,
               restarts: list[np.ndarray] | None = None, backend: str = "torch", device: str = "cpu",
               progress: Progress | None = None) -> list[ICAFit]:
     """FastICA restarts for the stability check (after ICASSO, Himberg et al. 2004).
@@ -202,7 +229,7 @@ def fit_seeds(z: np.ndarray, seeds: list[int], max_iter: int, tol: float,
     "stable" components on 20k Gaussian rows; 0 with half-data restarts).
 
     Args:
-        z: float[n, k] whitened data.
+        z: float[n, k] whitened data (or a RowShard: restarts are then views of it).
         restarts: one sorted int row-index array per later seed (None: every restart sees all rows).
         backend, device, progress: see :func:`fit`.
     Raises:
@@ -214,8 +241,7 @@ def fit_seeds(z: np.ndarray, seeds: list[int], max_iter: int, tol: float,
         raise ValueError(f"{len(restarts)} restart row sets for {len(seeds) - 1} later seeds")
     fits = [fit(z, seeds[0], max_iter, tol, backend, device, progress)]
     for i, seed in enumerate(seeds[1:]):
-        rows = None if restarts is None else restarts[i]
-        fits.append(fit(z if rows is None or len(rows) == len(z) else z[rows], seed, max_iter, tol, backend,
+        fits.append(fit(restrict(z, None if restarts is None else restarts[i]), seed, max_iter, tol, backend,
                         device, progress))
     return fits
 
@@ -249,29 +275,47 @@ def stability(reference: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
     return np.min([match(reference, o)[1] for o in others], axis=0)
 
 
-def whitened_gaussian(n: int, k: int, seed: int, chunk: int = 65536) -> np.ndarray:
-    """float32[n, k] Gaussian rows whitened by their own sample covariance.
+def whitened_gaussian(n: int, k: int, seed: int, chunk: int = 65536, out: np.ndarray | None = None, lo: int = 0,
+                      comm: Comm = SINGLE) -> np.ndarray:
+    """float32[n, k] Gaussian rows whitened by their own sample covariance (or this rank's rows of them).
 
     This is a Gaussian surrogate of PCA-whitened residual data (whitening removes
     the covariance, so a surrogate "with the residual's covariance" looks like this
     after the same whitening); re-whitening makes its sample covariance the identity,
-    as the real whitened data's is. Built in chunks (the moments in float64), so it
-    needs n × k × 4 bytes and no float64 copy.
+    as the real whitened data's is. Row chunk c (global rows ``[c·chunk, (c+1)·chunk)``) is drawn
+    from its own stream, seeded by (seed, c), and its sums are float32 products added in float64,
+    so any sharding on the chunk grid gives the same rows bit for bit. Needs n × k × 4 bytes
+    (the rows held here) and no float64 copy.
+
+    Args:
+        out: float32[m, k] to fill with global rows ``[lo, lo + m)`` (a memmap keeps them on disk);
+            None: a new array of all n rows.
+        lo: a multiple of ``chunk`` when ``comm`` is sharded.
+        comm: adds the moment sums over ranks.
+    Returns:
+        ``out``.
     """
-    rng = np.random.default_rng([seed, 1011])
-    out = np.empty((n, k), dtype=np.float32)
+    out = np.empty((n, k), dtype=np.float32) if out is None else out
+    hi = lo + len(out)
+    chunks = range(lo // chunk, -(-hi // chunk))
+
+    def draw(c: int) -> np.ndarray:
+        return np.random.default_rng([seed, 1011, c]).standard_normal((min(chunk, n - c * chunk), k), dtype=np.float32)
+
     s1 = np.zeros(k)
     s2 = np.zeros((k, k))
-    for s in range(0, n, chunk):
-        g = rng.standard_normal((min(chunk, n - s), k))
-        out[s:s + len(g)] = g
+    for c in chunks:
+        g = draw(c)
+        out[c * chunk - lo:c * chunk - lo + len(g)] = g
         s1 += g.sum(0)
         s2 += g.T @ g
+    s1, s2 = comm.sum_np(s1), comm.sum_np(s2)
     mean = s1 / n
     vals, vecs = np.linalg.eigh(s2 / n - np.outer(mean, mean))
     whitener = (vecs / np.sqrt(vals)) @ vecs.T
-    for s in range(0, n, chunk):
-        out[s:s + chunk] = (out[s:s + chunk].astype(np.float64) - mean) @ whitener
+    for c in chunks:
+        a = c * chunk - lo
+        out[a:a + chunk] = (np.asarray(out[a:a + chunk], dtype=np.float64) - mean) @ whitener
     return out
 
 
@@ -287,11 +331,23 @@ class Projected:
         return np.asarray(self.z[rows], dtype=np.float64) @ self.W.T
 
 
-def source_moments(z: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(skew, excess kurtosis) of every source ``z @ W.T`` over all n rows, streamed:
-    two float64[k] arrays."""
-    m = streaming_moments(Projected(z, W), with_cov=False)  # type: ignore[arg-type]
-    return m.skew, m.excess_kurtosis
+def source_moments(z: Rows, W: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """(skew, excess kurtosis) of every source ``z @ W.T`` over all n rows (every rank's), streamed:
+    two float64[k] arrays (power sums in float64, added over ranks)."""
+    W = np.asarray(W, dtype=np.float64)
+    blocks = ((b.double().cpu().numpy() for b in z.blocks()) if isinstance(z, RowShard)
+              else (np.asarray(z[s:s + chunk], dtype=np.float64) for s in range(0, len(z), chunk)))
+    sums = np.zeros((4, W.shape[0]))
+    for block in blocks:
+        src = block @ W.T
+        p = src.copy()
+        for i in range(4):
+            sums[i] += p.sum(0)
+            p *= src
+    if isinstance(z, RowShard):
+        sums = z.comm.sum_np(sums)
+    _, _, skew, kurt = central_from_raw(n_rows(z), *sums)
+    return skew, kurt
 
 
 @dataclass(frozen=True)
@@ -354,7 +410,8 @@ class ControlSummary:
 def gaussian_control(n: int, k: int, seeds: list[int], max_iter: int, tol: float,
                      whitening: Whitening | None = None, restarts: list[np.ndarray] | None = None,
                      backend: str = "torch", device: str = "cpu",
-                     progress: Progress | None = None) -> ControlResult:
+                     progress: Progress | None = None, like: RowShard | None = None,
+                     scratch: Callable[[tuple[int, int]], np.ndarray] | None = None) -> ControlResult:
     """Run :func:`fit_seeds` with ``seeds``, the same budget and the same restart row sets as the
     real fits, on :func:`whitened_gaussian` data of the real run's shape (n tokens × k
     components), and measure the stability and source kurtosis it reports anyway. The
@@ -363,12 +420,25 @@ def gaussian_control(n: int, k: int, seeds: list[int], max_iter: int, tol: float
     With ``whitening`` (the real run's), stability is measured on the d_model mixing
     directions exactly as for the real components; without it, on the rows of W.
 
+    Args:
+        like: the real data's shard: the surrogate is laid out the same way (the same rows on
+            this rank, the same chunks, in memory or streamed as the real data is).
+        scratch: makes the float32[m, k] array the surrogate's rows go in (e.g. a memmap on disk
+            when the real data is streamed); None: memory.
     Raises:
         ValueError: fewer than 1 seed.
     """
     if not seeds:
         raise ValueError("the Gaussian control needs at least one seed")
-    z = whitened_gaussian(n, k, seeds[0])
+    z: Rows
+    if like is None:
+        z = whitened_gaussian(n, k, seeds[0])
+    else:
+        m = int(like.data.shape[0])
+        out = scratch((m, k)) if scratch is not None else np.empty((m, k), dtype=np.float32)
+        whitened_gaussian(n, k, seeds[0], like.chunk, out, like.lo, like.comm)
+        data = out if isinstance(out, np.memmap) else torch.as_tensor(out, device=like.device).to(like.dtype)
+        z = replace(like, data=data, subset=None, n_rows=n)
     fits = fit_seeds(z, seeds, max_iter, tol, restarts, backend, device, progress)
     mats = [f.W if whitening is None else mixing_directions(f.W, whitening) for f in fits]
     stab = stability(mats[0], mats[1:])

@@ -37,11 +37,14 @@ bring recovery sooner (iterate 10-18 against 7 on all rows). Every step runs on 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
+
+from darkmatter.distributed import SINGLE, Comm
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,121 @@ class EngineFit:
     settled_converged: bool
 
 
+@dataclass(frozen=True)
+class RowShard:
+    """The whitened rows this process holds, read chunk by chunk on a grid of global row numbers.
+
+    ``data`` holds rows ``[lo, lo + len(data))`` of a ``n_rows``-row array that may be spread over
+    ranks (``comm``): a torch tensor already on the device (in memory), or any array that slices
+    (a memmap: read one chunk at a time, so the data never has to fit in RAM). Chunks are the
+    global rows ``[c·chunk, (c+1)·chunk)``, clipped to this shard, and ``subset`` (sorted global
+    row numbers, e.g. one FastICA restart's documents) selects rows within each chunk. Every
+    chunk's float32 products are therefore the same whatever the sharding, and their float64
+    sums are exact for data of this kind, so a sharded fit takes the same steps as one process.
+
+    Attributes:
+        data: float[m, k] local rows (torch tensor, numpy array or memmap).
+        lo: global number of the first local row (a multiple of ``chunk`` when sharded).
+        n_rows: global rows of the whole array (None: ``lo + m``, a single process).
+        subset: sorted int64 global rows to use (None: all).
+        comm: how partial sums are added over ranks.
+        cols: use the first ``cols`` columns only (None: all), e.g. the top k of a K-wide whitening.
+    """
+
+    data: Any
+    lo: int = 0
+    n_rows: int | None = None
+    subset: np.ndarray | None = None
+    comm: Comm = SINGLE
+    chunk: int = 16384
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    cols: int | None = None
+
+    @property
+    def k(self) -> int:
+        return int(self.data.shape[1]) if self.cols is None else self.cols
+
+    @property
+    def in_memory(self) -> bool:
+        """The rows are a tensor (in RAM or on the GPU), not streamed from disk."""
+        return isinstance(self.data, torch.Tensor)
+
+    def columns(self, k: int) -> RowShard:
+        """The same rows, first ``k`` columns (a view: nothing is copied)."""
+        if k > int(self.data.shape[1]):
+            raise ValueError(f"k = {k} exceeds the {self.data.shape[1]} whitened columns")
+        return replace(self, cols=k)
+
+    @property
+    def n(self) -> int:
+        """Rows the fit sums over, on every rank together."""
+        if self.subset is not None:
+            return len(self.subset)
+        return self.n_rows if self.n_rows is not None else self.lo + int(self.data.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Local (rows, k); with a subset, the local rows of the subset."""
+        if self.subset is None:
+            return int(self.data.shape[0]), self.k
+        a, b = np.searchsorted(self.subset, [self.lo, self.lo + int(self.data.shape[0])])
+        return int(b - a), self.k
+
+    def restrict(self, rows: np.ndarray | None) -> RowShard:
+        """The same shard limited to the sorted global ``rows`` (None: unchanged)."""
+        if rows is None:
+            return self
+        return replace(self, subset=np.asarray(rows, dtype=np.int64))
+
+    def _local(self, lo: int, hi: int) -> Any:
+        """Local rows of global range [lo, hi) (the subset's, when there is one)."""
+        if self.subset is None:
+            return self.data[lo - self.lo:hi - self.lo]
+        a, b = np.searchsorted(self.subset, [lo, hi])
+        idx = self.subset[a:b] - self.lo
+        if isinstance(self.data, torch.Tensor):
+            return self.data[torch.as_tensor(idx, device=self.data.device)]
+        return self.data[idx] if len(idx) else self.data[:0]
+
+    def blocks(self) -> Iterator[torch.Tensor]:
+        """Local rows chunk by chunk, as ``dtype`` tensors on ``device`` (empty chunks skipped)."""
+        m = int(self.data.shape[0])
+        hi = self.lo + m
+        for c in range(self.lo // self.chunk, -(-hi // self.chunk)):
+            block = self._local(max(c * self.chunk, self.lo), min((c + 1) * self.chunk, hi))
+            if len(block):
+                if self.cols is not None:
+                    block = block[:, :self.cols]
+                t = torch.as_tensor(np.asarray(block) if not isinstance(block, torch.Tensor) else block,
+                                    device=self.device)
+                yield t.to(self.dtype).contiguous()
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        """Local rows (of the subset, when there is one) ``rows`` as a numpy array (for streamed moments)."""
+        if self.subset is None:
+            out = self.data[rows]
+        else:
+            a, _ = np.searchsorted(self.subset, [self.lo, self.lo + int(self.data.shape[0])])
+            start, stop, _ = rows.indices(self.shape[0])
+            idx = self.subset[a + start:a + stop] - self.lo
+            out = self.data[torch.as_tensor(idx) if isinstance(self.data, torch.Tensor) else idx]
+        if self.cols is not None:
+            out = out[:, :self.cols]
+        return out.cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+
+
+def as_shard(z: np.ndarray | torch.Tensor | RowShard, device: str = "cpu", dtype: torch.dtype = torch.float32,
+             chunk: int = 16384) -> RowShard:
+    """``z`` as a :class:`RowShard`: a shard as it is, an in-memory array moved to ``device`` (one
+    process), a memmap left on disk and streamed."""
+    if isinstance(z, RowShard):
+        return z
+    if isinstance(z, np.memmap):
+        return RowShard(z, chunk=chunk, device=device, dtype=dtype)
+    return RowShard(torch.as_tensor(z, device=device).to(dtype), chunk=chunk, device=device, dtype=dtype)
+
+
 def _sym_decorrelate(W: torch.Tensor) -> torch.Tensor:
     """(W Wᵀ)^(-1/2) W, float64 (scikit-learn's ``_sym_decorrelation``)."""
     s, u = torch.linalg.eigh(W @ W.T)
@@ -81,19 +199,20 @@ def _sym_decorrelate(W: torch.Tensor) -> torch.Tensor:
     return (u * (1.0 / torch.sqrt(s))) @ u.T @ W
 
 
-def _update(z: torch.Tensor, W: torch.Tensor, chunk: int) -> torch.Tensor:
-    """One fixed-point step on z: [n, k] (any float dtype) for the m rows of W: float64[m, k]
-    (m ≤ k). Returns W⁺ (float64[m, k]), symmetrically decorrelated among its m rows."""
-    n, k = z.shape
-    gz = torch.zeros(W.shape[0], k, dtype=torch.float64, device=z.device)
-    gp = torch.zeros(W.shape[0], dtype=torch.float64, device=z.device)
+def _update(z: RowShard, W: torch.Tensor) -> torch.Tensor:
+    """One fixed-point step on the rows of z (k columns, summed over every rank) for the m rows of
+    W: float64[m, k] (m ≤ k). Returns W⁺ (float64[m, k]), symmetrically decorrelated among its m
+    rows, the same on every rank."""
+    n, k = z.n, z.k
+    gz = torch.zeros(W.shape[0], k, dtype=torch.float64, device=W.device)
+    gp = torch.zeros(W.shape[0], dtype=torch.float64, device=W.device)
     Wd = W.to(z.dtype)
-    for s in range(0, n, chunk):
-        zc = z[s:s + chunk]
+    for zc in z.blocks():
         g = torch.tanh(zc @ Wd.T)
         gz += (g.T @ zc).double()
         gp += (1.0 - g * g).sum(0).double()
-    return _sym_decorrelate(gz / n - (gp / n)[:, None] * W)
+    gz, gp = z.comm.sum(gz), z.comm.sum(gp)
+    return z.comm.agree(_sym_decorrelate(gz / n - (gp / n)[:, None] * W))
 
 
 Callback = Callable[[str, int, np.ndarray], None]
@@ -114,8 +233,8 @@ class _Phase:
     stopped_on_stability: bool
 
 
-def _iterate(z: torch.Tensor, W: torch.Tensor, max_iter: int, tol: float, patience: int,
-             settle_tol: float, wander_tol: float, chunk: int, callback: Callback | None = None,
+def _iterate(z: RowShard, W: torch.Tensor, max_iter: int, tol: float, patience: int,
+             settle_tol: float, wander_tol: float, callback: Callback | None = None,
              phase: str = "", progress: Progress | None = None) -> _Phase:
     """Symmetric fixed-point steps on all k rows until converged, stable or ``max_iter``."""
     history = [W]
@@ -124,7 +243,7 @@ def _iterate(z: torch.Tensor, W: torch.Tensor, max_iter: int, tol: float, patien
     change = torch.ones(W.shape[0], dtype=torch.float64, device=W.device)
     settled = torch.zeros(W.shape[0], dtype=torch.bool, device=W.device)
     for it in range(1, max_iter + 1):
-        W_new = _update(z, W, chunk)
+        W_new = _update(z, W)
         change = 1.0 - torch.abs((W_new * W).sum(1))
         W = W_new
         if callback is not None:
@@ -157,8 +276,8 @@ def _iterate(z: torch.Tensor, W: torch.Tensor, max_iter: int, tol: float, patien
     return _Phase(W, max_iter, change, settled, False, False)
 
 
-def _refine(z: torch.Tensor, W: torch.Tensor, settled: torch.Tensor, max_iter: int, tol: float,
-            chunk: int, callback: Callback | None = None, progress: Progress | None = None) -> _Phase:
+def _refine(z: RowShard, W: torch.Tensor, settled: torch.Tensor, max_iter: int, tol: float,
+            callback: Callback | None = None, progress: Progress | None = None) -> _Phase:
     """Fixed-point steps for the settled rows alone (symmetric among themselves) until each
     changes by less than ``tol``; the other rows are kept as an orthonormal complement.
 
@@ -176,7 +295,7 @@ def _refine(z: torch.Tensor, W: torch.Tensor, settled: torch.Tensor, max_iter: i
 
     it, converged = 0, False
     for it in range(1, max_iter + 1):
-        W_new = _update(z, Ws, chunk)
+        W_new = _update(z, Ws)
         change = 1.0 - torch.abs((W_new * Ws).sum(1))
         Ws = W_new
         if callback is not None:
@@ -192,7 +311,7 @@ def _refine(z: torch.Tensor, W: torch.Tensor, settled: torch.Tensor, max_iter: i
     return _Phase(out, it, full_change, settled, converged, False)
 
 
-def fastica_torch(z: np.ndarray | torch.Tensor, seed: int, max_iter: int = 200, tol: float = 1e-6,
+def fastica_torch(z: np.ndarray | torch.Tensor | RowShard, seed: int, max_iter: int = 200, tol: float = 1e-6,
                   patience: int = 5, settle_tol: float = 1e-2, wander_tol: float = 0.05,
                   refine_iter: int | None = None, device: str = "cpu",
                   dtype: torch.dtype = torch.float32, chunk: int = 16384,
@@ -206,7 +325,10 @@ def fastica_torch(z: np.ndarray | torch.Tensor, seed: int, max_iter: int = 200, 
                   changes by less than ``tol``.
 
     Args:
-        z: float[n, k] whitened data (unit covariance), e.g. ``Whitening.apply`` output.
+        z: float[n, k] whitened data (unit covariance), e.g. ``Whitening.apply`` output: in memory
+            (moved to ``device``), a memmap (streamed from disk chunk by chunk), or a
+            :class:`RowShard` (this rank's rows of a sharded run: every sum is all-reduced, and
+            every rank takes the same steps and returns the same W).
         seed: seeds the random start (a standard-normal W, symmetrically decorrelated).
         max_iter: cap per phase.
         tol: converged when every component's 1 − |⟨w⁺, w⟩| < tol (scikit-learn's criterion).
@@ -238,14 +360,16 @@ def fastica_torch(z: np.ndarray | torch.Tensor, seed: int, max_iter: int = 200, 
     Raises:
         ValueError: z is not 2-D or has fewer rows than columns.
     """
-    if z.ndim != 2 or z.shape[0] < z.shape[1]:
+    if not isinstance(z, RowShard) and (z.ndim != 2 or z.shape[0] < z.shape[1]):
         raise ValueError(f"z must be [n, k] with n ≥ k, got shape {tuple(z.shape)}")
-    zt = torch.as_tensor(z, device=device).to(dtype)
-    k = zt.shape[1]
+    zt = as_shard(z, device, dtype, chunk)
+    k = zt.k
+    if zt.n < k:
+        raise ValueError(f"z must have n ≥ k rows, got {zt.n} rows of {k}")
     rng = np.random.default_rng([seed, 1013])
-    W = _sym_decorrelate(torch.as_tensor(rng.standard_normal((k, k)), dtype=torch.float64, device=device))
+    W = _sym_decorrelate(torch.as_tensor(rng.standard_normal((k, k)), dtype=torch.float64, device=zt.device))
     phases: dict[str, int] = {}
-    ph = _iterate(zt, W, max_iter, tol, patience, settle_tol, wander_tol, chunk, callback, "full", progress)
+    ph = _iterate(zt, W, max_iter, tol, patience, settle_tol, wander_tol, callback, "full", progress)
     phases["full"] = ph.n_iter
     W = ph.W
     settled = ph.settled.clone()
@@ -253,7 +377,7 @@ def fastica_torch(z: np.ndarray | torch.Tensor, seed: int, max_iter: int = 200, 
     change = ph.change
     converged = ph.converged
     if stable:
-        rf = _refine(zt, W, settled, min(refine_iter or max_iter, max_iter), tol, chunk, callback, progress)
+        rf = _refine(zt, W, settled, min(refine_iter or max_iter, max_iter), tol, callback, progress)
         phases["refine"] = rf.n_iter
         W = rf.W
         change = torch.where(settled, rf.change, change)

@@ -10,6 +10,7 @@ picks the default from the counts.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,10 @@ import numpy as np
 from darkmatter.analysis import ica
 from darkmatter.analysis.candidates import ALPHA, FloorTest, noise_floor_test
 from darkmatter.analysis.decompose import Decomposition, decompose
+from darkmatter.analysis.ica_engine import RowShard
 from darkmatter.analysis.resampling import design_effect
 from darkmatter.analysis.stats import PCA
+from darkmatter.distributed import SINGLE
 
 
 @dataclass(frozen=True)
@@ -57,19 +60,23 @@ class KFit:
         return int((self.stable(stable_cos) & self.floor.above & self.decomposition.settled).sum())
 
 
-def fit_k(z_top: np.ndarray, pca: PCA, mean: np.ndarray, k: int, seeds: list[int], units: np.ndarray,
+def fit_k(z_top: ica.Rows, pca: PCA, mean: np.ndarray, k: int, seeds: list[int], units: np.ndarray,
           restarts: list[np.ndarray], max_iter: int, tol: float, backend: str = "torch", device: str = "cpu",
           control: bool = True, progress: ica.Progress | None = None,
-          control_progress: ica.Progress | None = None, alpha: float = ALPHA) -> KFit:
+          control_progress: ica.Progress | None = None, alpha: float = ALPHA,
+          scratch: Callable[[tuple[int, int]], np.ndarray] | None = None) -> KFit:
     """Decompose the top-k whitened residual, run the matched control, test each source's kurtosis.
 
     Args:
-        z_top: float[n, K ≥ k] whitened rows at the sweep's largest K (its first k columns are used).
+        z_top: float[n, K ≥ k] whitened rows at the sweep's largest K (its first k columns are used):
+            an array, or a :class:`~darkmatter.analysis.ica_engine.RowShard` (streamed from disk, or
+            this rank's rows of a sharded run; the control is then laid out the same way).
         pca, mean: the residual's PCA and mean (float64[d_model]) for the k-whitening.
         units: int[n] document (or window) of each row, for the block bootstrap.
         restarts: row sets of the later seeds (:func:`darkmatter.analysis.resampling.restart_rows`);
             the control uses the same ones.
         control: run the Gaussian control; without it the floor is 0 (a Gaussian's excess kurtosis).
+        scratch: where the control's surrogate rows go (see :func:`darkmatter.analysis.ica.gaussian_control`).
     Returns:
         KFit.
     Raises:
@@ -78,14 +85,16 @@ def fit_k(z_top: np.ndarray, pca: PCA, mean: np.ndarray, k: int, seeds: list[int
     if k > z_top.shape[1]:
         raise ValueError(f"k = {k} exceeds the {z_top.shape[1]} whitened columns")
     white = ica.pca_whitening(pca, mean, k)
-    z = np.ascontiguousarray(z_top[:, :k])
+    z: ica.Rows = z_top.columns(k) if isinstance(z_top, RowShard) else np.ascontiguousarray(z_top[:, :k])
+    shard = z if isinstance(z, RowShard) else None
     t0 = time.perf_counter()
     dec = decompose(z, white, seeds, max_iter, tol, restarts, backend, device, progress)
     t1 = time.perf_counter()
-    ctrl = (ica.gaussian_control(len(z), k, seeds, max_iter, tol, white, restarts, backend, device,
-                                 control_progress) if control else None)
+    ctrl = (ica.gaussian_control(ica.n_rows(z), k, seeds, max_iter, tol, white, restarts, backend, device,
+                                 control_progress, like=shard, scratch=scratch) if control else None)
     t2 = time.perf_counter()
-    deff, se = design_effect(ica.Projected(z, dec.W), units, seeds[0])  # type: ignore[arg-type]
+    deff, se = design_effect(ica.Projected(z, dec.W), units, seeds[0],  # type: ignore[arg-type]
+                             lo=shard.lo if shard else 0, comm=shard.comm if shard else SINGLE)
     floor = float(np.abs(ctrl.source_excess_kurtosis).max()) if ctrl is not None else 0.0
     return KFit(decomposition=dec, control=ctrl, floor=noise_floor_test(dec.source_excess_kurtosis, se, floor, alpha),
                 design_effect=deff, kurtosis_se=se, seconds_fit=t1 - t0, seconds_control=t2 - t1)

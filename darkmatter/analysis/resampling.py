@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from darkmatter.distributed import SINGLE, Comm
+
 #: Bootstrap draws for standard errors.
 N_BOOTSTRAP = 200
 #: Fewer document boundaries than this in the token windows: resample by window instead.
@@ -123,19 +125,21 @@ class UnitSums:
 
 
 def unit_power_sums(x: np.ndarray, units: np.ndarray, shift: np.ndarray | None = None,
-                    chunk_size: int = 65536) -> UnitSums:
+                    chunk_size: int = 65536, lo: int = 0, comm: Comm = SINGLE) -> UnitSums:
     """Power sums of ``x`` per unit, streamed in row chunks.
 
     Args:
         x: float[n, k] (a memmap is fine), e.g. sources.
         units: int[n] unit id per row.
         shift: float[k] subtracted first (the mean keeps the sums well conditioned); default 0.
+        lo, comm: in a sharded run x holds global rows ``[lo, lo + m)`` of ``len(units)``, and the
+            sums are added over ranks.
     Returns:
         UnitSums over the G distinct units, in sorted unit order.
     Raises:
         ValueError: lengths differ.
     """
-    if len(units) != x.shape[0]:
+    if (len(units) != x.shape[0]) if not comm.sharded else (lo + x.shape[0] > len(units)):
         raise ValueError(f"{len(units)} unit ids for {x.shape[0]} rows")
     ids, inverse = np.unique(units, return_inverse=True)
     k = x.shape[1]
@@ -143,12 +147,12 @@ def unit_power_sums(x: np.ndarray, units: np.ndarray, shift: np.ndarray | None =
     sums = np.zeros((len(ids), 4, k))
     for s in range(0, x.shape[0], chunk_size):
         c = np.asarray(x[s:s + chunk_size], dtype=np.float64) - shift
-        g = inverse[s:s + chunk_size]
+        g = inverse[lo + s:lo + s + len(c)]
         p = c.copy()
         for i in range(4):
             np.add.at(sums[:, i], g, p)
             p *= c
-    return UnitSums(count=np.bincount(inverse, minlength=len(ids)).astype(np.float64), sums=sums)
+    return UnitSums(count=np.bincount(inverse, minlength=len(ids)).astype(np.float64), sums=comm.sum_np(sums))
 
 
 def bootstrap_kurtosis(sums: UnitSums, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> np.ndarray:
@@ -161,19 +165,19 @@ def bootstrap_kurtosis(sums: UnitSums, n_boot: int = N_BOOTSTRAP, seed: int = 0)
 
 
 def design_effect(x: np.ndarray, units: np.ndarray, seed: int, n_boot: int = N_BOOTSTRAP,
-                  shift: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+                  shift: np.ndarray | None = None, lo: int = 0, comm: Comm = SINGLE) -> tuple[float, np.ndarray]:
     """Kish's design effect of excess kurtosis: block-bootstrap variance over units divided by
     the variance when the same rows are shuffled into pseudo-units of the same sizes (which is
     the token-level, iid bootstrap). The median over the k variables is the run's figure.
 
     Args:
-        x: float[n, k]; units: int[n]; shift: float[k] (see :func:`unit_power_sums`).
+        x: float[n, k]; units: int[n]; shift: float[k]; lo, comm: sharded runs (see :func:`unit_power_sums`).
     Returns:
         (median design effect ≥ 1 in practice, float64[k] standard error of each variable's
         excess kurtosis from the block bootstrap).
     """
-    block = unit_power_sums(x, units, shift)
-    shuffled = unit_power_sums(x, np.random.default_rng([seed, 1014]).permutation(units), shift)
+    block = unit_power_sums(x, units, shift, lo=lo, comm=comm)
+    shuffled = unit_power_sums(x, np.random.default_rng([seed, 1014]).permutation(units), shift, lo=lo, comm=comm)
     se_block = bootstrap_kurtosis(block, n_boot, seed).std(0, ddof=1)
     se_token = bootstrap_kurtosis(shuffled, n_boot, seed).std(0, ddof=1)
     ratio = (se_block / np.maximum(se_token, 1e-300)) ** 2

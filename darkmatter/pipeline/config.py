@@ -196,6 +196,9 @@ class RunOptions:
     """windows per model forward pass"""
     sae_chunk_size: int = 4096
     """token rows per SAE encode/decode and per streamed chunk"""
+    memory_gb: float = 2.0
+    """step 04 holds its whitened rows in memory (or on the GPU) up to this size per process; larger ones are
+    streamed from a scratch file in --outputs"""
 
 
 @dataclass(frozen=True)

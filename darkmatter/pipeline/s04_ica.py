@@ -11,14 +11,19 @@ and components whose top activations sit on one position, document or token are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from darkmatter.analysis import artifacts, ica, resampling, stats
 from darkmatter.analysis.candidates import ALPHA
 from darkmatter.analysis.decompose import check_reconstruction, choose_k, sweep_ks, write_sources
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
+from darkmatter.analysis.ica_engine import RowShard
 from darkmatter.analysis.ksweep import KFit, fit_k
+from darkmatter.distributed import current
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import CollectResult, ComponentFit, ICAResult, KSweepPoint, SetupResult
@@ -82,6 +87,27 @@ def _point(f: KFit, stable_cos: float) -> KSweepPoint:
                        seconds_control=round(f.seconds_control, 2))
 
 
+def _whitened(ctx: StepContext, resid: np.ndarray, white: ica.Whitening, fit_rows: np.ndarray | None, n_fit: int,
+              chunk: int, scratch: Callable[[str, tuple[int, ...]], np.memmap]) -> RowShard:
+    """This process's rows of the top-K whitened residual: in memory (on the device) when they fit
+    in ``--memory-gb``, else in a scratch memmap streamed chunk by chunk. Under torchrun each rank
+    holds a contiguous block of whole chunks, and every FastICA sum is all-reduced."""
+    comm = current()
+    n_chunks = -(-n_fit // chunk)
+    lo = min(n_chunks * comm.rank // comm.world * chunk, n_fit)
+    hi = min(n_chunks * (comm.rank + 1) // comm.world * chunk, n_fit)
+    shape = (hi - lo, white.k)
+    in_memory = shape[0] * shape[1] * 4 <= ctx.cfg.run.memory_gb * 2**30
+    out = np.empty(shape, dtype=np.float32) if in_memory else scratch("whitened", shape)
+    ica.whiten_rows(resid, white, fit_rows, chunk, out=out, lo=lo)
+    if isinstance(out, np.memmap):
+        out.flush()
+        print(f"  rank {comm.rank}: {shape[0]:,} × {shape[1]} whitened rows ({out.nbytes / 2**30:.1f} GB) exceed "
+              f"--memory-gb {ctx.cfg.run.memory_gb:g}: streamed from disk each iteration")
+    data = torch.as_tensor(out, device=ctx.device) if in_memory else out
+    return RowShard(data, lo=lo, n_rows=n_fit, comm=comm, chunk=chunk, device=ctx.device)
+
+
 def run(ctx: StepContext) -> None:
     """The k sweep, then sources, artifact flags and ica.json at the chosen k."""
     setup = ctx.read(SetupResult)
@@ -112,21 +138,29 @@ def run(ctx: StepContext) -> None:
     except ValueError as exc:
         raise DarkMatterError(f"{exc}; pass --ica-resample 1 or collect more text") from exc
     chunk = max(cfg.run.sae_chunk_size, 16384)
-    z_top = ica.whiten_rows(resid, white_top, fit_rows, chunk)  # n × K × 4 bytes: the one array 04 holds whole
-    print(f"k sweep {ks} on {n_fit:,} tokens ({len(np.unique(units)):,} {unit_name}s; n ≥ "
-          f"{i.samples_per_parameter:g}·k² allows k ≤ {top}), seeds {seeds[0]}..{seeds[-1]}")
+    comm = current()
+    if comm.is_main:
+        print(f"k sweep {ks} on {n_fit:,} tokens ({len(np.unique(units)):,} {unit_name}s; n ≥ "
+              f"{i.samples_per_parameter:g}·k² allows k ≤ {top}), seeds {seeds[0]}..{seeds[-1]}")
     fits: dict[int, KFit] = {}
-    for k in ks:
-        bars, cbars = SeedBars(f"k={k} FastICA", k, i.ica_max_iter), SeedBars(f"k={k} control", k, i.ica_max_iter)
-        fits[k] = fit_k(z_top, pca, mean, k, seeds, units, restarts, i.ica_max_iter, i.ica_tol, i.ica_backend,
-                        ctx.device, i.gaussian_control, bars, cbars)
-        bars.close()
-        cbars.close()
-        p = _point(fits[k], i.stable_cos)
-        print(f"  k={k}: {p.variance_kept:.1%} of variance, {p.n_settled} settled, {p.n_stable} stable, "
-              f"{p.n_above_floor} above the floor, {p.n_reproducible} all three ({p.seconds_fit:.0f} s + control "
-              f"{p.seconds_control:.0f} s)")
-    del z_top
+    with store.scratch() as scratch:
+        z_top = _whitened(ctx, resid, white_top, fit_rows, n_fit, chunk, scratch)
+        for k in ks:
+            bars, cbars = ((SeedBars(f"k={k} FastICA", k, i.ica_max_iter),
+                            SeedBars(f"k={k} control", k, i.ica_max_iter)) if comm.is_main else (None, None))
+            fits[k] = fit_k(z_top, pca, mean, k, seeds, units, restarts, i.ica_max_iter, i.ica_tol, i.ica_backend,
+                            ctx.device, i.gaussian_control, bars, cbars,
+                            scratch=None if z_top.in_memory else (lambda shape: scratch("control", shape)))
+            if bars and cbars:
+                bars.close()
+                cbars.close()
+                p = _point(fits[k], i.stable_cos)
+                print(f"  k={k}: {p.variance_kept:.1%} of variance, {p.n_settled} settled, {p.n_stable} stable, "
+                      f"{p.n_above_floor} above the floor, {p.n_reproducible} all three ({p.seconds_fit:.0f} s + "
+                      f"control {p.seconds_control:.0f} s)")
+        del z_top
+    if not comm.is_main:  # the other ranks helped with every sum; rank 0 writes
+        return
     points = [_point(fits[k], i.stable_cos) for k in ks]
     k, k_rule = ((i.n_components, "--n-components") if i.n_components
                  else choose_k(ks, [p.n_reproducible for p in points]))

@@ -17,7 +17,7 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -144,6 +144,10 @@ class OutputStore:
         """
         path = self._staged(name)
         arr = open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        self._reserve(path, name)
+        return arr
+
+    def _reserve(self, path: Path, name: str) -> None:
         size = path.stat().st_size
         try:
             if hasattr(os, "posix_fallocate"):
@@ -151,11 +155,36 @@ class OutputStore:
                     os.posix_fallocate(fh.fileno(), 0, size)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:  # a filesystem without fallocate: the reservation is best effort
-                return arr
+                return
+            _remove(path)
             free = shutil.disk_usage(self.root).free
             raise DarkMatterError(f"no room for {name} ({size / 2**20:,.0f} MiB) in {self.root}: "
                                   f"{free / 2**20:,.0f} MiB free; free space or pass another --outputs") from None
-        return arr
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Callable[[str, tuple[int, ...]], np.memmap]]:
+        """``make(tag, shape)`` → a float32 memmap in a hidden file of this folder (reserved on disk
+        like :meth:`open_npy`), for data too large for memory; every one is deleted on exit, however
+        the step ends (a killed process's are removed by the next writer: they carry its PID).
+
+        Raises:
+            DarkMatterError: not enough free space (with the numbers).
+        """
+        made: list[Path] = []
+
+        def make(tag: str, shape: tuple[int, ...]) -> np.memmap:
+            self.root.mkdir(parents=True, exist_ok=True)
+            path = self.root / f".scratch-{tag}.tmp{os.getpid()}.npy"
+            made.append(path)
+            arr = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+            self._reserve(path, f"scratch data {tag} {shape}")
+            return arr
+
+        try:
+            yield make
+        finally:
+            for path in made:
+                _remove(path)
 
     def save_figure(self, name: str, fig: Any) -> None:
         """Save a matplotlib figure at 150 DPI and close it."""

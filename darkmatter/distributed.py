@@ -1,0 +1,135 @@
+"""Runs sharded over processes with ``torch.distributed``: ``torchrun --nproc_per_node N script …``.
+
+Everything the analysis computes over rows is a sum (moments, covariance, SAE power sums, each
+FastICA step's k × k products), so a sharded run is the single-process run with each row sum
+all-reduced. :class:`Comm` is that one operation (plus the few small exchanges around it); the
+single-process :data:`SINGLE` does nothing, so every code path is the same with or without
+ranks. Backends: NCCL on GPUs, gloo on CPUs (what ``torchrun`` and Slurm's ``srun`` launch).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from darkmatter.errors import DarkMatterError
+
+
+@dataclass(frozen=True)
+class Comm:
+    """This process's place in a run: rank ``rank`` of ``world`` (0 of 1 without torchrun).
+
+    Sums are exact in the sense that matters here: float64 partial sums of disjoint row shards,
+    added once; every rank receives the same bytes, so decisions taken on them (FastICA's
+    stopping rule) agree on every rank.
+    """
+
+    rank: int = 0
+    world: int = 1
+    backend: str = "none"
+
+    @property
+    def sharded(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _wire(self, t: torch.Tensor) -> torch.Tensor:
+        # gloo reduces CPU tensors, NCCL CUDA tensors
+        if self.backend == "nccl":
+            return t.cuda() if t.device.type != "cuda" else t
+        return t.cpu() if t.device.type != "cpu" else t
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of ``t`` over ranks (``t`` itself when not sharded)."""
+        if not self.sharded:
+            return t
+        import torch.distributed as dist
+
+        w = self._wire(t).clone()
+        dist.all_reduce(w, op=dist.ReduceOp.SUM)
+        return w.to(t.device)
+
+    def sum_np(self, a: np.ndarray | float) -> np.ndarray:
+        """:meth:`sum` of a numpy array (or number), in float64."""
+        if not self.sharded:
+            return np.asarray(a, dtype=np.float64)
+        return self.sum(torch.as_tensor(np.asarray(a, dtype=np.float64))).numpy()
+
+    def agree(self, t: torch.Tensor) -> torch.Tensor:
+        """Rank 0's ``t`` on every rank (a guard that every rank holds the same W)."""
+        if not self.sharded:
+            return t
+        import torch.distributed as dist
+
+        w = self._wire(t).clone()
+        dist.broadcast(w, src=0)
+        return w.to(t.device)
+
+    def gather_ints(self, values: list[int]) -> np.ndarray:
+        """int64[world, len(values)]: every rank's ``values`` (the same length on every rank)."""
+        local = np.asarray(values, dtype=np.int64)[None]
+        if not self.sharded:
+            return local
+        import torch.distributed as dist
+
+        t = self._wire(torch.as_tensor(local))
+        out = [torch.zeros_like(t) for _ in range(self.world)]
+        dist.all_gather(out, t)
+        return torch.cat([o.cpu() for o in out]).numpy()
+
+    def barrier(self) -> None:
+        if self.sharded:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+SINGLE = Comm()
+_CURRENT: list[Comm] = [SINGLE]
+
+
+def current() -> Comm:
+    """The process's :class:`Comm` (set by :func:`init_from_env`; :data:`SINGLE` otherwise)."""
+    return _CURRENT[0]
+
+
+def init_from_env(device: str = "cpu") -> Comm:
+    """Join the process group ``torchrun`` (or Slurm via ``srun … torchrun``) describes in the
+    environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), or return
+    :data:`SINGLE` when there is none. NCCL for a CUDA ``device`` (each rank takes GPU
+    ``LOCAL_RANK``), gloo otherwise.
+
+    Raises:
+        DarkMatterError: the environment names a world but the group cannot be formed.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        _CURRENT[0] = SINGLE
+        return SINGLE
+    import torch.distributed as dist
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if not dist.is_initialized():
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        try:
+            dist.init_process_group(backend=backend)
+        except (RuntimeError, ValueError) as exc:
+            raise DarkMatterError(f"could not join the torch.distributed group of {world} ranks "
+                                  f"({str(exc).splitlines()[0][:120]}): launch with torchrun") from None
+    comm = Comm(rank=dist.get_rank(), world=dist.get_world_size(), backend=backend)
+    _CURRENT[0] = comm
+    return comm
+
+
+def shard_range(n: int, comm: Comm) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of ``n`` that rank ``comm.rank`` owns: contiguous, sizes differing by ≤ 1."""
+    lo = n * comm.rank // comm.world
+    hi = n * (comm.rank + 1) // comm.world
+    return lo, hi
