@@ -9,6 +9,7 @@ ranks. Backends: NCCL on GPUs, gloo on CPUs (what ``torchrun`` and Slurm's ``sru
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -119,7 +120,7 @@ def init_from_env(device: str = "cpu") -> Comm:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         try:
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=6))
         except (RuntimeError, ValueError) as exc:
             raise DarkMatterError(f"could not join the torch.distributed group of {world} ranks "
                                   f"({str(exc).splitlines()[0][:120]}): launch with torchrun") from None
@@ -128,8 +129,12 @@ def init_from_env(device: str = "cpu") -> Comm:
     return comm
 
 
-def shard_range(n: int, comm: Comm) -> tuple[int, int]:
-    """Rows ``[lo, hi)`` of ``n`` that rank ``comm.rank`` owns: contiguous, sizes differing by ≤ 1."""
-    lo = n * comm.rank // comm.world
-    hi = n * (comm.rank + 1) // comm.world
-    return lo, hi
+def shutdown() -> None:
+    """Leave the process group (every rank, once its work is done; a no-op in a single process)."""
+    comm = _CURRENT[0]
+    if comm.sharded:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+        _CURRENT[0] = SINGLE

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import flags, resolve, table
@@ -24,7 +24,6 @@ from darkmatter.pipeline.config import Config
 def _quiet_environment() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 
 def reset_peak_rss() -> None:
     """Start a new peak-memory window (Linux: ``clear_refs`` 5 resets VmHWM); no-op elsewhere."""
@@ -76,9 +75,23 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+SHARDED_STEPS = (2, 4)  # spread over the ranks of a torchrun world; rank 0 runs the others alone
+
+
 def run_step(step: table.Step, given: dict) -> int:
     """Run one step with typed flags ``given``; return the exit code (0 ok, 2 user error, 130
-    interrupted: Ctrl-C or SIGTERM, after which the outputs are as they were before the step)."""
+    interrupted: Ctrl-C or SIGTERM, after which the outputs are as they were before the step).
+
+    Under torchrun (``WORLD_SIZE`` > 1) every rank calls this: steps 02 and 04 are sharded, the
+    others run on rank 0 while the rest wait; rank 0 holds the folder's lock, and every rank
+    returns the worst exit code of any rank."""
+    from darkmatter.distributed import current
+    code = _run_step(step, given)
+    return int(current().gather_ints([code]).max()) if current().sharded else code
+
+
+def _run_step(step: table.Step, given: dict) -> int:
+    from darkmatter.distributed import current, init_from_env
     from darkmatter.pipeline.context import StepContext
     from darkmatter.pipeline.store import OutputStore
 
@@ -91,8 +104,11 @@ def run_step(step: table.Step, given: dict) -> int:
             if os.path.exists(outputs) and not os.path.isdir(outputs):
                 raise DarkMatterError(f"--outputs {outputs} is a file, not a folder: pass a folder")
             cfg = _resolve(step, given)
+            comm = init_from_env(cfg.resolved_device())
+            if comm.sharded and step.number not in SHARDED_STEPS and not comm.is_main:
+                return 0
             store = OutputStore(cfg.run.outputs)
-            with store.lock(step.script):
+            with store.lock(step.script) if comm.is_main else nullcontext():
                 store.require(*step.reads)  # the table's inputs: "run X first" before any work
                 step.function()(StepContext(cfg=cfg, store=store, step=step))
     except DarkMatterError as exc:
@@ -109,25 +125,36 @@ def run_step(step: table.Step, given: dict) -> int:
               "were: free space, fix the permissions, or pass another --outputs", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
-    store.record_timing(step.script, {"seconds": round(elapsed, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
-    print(f"[{step.script}] done in {elapsed:.1f} s (peak RAM {peak_rss_mb():.0f} MiB)")
+    if current().is_main:
+        store.record_timing(step.script, {"seconds": round(elapsed, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
+        print(f"[{step.script}] done in {elapsed:.1f} s (peak RAM {peak_rss_mb():.0f} MiB)")
     return 0
 
 
 def main(step_number: int, argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/0N_*.py``: parse the command line and run step ``step_number``."""
+    from darkmatter.distributed import shutdown
+
     step = table.step(step_number)
     parsed = flags.parse(list(sys.argv[1:] if argv is None else argv), step)
-    return run_step(step, parsed.given)
+    try:
+        return run_step(step, parsed.given)
+    finally:
+        shutdown()
 
 
 def run_all(argv: Sequence[str]) -> int:
     """Entry point of ``run_pipeline.py``: every step of the table in this process with the same
     flags (``--layers 0,6,11``: once per layer, see :func:`run_layers`)."""
+    from darkmatter.distributed import shutdown
+
     parsed = flags.parse(list(argv), None)
-    if parsed.pipeline.layers is not None:
-        return run_layers(parsed.given, parsed.pipeline.layers, parsed.pipeline.force)
-    return _run_steps(parsed.given, parsed.pipeline.force)
+    try:
+        if parsed.pipeline.layers is not None:
+            return run_layers(parsed.given, parsed.pipeline.layers, parsed.pipeline.force)
+        return _run_steps(parsed.given, parsed.pipeline.force)
+    finally:
+        shutdown()
 
 
 def is_current(step: table.Step, given: dict) -> bool:
@@ -144,7 +171,7 @@ def is_current(step: table.Step, given: dict) -> bool:
         if result is None or not store.exists(result):
             return False
         stamps = store.read_json(result)
-        newest_input = max((store.path(r).stat().st_mtime for r in step.reads if store.exists(r)), default=0.0)
+        newest_input = max((store.mtime(r) for r in step.reads if store.exists(r)), default=0.0)
     except (DarkMatterError, OSError, AttributeError):
         return False
     return (isinstance(stamps, dict) and stamps.get("schema_version") == SCHEMA_VERSION

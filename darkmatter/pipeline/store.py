@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import os
 import shutil
@@ -49,7 +48,21 @@ class OutputStore:
         return self.root / name
 
     def exists(self, name: str) -> bool:
-        return self.path(name).exists()
+        return self.path(name).exists() or self.sharded(name) is not None
+
+    def mtime(self, name: str) -> float:
+        """When ``name`` was last written (a sharded array: when its manifest was)."""
+        path = self.path(name)
+        return (path if path.exists() else self.path("shards.json")).stat().st_mtime
+
+    def sharded(self, name: str) -> dict[str, Any] | None:
+        """The shards.json manifest when ``name`` is an array a sharded step 02 wrote (else None)."""
+        from darkmatter.pipeline import shards
+
+        if name not in shards.ARRAYS or self.path(name).exists() or not self.path(shards.MANIFEST).exists():
+            return None
+        manifest = self.read_json(shards.MANIFEST)
+        return manifest if isinstance(manifest, dict) and name in manifest.get("arrays", ()) else None
 
     def require(self, *names: str) -> None:
         """Raise DarkMatterError naming the script to run when any input is missing."""
@@ -79,6 +92,7 @@ class OutputStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._pending = []
         self._discarded: list[Path] = []
+        self._adopted: list[tuple[Path, Path]] = []
         try:
             yield self
             self._commit()
@@ -91,6 +105,7 @@ class OutputStore:
         assert self._pending is not None
         for path in self._discarded:
             _remove(path)
+        self._pending.extend(self._adopted)
         while self._pending:
             tmp, final = self._pending[0]
             if final.is_dir() and not final.is_symlink():
@@ -107,6 +122,13 @@ class OutputStore:
         if self._pending is None:
             raise RuntimeError("discard must happen inside store.transaction()")
         self._discarded.append(self.path(name))
+
+    def adopt(self, path: Path, name: str) -> None:
+        """Move the existing file or folder ``path`` into place as ``name`` on commit (left where it
+        is when the transaction fails: step 02's resumable work in progress)."""
+        if self._pending is None:
+            raise RuntimeError("adopt must happen inside store.transaction()")
+        self._adopted.append((path, self.path(name)))
 
     def _staged(self, name: str) -> Path:
         final = self.path(name)
@@ -148,43 +170,15 @@ class OutputStore:
         return arr
 
     def _reserve(self, path: Path, name: str) -> None:
-        size = path.stat().st_size
-        try:
-            if hasattr(os, "posix_fallocate"):
-                with open(path, "rb+") as fh:
-                    os.posix_fallocate(fh.fileno(), 0, size)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:  # a filesystem without fallocate: the reservation is best effort
-                return
-            _remove(path)
-            free = shutil.disk_usage(self.root).free
-            raise DarkMatterError(f"no room for {name} ({size / 2**20:,.0f} MiB) in {self.root}: "
-                                  f"{free / 2**20:,.0f} MiB free; free space or pass another --outputs") from None
+        from darkmatter.pipeline.diskspace import reserve
 
-    @contextlib.contextmanager
-    def scratch(self) -> Iterator[Callable[[str, tuple[int, ...]], np.memmap]]:
-        """``make(tag, shape)`` → a float32 memmap in a hidden file of this folder (reserved on disk
-        like :meth:`open_npy`), for data too large for memory; every one is deleted on exit, however
-        the step ends (a killed process's are removed by the next writer: they carry its PID).
+        reserve(path, self.root, name)
 
-        Raises:
-            DarkMatterError: not enough free space (with the numbers).
-        """
-        made: list[Path] = []
+    def scratch(self) -> contextlib.AbstractContextManager[Callable[[str, tuple[int, ...]], np.memmap]]:
+        """Scratch memmaps for data too large for memory (:func:`darkmatter.pipeline.diskspace.scratch`)."""
+        from darkmatter.pipeline.diskspace import scratch
 
-        def make(tag: str, shape: tuple[int, ...]) -> np.memmap:
-            self.root.mkdir(parents=True, exist_ok=True)
-            path = self.root / f".scratch-{tag}.tmp{os.getpid()}.npy"
-            made.append(path)
-            arr = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-            self._reserve(path, f"scratch data {tag} {shape}")
-            return arr
-
-        try:
-            yield make
-        finally:
-            for path in made:
-                _remove(path)
+        return scratch(self.root)
 
     def save_figure(self, name: str, fig: Any) -> None:
         """Save a matplotlib figure at 150 DPI and close it."""
@@ -242,6 +236,12 @@ class OutputStore:
     def load_npy(self, name: str, mmap: bool = True) -> np.ndarray:
         """The array in ``name``, memory-mapped read-only unless ``mmap`` is False."""
         self.require(name)
+        manifest = self.sharded(name)
+        if manifest is not None:
+            from darkmatter.pipeline.shards import open_sharded
+
+            view = open_sharded(self.root, manifest, name)
+            return view if mmap else np.asarray(view)  # type: ignore[return-value]
         try:
             return np.load(self.path(name), mmap_mode="r" if mmap else None)
         except (ValueError, OSError, EOFError) as exc:  # truncated, random bytes, pickled data

@@ -141,7 +141,7 @@ register(Step(
     "Activations at the hook → SAE reconstruction in chunks → residual, streamed to memmaps.",
     reads=("config.json", "setup.json"),
     writes=("activations.npy", "residuals.npy", "tokens.npy", "token_index.npy", "sae_stats.json",
-            "sae_feature_moments.npy"),
+            "sae_feature_moments.npy", "shards.json", "shards"),
     owns=("collect",)))
 register(Step(
     3, "diagnostics", "darkmatter.pipeline.s03_diagnostics",

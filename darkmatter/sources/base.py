@@ -33,6 +33,9 @@ class RowBatch:
         n_bos: BOS positions skipped in this batch, up to the last row taken.
         excluded: float32 torch tensor [n_bos + n_massive, d_model] of the skipped rows (None where
             the source skips nothing), so the SAE's FVU can be reported with them too.
+        batch: the batch's number in the source's stream (counting every rank's batches).
+        done: rows analysed by every rank together once this batch's round is in (a checkpoint
+            after this batch resumes from there).
     """
 
     x: Any
@@ -40,6 +43,17 @@ class RowBatch:
     n_massive: int = 0
     n_bos: int = 0
     excluded: Any = None
+    batch: int = 0
+    done: int = 0
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where an interrupted collection stopped: its first ``batches`` batches (a whole number of
+    rounds) gave ``rows`` analysed rows; they are pulled again but not recomputed."""
+
+    batches: int
+    rows: int
 
 
 @dataclass(frozen=True)
@@ -136,9 +150,13 @@ class ActivationSource(Protocol):
         ...
 
     def rows(self, part: Part, n_tokens: int, batch_size: int, device: str, log: RowLog | None = None,
-             desc: str = "rows", clock: Any = None) -> Iterator[RowBatch]:
+             desc: str = "rows", clock: Any = None, comm: Any = None, resume: Resume | None = None
+             ) -> Iterator[RowBatch]:
         """Yield exactly ``n_tokens`` analysed rows of ``part``, in a fixed order (``clock``: an
         optional :class:`~darkmatter.sources.collect.Throughput` that model time is added to).
+        With ``comm`` (a sharded run's :class:`~darkmatter.distributed.Comm`) this rank yields only
+        its own batches (see :func:`darkmatter.sources.collect.window_rows`); ``resume`` skips
+        what an interrupted run already collected.
 
         Raises DarkMatterError when the source runs out or yields NaN/inf."""
         ...

@@ -18,6 +18,7 @@ tokenizer names a BOS token. There is no unembedding, so there is no logit lens.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -27,9 +28,10 @@ import numpy as np
 import torch
 
 from darkmatter.analysis import interpret
+from darkmatter.distributed import SINGLE, Comm
 from darkmatter.errors import DarkMatterError
-from darkmatter.sources.base import GroundTruth, HookInfo, Part, RowBatch, RowContext, RowLog
-from darkmatter.sources.collect import window_rows
+from darkmatter.sources.base import GroundTruth, HookInfo, Part, Resume, RowBatch, RowContext, RowLog
+from darkmatter.sources.collect import Pending, window_rows
 
 #: 2-D activations (no windows) are read, and split between SAE training and analysis, in blocks
 #: of this many rows (the planted generator's block, so the same rows give the same SAE chunks).
@@ -131,23 +133,27 @@ class CachedSource:
         return order[order < n], unit
 
     def rows(self, part: Part, n_tokens: int, batch_size: int, device: str, log: RowLog | None = None,
-             desc: str = "cached rows", clock: Any = None) -> Iterator[RowBatch]:
+             desc: str = "cached rows", clock: Any = None, comm: Comm | None = None,
+             resume: Resume | None = None) -> Iterator[RowBatch]:
         acts, tokens = self._data
         order, unit = self._order(part)
         per_batch = unit if unit > 1 else batch_size
 
-        def batches() -> Iterator[tuple[torch.Tensor, np.ndarray | None]]:
+        def load(ids: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(acts[ids], dtype=np.float32), device=device)
+
+        def batches() -> Iterator[Pending]:
             for s in range(0, len(order), per_batch):
                 ids = order[s:s + per_batch]
-                x = torch.as_tensor(np.asarray(acts[ids], dtype=np.float32), device=device)
-                yield x, (None if tokens is None else np.asarray(tokens[ids]))
+                yield len(ids), None if tokens is None else np.asarray(tokens[ids]), functools.partial(load, ids)
 
         hint = "lower --n-tokens / --sae-train-tokens" + (
             f" (while an SAE is trained here, the {part} part is every other "
             f"{'block of ' + str(ROW_BLOCK) + ' rows' if unit > 1 else 'window'}: about half the cache)"
             if self.split else "")
         return window_rows(batches(), n_tokens, self.bos_id, self.max_norm_ratio, log, desc,
-                           what=f"--activations {self.path}", hook_name=self.hook_name, hint=hint)
+                           what=f"--activations {self.path}", hook_name=self.hook_name, hint=hint,
+                           comm=comm or SINGLE, resume=resume)
 
     def builtin_sae(self, device: str) -> None:
         return None

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from darkmatter.analysis import interpret
+from darkmatter.distributed import SINGLE, Comm
 from darkmatter.errors import DarkMatterError
-from darkmatter.sources.base import GroundTruth, HookInfo, Part, RowBatch, RowContext, RowLog
+from darkmatter.sources.base import GroundTruth, HookInfo, Part, Resume, RowBatch, RowContext, RowLog
 from darkmatter.sources.collect import Throughput, hook_rows
 from darkmatter.sources.models import LoadedModel, load_model
 from darkmatter.sources.splice import LMDownstream
@@ -110,9 +111,10 @@ class ModelSource:
                              t.context_size, self.model.bos_id, t.prepend_bos)
 
     def rows(self, part: Part, n_tokens: int, batch_size: int, device: str, log: RowLog | None = None,
-             desc: str = "model forward", clock: Throughput | None = None) -> Iterator[RowBatch]:
+             desc: str = "model forward", clock: Throughput | None = None, comm: Comm | None = None,
+             resume: Resume | None = None) -> Iterator[RowBatch]:
         return hook_rows(self.model, self.windows(part), self.hook_name, self.layer, batch_size, device,
-                         n_tokens, self.max_norm_ratio, log, desc, clock)
+                         n_tokens, self.max_norm_ratio, log, desc, clock, comm or SINGLE, resume)
 
     def builtin_sae(self, device: str) -> None:
         return None

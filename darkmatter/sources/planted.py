@@ -31,6 +31,8 @@ ground-truth feature ids of top-activating rows instead of text contexts).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +42,8 @@ import torch
 
 from darkmatter.analysis.causal import ReadoutDownstream
 from darkmatter.analysis.groundtruth import FOUND_COS, missed_by_decoder
-from darkmatter.sources.base import GroundTruth, HookInfo, Part, RowBatch, RowContext, RowLog
+from darkmatter.distributed import SINGLE, Comm
+from darkmatter.sources.base import GroundTruth, HookInfo, Part, Resume, RowBatch, RowContext, RowLog
 
 BLOCK = 8192  # rows per generated block; fixed so a row's content never depends on chunk sizes
 # Streams are seeded with [seed, ..., tag] and a non-zero last tag: numpy's SeedSequence ignores
@@ -213,17 +216,27 @@ def oracle_sae(spec: PlantedSpec, device: str = "cpu"):
     return sae
 
 
-def tensor_rows(spec: PlantedSpec, part: str, n: int, device: str = "cpu") -> Iterator[RowBatch]:
-    """Rows of ``part`` as :class:`~darkmatter.sources.base.RowBatch`-es.
+def tensor_rows(spec: PlantedSpec, part: str, n: int, device: str = "cpu", comm: Comm = SINGLE,
+                resume: Resume | None = None) -> Iterator[RowBatch]:
+    """Rows of ``part`` as :class:`~darkmatter.sources.base.RowBatch`-es, one block of :data:`BLOCK`
+    rows per batch (:func:`darkmatter.sources.collect.window_rows`: a sharded run generates only
+    its own blocks).
 
     Yields:
         RowBatch with x: float32[m, d_model] on ``device`` and index: int32[m, 2] of (row, 0).
     """
-    start = 0
-    for x, _ in rows(spec, part, n):
-        index = np.stack([np.arange(start, start + len(x)), np.zeros(len(x), dtype=np.int64)], axis=1)
-        yield RowBatch(x=torch.as_tensor(x, device=device), index=index.astype(np.int32))
-        start += len(x)
+    from darkmatter.sources.collect import Pending, window_rows
+
+    dirs = spec.directions()
+
+    def rows_of(b: int) -> torch.Tensor:
+        return torch.as_tensor(block(spec, part, b, dirs)[0][:, None, :], device=device)
+
+    def blocks() -> Iterator[Pending]:
+        for b in itertools.count():
+            yield BLOCK, None, functools.partial(rows_of, b)
+
+    return window_rows(blocks(), n, desc="planted rows", comm=comm, resume=resume)
 
 
 def describe(spec: PlantedSpec, mode: str) -> str:
@@ -265,8 +278,9 @@ class PlantedSource:
         return {**dataclasses.asdict(self.spec), "mode": self.mode, "withheld": self.spec.withheld().tolist()}
 
     def rows(self, part: Part, n_tokens: int, batch_size: int, device: str, log: RowLog | None = None,
-             desc: str = "planted rows", clock: Any = None) -> Iterator[RowBatch]:
-        return tensor_rows(self.spec, part, n_tokens, device)
+             desc: str = "planted rows", clock: Any = None, comm: Comm | None = None,
+             resume: Resume | None = None) -> Iterator[RowBatch]:
+        return tensor_rows(self.spec, part, n_tokens, device, comm or SINGLE, resume)
 
     def builtin_sae(self, device: str) -> Any | None:
         return oracle_sae(self.spec, device) if self.mode == "withheld" else None
