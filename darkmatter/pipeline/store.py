@@ -24,10 +24,11 @@ import numpy as np
 from numpy.lib.format import open_memmap
 
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import table
+from darkmatter.pipeline import diskspace, table
 
 PLOT_DPI = 150
 T = TypeVar("T")
+
 
 class OutputStore:
     """Read and write the files of one run in ``root``.
@@ -52,8 +53,7 @@ class OutputStore:
 
     def mtime(self, name: str) -> float:
         """When ``name`` was last written (a sharded array: when its manifest was)."""
-        path = self.path(name)
-        return (path if path.exists() else self.path("shards.json")).stat().st_mtime
+        return (self.path(name) if self.path(name).exists() else self.path("shards.json")).stat().st_mtime
 
     def sharded(self, name: str) -> dict[str, Any] | None:
         """The shards.json manifest when ``name`` is an array a sharded step 02 wrote (else None)."""
@@ -157,28 +157,20 @@ class OutputStore:
             np.save(fh, array)
 
     def open_npy(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.memmap:
-        """A writable memmap of ``shape``; it becomes ``name`` when the transaction commits. Its
-        blocks are reserved on disk now (``posix_fallocate``), so a full disk is a clear error here
-        rather than a SIGBUS halfway through filling a sparse file.
+        """A writable memmap of ``shape``, ``name`` once the transaction commits; its blocks are reserved
+        now (:func:`darkmatter.pipeline.diskspace.reserve`): a full disk is an error here, not a SIGBUS.
 
         Raises:
             DarkMatterError: not enough free space (with the numbers).
         """
         path = self._staged(name)
         arr = open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-        self._reserve(path, name)
+        diskspace.reserve(path, self.root, name)
         return arr
-
-    def _reserve(self, path: Path, name: str) -> None:
-        from darkmatter.pipeline.diskspace import reserve
-
-        reserve(path, self.root, name)
 
     def scratch(self) -> contextlib.AbstractContextManager[Callable[[str, tuple[int, ...]], np.memmap]]:
         """Scratch memmaps for data too large for memory (:func:`darkmatter.pipeline.diskspace.scratch`)."""
-        from darkmatter.pipeline.diskspace import scratch
-
-        return scratch(self.root)
+        return diskspace.scratch(self.root)
 
     def save_figure(self, name: str, fig: Any) -> None:
         """Save a matplotlib figure at 150 DPI and close it."""
