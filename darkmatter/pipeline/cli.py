@@ -115,8 +115,8 @@ def _run_step(step: table.Step, given: dict) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted: {step.script} stopped; {outputs} is as it was before it (rerun it to finish)",
-              file=sys.stderr)
+        print(f"interrupted: {step.script} stopped; {outputs} is as it was before it (rerun it to "
+              f"{'resume from its last checkpoint' if step.number == 2 else 'finish'})", file=sys.stderr)
         return 130
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES):

@@ -1,0 +1,109 @@
+"""Step 02 resumes: Ctrl-C halfway, then a rerun with the same configuration, ends with the same bytes
+as an uninterrupted run, without recomputing the batches collected before the last checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from darkmatter.pipeline import cli, partial
+from darkmatter.pipeline.store import OutputStore
+from darkmatter.sources.models import LoadedModel
+from tests.helpers import TINY_HOOK
+
+STEP_02_FILES = ("activations.npy", "residuals.npy", "token_index.npy", "tokens.npy", "sae_feature_moments.npy",
+                 "sae_stats.json", "config.json")
+
+
+@pytest.fixture
+def setup_done(tmp_path, tiny_model_dir, tiny_sae_dir, text_glob):
+    """Step 01 on the tiny model with a given SAE: 3,000 tokens are 13 batches of 8 windows of 32."""
+    out = tmp_path / "base"
+    args = ["--model", str(tiny_model_dir), "--hook-name", TINY_HOOK, "--sae-path", str(tiny_sae_dir),
+            "--text-files", text_glob, "--context-size", "32", "--n-tokens", "3000", "--batch-size", "8",
+            "--outputs", str(out)]
+    assert cli.main(1, args) == 0
+    return out
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".lock*"))
+    cfg = OutputStore(dst).read_json("config.json")
+    cfg["run"]["outputs"] = str(dst)
+    OutputStore(dst).path("config.json").write_text(__import__("json").dumps(cfg))
+    return dst
+
+
+def test_an_interrupted_collection_resumes_to_the_same_bytes(setup_done, tmp_path, monkeypatch, capsys):
+    whole, cut = _copy(setup_done, tmp_path / "whole"), _copy(setup_done, tmp_path / "cut")
+    assert cli.main(2, ["--outputs", str(whole)]) == 0
+
+    monkeypatch.setattr(partial, "CHECKPOINT_ROUNDS", 2)  # a checkpoint every second batch
+    real = LoadedModel.activations
+    calls = []
+
+    def counted(self, tokens, hook_name, layer):
+        calls.append(int(tokens[0, 1]))
+        if len(calls) == 8 and interrupt:
+            raise KeyboardInterrupt  # Ctrl-C during the 8th forward pass
+        return real(self, tokens, hook_name, layer)
+
+    monkeypatch.setattr(LoadedModel, "activations", counted)
+    interrupt = True
+    def listing():
+        return sorted(p.name for p in cut.iterdir() if not p.name.startswith(".lock"))
+
+    before = listing()
+    assert cli.main(2, ["--outputs", str(cut)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert listing() == sorted([*before, ".collect-partial"])
+    assert not (cut / "activations.npy").exists()  # the outputs are as they were before step 02
+
+    interrupt, first_run = False, list(calls)
+    calls.clear()
+    assert cli.main(2, ["--outputs", str(cut)]) == 0
+    said = capsys.readouterr().out
+    assert "resuming step 02 from its checkpoint" in said
+    # batches 0-5 were checkpointed (rounds of 2): the rerun starts at batch 6 and never redoes them
+    assert len(calls) == 13 - 6 and calls[0] == first_run[6]
+    assert not (cut / ".collect-partial").exists()
+    for name in STEP_02_FILES:
+        if name == "config.json":
+            continue
+        a, b = (OutputStore(o).path(name).read_bytes() for o in (whole, cut))
+        if name == "sae_stats.json":  # the throughput figures are wall times; everything else matches
+            import json
+
+            ja, jb = json.loads(a), json.loads(b)
+            ja.pop("throughput"), jb.pop("throughput")
+            assert ja == jb
+        else:
+            assert a == b, name
+
+
+def test_a_checkpoint_of_another_configuration_is_discarded(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "planted"
+    base = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
+            "--outputs", str(out)]
+    assert cli.main(1, [*base, "--n-tokens", "40000"]) == 0
+    monkeypatch.setattr(partial, "CHECKPOINT_ROUNDS", 1)
+    from darkmatter.sources import planted
+
+    real, seen = planted.block, []
+
+    def block(spec, part, index, directions=None):
+        seen.append(index)
+        if index == 3 and len(seen) < 5:
+            raise KeyboardInterrupt
+        return real(spec, part, index, directions)
+
+    monkeypatch.setattr(planted, "block", block)
+    assert cli.main(2, ["--outputs", str(out)]) == 130
+    assert (out / ".collect-partial").is_dir()
+    capsys.readouterr()
+    assert cli.main(2, ["--outputs", str(out), "--n-tokens", "30000"]) == 0  # another step-02 configuration
+    said = capsys.readouterr().out
+    assert "discarding" in said and "resuming" not in said
+    assert OutputStore(out).load_npy("residuals.npy").shape == (30000, 16)
+    assert not (out / ".collect-partial").exists()
