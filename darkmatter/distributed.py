@@ -138,3 +138,12 @@ def shutdown() -> None:
         dist.barrier()
         dist.destroy_process_group()
         _CURRENT[0] = SINGLE
+
+
+def chunk_range(n: int, chunk: int, comm: Comm) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of ``n`` that rank ``comm.rank`` reads in a sharded pass: a contiguous block of
+    whole ``chunk``-row chunks (the last may be short), so every chunk is read as one process reads it."""
+    n_chunks = -(-n // chunk)
+    lo = min(n_chunks * comm.rank // comm.world * chunk, n)
+    hi = min(n_chunks * (comm.rank + 1) // comm.world * chunk, n)
+    return lo, hi

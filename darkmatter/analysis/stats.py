@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
+from darkmatter.distributed import SINGLE, Comm, chunk_range
+
 GAUSSIAN_TEST_ALPHA = 0.01
 GAUSS_TAIL_3SD = 0.0026997960632601866  # P(|N(0,1)| > 3)
 
@@ -83,12 +85,16 @@ def central_from_raw(n: float, s1: np.ndarray, s2: np.ndarray, s3: np.ndarray,
 
 
 def streaming_moments(array: np.ndarray, chunk_size: int = 65536, with_cov: bool = True,
-                      desc: str | None = None) -> Moments:
+                      desc: str | None = None, comm: Comm = SINGLE) -> Moments:
     """One pass over ``array`` (float32[n, d], usually a memmap) for mean, covariance,
     per-column skew and excess kurtosis.
 
+    Sharded (``comm`` of several ranks): each rank reads its block of whole chunks
+    (:func:`darkmatter.distributed.chunk_range`), and the float64 power sums and the d × d Gram
+    matrix are all-reduced; every rank returns the same moments.
+
     Raises:
-        ValueError: NaN or inf in the array (the message gives the first bad chunk).
+        ValueError: NaN or inf in the array (the message gives the first bad chunk), on every rank.
     """
     from tqdm.auto import tqdm
 
@@ -97,11 +103,14 @@ def streaming_moments(array: np.ndarray, chunk_size: int = 65536, with_cov: bool
     s1, s2, s3, s4 = (np.zeros(d) for _ in range(4))
     gram = np.zeros((d, d)) if with_cov else None
     sum_sq = 0.0
-    starts = range(0, n, chunk_size)
-    for start in tqdm(starts, desc=desc, disable=desc is None, mininterval=2.0):
-        raw = np.asarray(array[start:start + chunk_size], dtype=np.float64)
+    lo, hi = chunk_range(n, chunk_size, comm)
+    bad = -1
+    for start in tqdm(range(lo, hi, chunk_size), desc=desc, disable=desc is None or not comm.is_main,
+                      mininterval=2.0):
+        raw = np.asarray(array[start:min(start + chunk_size, hi)], dtype=np.float64)
         if not np.isfinite(raw).all():
-            raise ValueError(f"NaN or inf in rows {start}..{start + len(raw)}")
+            bad = start
+            break
         sum_sq += float(np.einsum("ij,ij->", raw, raw))
         c = raw - shift
         c2 = c * c
@@ -111,6 +120,14 @@ def streaming_moments(array: np.ndarray, chunk_size: int = 65536, with_cov: bool
         s4 += (c2 * c2).sum(0)
         if gram is not None:
             gram += c.T @ c
+    bads = comm.gather_ints([bad])[:, 0]
+    if (bads >= 0).any():
+        first = int(bads[bads >= 0].min())
+        raise ValueError(f"NaN or inf in rows {first}..{min(first + chunk_size, n)}")
+    if comm.sharded:
+        s1, s2, s3, s4 = comm.sum_np(np.stack([s1, s2, s3, s4]))
+        sum_sq = float(comm.sum_np(sum_sq))
+        gram = comm.sum_np(gram) if gram is not None else None
     m, var, skew, kurt = central_from_raw(n, s1, s2, s3, s4)
     cov = None
     if gram is not None:
@@ -118,6 +135,19 @@ def streaming_moments(array: np.ndarray, chunk_size: int = 65536, with_cov: bool
         cov = (cov + cov.T) / 2
     return Moments(n=n, mean=m + shift, cov=cov, var=var, skew=skew, excess_kurtosis=kurt,
                    sum_sq=sum_sq)
+
+
+class RowRange:
+    """Rows ``[lo, hi)`` of an array as an array of their own (row slices only): a rank's share of a
+    sharded pass."""
+
+    def __init__(self, array: np.ndarray, lo: int, hi: int):
+        self.array, self.lo, self.hi = array, lo, hi
+        self.shape = (hi - lo, *array.shape[1:])
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        return np.asarray(self.array[self.lo + start:self.lo + stop])
 
 
 @dataclass(frozen=True)

@@ -75,14 +75,13 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-SHARDED_STEPS = (2, 4)  # spread over the ranks of a torchrun world; rank 0 runs the others alone
 
 
 def run_step(step: table.Step, given: dict) -> int:
     """Run one step with typed flags ``given``; return the exit code (0 ok, 2 user error, 130
     interrupted: Ctrl-C or SIGTERM, after which the outputs are as they were before the step).
 
-    Under torchrun (``WORLD_SIZE`` > 1) every rank calls this: steps 02 and 04 are sharded, the
+    Under torchrun (``WORLD_SIZE`` > 1) every rank calls this: steps 02-04 are sharded, the
     others run on rank 0 while the rest wait; rank 0 holds the folder's lock, and every rank
     returns the worst exit code of any rank."""
     from darkmatter.distributed import current
@@ -105,7 +104,7 @@ def _run_step(step: table.Step, given: dict) -> int:
                 raise DarkMatterError(f"--outputs {outputs} is a file, not a folder: pass a folder")
             cfg = _resolve(step, given)
             comm = init_from_env(cfg.resolved_device())
-            if comm.sharded and step.number not in SHARDED_STEPS and not comm.is_main:
+            if comm.sharded and step.number not in table.SHARDED_STEPS and not comm.is_main:
                 return 0
             store = OutputStore(cfg.run.outputs)
             with store.lock(step.script) if comm.is_main else nullcontext():

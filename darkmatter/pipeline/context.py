@@ -178,11 +178,14 @@ class StepContext:
         return out
 
     def moments(self, array: Any, name: str, chunk: int, with_cov: bool = True) -> Any:
-        """Streamed moments of ``array``; NaN/inf becomes a DarkMatterError naming its producer."""
+        """Streamed moments of ``array`` (summed over the ranks of a sharded run); NaN/inf becomes a
+        DarkMatterError naming its producer."""
         from darkmatter.analysis import stats
+        from darkmatter.distributed import SINGLE, current
 
+        comm = current() if self.step.number in table.SHARDED_STEPS else SINGLE
         try:
-            return stats.streaming_moments(array, chunk, with_cov=with_cov, desc=f"moments of {name}")
+            return stats.streaming_moments(array, chunk, with_cov=with_cov, desc=f"moments of {name}", comm=comm)
         except ValueError as exc:
             fix = f"rerun scripts/{table.producer(name)}" if name in table.known_files() else "report a bug"
             raise DarkMatterError(f"{name} is unusable ({exc}): {fix} and check the model/SAE") from exc

@@ -6,6 +6,7 @@ import numpy as np
 
 from darkmatter.analysis import resampling, stats
 from darkmatter.analysis.diagnostics import diagnose
+from darkmatter.distributed import chunk_range, current
 from darkmatter.pipeline import plots
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import CollectResult, SetupResult
@@ -27,7 +28,12 @@ def run(ctx: StepContext) -> None:
     m_sur = ctx.moments(surrogate, "the Gaussian surrogate", chunk, with_cov=False)
     rows = stats.random_rows(m_res.n, GAUSSIAN_TEST_ROWS, cfg.source.seed)
     units, _ = ctx.units()
-    deff, _ = resampling.design_effect(resid, units, cfg.source.seed, shift=m_res.mean)
+    comm = current()
+    lo, hi = chunk_range(m_res.n, chunk, comm)
+    deff, _ = resampling.design_effect(stats.RowRange(resid, lo, hi), units, cfg.source.seed,  # type: ignore[arg-type]
+                                       shift=m_res.mean, lo=lo, comm=comm)
+    if not comm.is_main:  # the other ranks helped with every sum; rank 0 writes
+        return
     diag, pca_res, pca_act = diagnose(m_act, m_res, m_sur, np.asarray(resid[rows], dtype=np.float64),
                                       np.asarray(acts[rows], dtype=np.float64), deff)
     title = f"{setup.hook.hook_name}, {m_res.n:,} tokens"

@@ -23,7 +23,7 @@ from darkmatter.analysis.decompose import check_reconstruction, choose_k, sweep_
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.ica_engine import RowShard
 from darkmatter.analysis.ksweep import KFit, fit_k
-from darkmatter.distributed import current
+from darkmatter.distributed import chunk_range, current
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import CollectResult, ComponentFit, ICAResult, KSweepPoint, SetupResult
@@ -93,9 +93,7 @@ def _whitened(ctx: StepContext, resid: np.ndarray, white: ica.Whitening, fit_row
     in ``--memory-gb``, else in a scratch memmap streamed chunk by chunk. Under torchrun each rank
     holds a contiguous block of whole chunks, and every FastICA sum is all-reduced."""
     comm = current()
-    n_chunks = -(-n_fit // chunk)
-    lo = min(n_chunks * comm.rank // comm.world * chunk, n_fit)
-    hi = min(n_chunks * (comm.rank + 1) // comm.world * chunk, n_fit)
+    lo, hi = chunk_range(n_fit, chunk, comm)
     shape = (hi - lo, white.k)
     in_memory = shape[0] * shape[1] * 4 <= ctx.cfg.run.memory_gb * 2**30
     out = np.empty(shape, dtype=np.float32) if in_memory else scratch("whitened", shape)

@@ -122,6 +122,10 @@ def owner(section: str) -> Step | None:
     return None
 
 
+SHARDED_STEPS = (2, 3, 4)
+"""Steps whose row passes are spread over the ranks of a torchrun world; rank 0 runs the others alone."""
+
+
 def known_files() -> set[str]:
     """Every output file or folder any producer writes."""
     return {f for s in _STEPS.values() for f in s.writes} | set(OTHER_PRODUCERS)
