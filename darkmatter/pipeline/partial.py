@@ -23,6 +23,7 @@ import numpy as np
 from numpy.lib.format import open_memmap
 
 from darkmatter.distributed import Comm
+from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline.diskspace import reserve
 from darkmatter.pipeline.shards import shard_file
 from darkmatter.sources.base import Resume
@@ -86,6 +87,11 @@ class Partial:
                 print(f"resuming step 02 from its checkpoint: {state.done:,} of {self.n:,} tokens were collected "
                       f"(batches 0..{state.batch}); {self.folder} is kept until the step finishes")
             return state, Resume(batches=state.batch + 1, rows=state.done)
+        need = self.n * (2 * self.d_model * 4 + 2 * 4)  # activations, residuals, token index of every rank
+        free = int(self.comm.gather_ints([shutil.disk_usage(self.root).free if self.comm.is_main else 0])[0, 0])
+        if self.comm.sharded and free < need:  # one process reserves its memmaps instead (posix_fallocate)
+            raise DarkMatterError(f"no room for step 02's shards ({need / 2**20:,.0f} MiB) in {self.root}: "
+                                  f"{free / 2**20:,.0f} MiB free; free space or pass another --outputs")
         self.comm.barrier()
         if self.comm.is_main:
             if self.folder.exists():
