@@ -54,9 +54,11 @@ def _resolve(step: table.Step, given: dict) -> Config:
 
     if step.number == 1:
         return resolve.resolve_new(given)
-    store = OutputStore(given.get("outputs", Config().run.outputs))
+    outputs = given.get("outputs", Config().run.outputs)
+    store = OutputStore(outputs)
     recorded = store.read_json("config.json")
-    return resolve.resolve_recorded(given, recorded, step, str(store.path("config.json")))
+    # the folder read is the run's folder, whatever config.json recorded when it was elsewhere
+    return resolve.resolve_recorded({**given, "outputs": outputs}, recorded, step, str(store.path("config.json")))
 
 
 @contextmanager
@@ -79,6 +81,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def run_step(step: table.Step, given: dict) -> int:
     """Run one step with typed flags ``given``; return the exit code (0 ok, 2 user error, 130
     interrupted: Ctrl-C or SIGTERM, after which the outputs are as they were before the step)."""
+    from darkmatter.pipeline import inputs
     from darkmatter.pipeline.context import StepContext
     from darkmatter.pipeline.store import OutputStore
 
@@ -94,7 +97,9 @@ def run_step(step: table.Step, given: dict) -> int:
             store = OutputStore(cfg.run.outputs)
             with store.lock(step.script):
                 store.require(*step.reads)  # the table's inputs: "run X first" before any work
-                step.function()(StepContext(cfg=cfg, store=store, step=step))
+                read = inputs.inputs_for(step, cfg, store)  # text, model, SAE: checked, unchanged
+                inputs.check_arrays(step, cfg, store)
+                step.function()(StepContext(cfg=cfg, store=store, step=step, inputs=read))
     except DarkMatterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -103,7 +108,7 @@ def run_step(step: table.Step, given: dict) -> int:
               file=sys.stderr)
         return 130
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM):
             raise
         print(f"error: {step.script} could not write to {outputs} ({exc.strerror}); its outputs are as they "
               "were: free space, fix the permissions, or pass another --outputs", file=sys.stderr)
@@ -132,7 +137,9 @@ def run_all(argv: Sequence[str]) -> int:
 
 def is_current(step: table.Step, given: dict) -> bool:
     """The step's result file exists, is stamped with this tool's schema and the ``run_id`` the
-    flags give, and is newer than every input it reads: rerunning it would rewrite the same files."""
+    flags and today's inputs give (text, model and SAE fingerprints: changed text is redone), and
+    is newer than every input it reads: rerunning it would rewrite the same files."""
+    from darkmatter.pipeline.inputs import current_inputs
     from darkmatter.pipeline.resolve import run_id
     from darkmatter.pipeline.results import SCHEMA_VERSION
     from darkmatter.pipeline.store import OutputStore
@@ -144,11 +151,12 @@ def is_current(step: table.Step, given: dict) -> bool:
         if result is None or not store.exists(result):
             return False
         stamps = store.read_json(result)
+        read = current_inputs(step, cfg, store)
         newest_input = max((store.path(r).stat().st_mtime for r in step.reads if store.exists(r)), default=0.0)
     except (DarkMatterError, OSError, AttributeError):
         return False
     return (isinstance(stamps, dict) and stamps.get("schema_version") == SCHEMA_VERSION
-            and stamps.get("run_id") == run_id(cfg, step.number)
+            and stamps.get("run_id") == run_id(cfg, step.number, read)
             and store.path(result).stat().st_mtime >= newest_input)
 
 
