@@ -96,7 +96,7 @@ def check_folder(path: str | Path, fix: str = "check --sae-path") -> None:
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise DarkMatterError(f"{weights} is not a readable safetensors file ({str(exc)[:80]}): {fix}") from None
     W_dec = shapes.get("W_dec")
-    if W_dec is not None and sorted(W_dec) != sorted(dims.values()):
+    if W_dec is not None and sorted(W_dec) != sorted(int(v) for v in dims.values() if v is not None):
         raise DarkMatterError(f"{folder}: cfg.json says d_in {dims['d_in']}, d_sae {dims['d_sae']} but "
                               f"sae_weights.safetensors holds W_dec {tuple(W_dec)}; the files do not belong "
                               f"together: {fix}")
