@@ -430,3 +430,18 @@ def test_a_read_only_outputs_folder(planted_run, tmp_path, capsys, step):
         after = snapshot(tmp_path)
     check_one_error(code, said.out, said.err, (str(out), "permission", "--outputs"))
     assert after == before
+
+
+def test_messages_name_the_folder_read_not_the_one_config_json_recorded(planted_run, tmp_path, capsys, monkeypatch):
+    """A run folder moved to ./outputs (the default) and read without --outputs: every message and
+    every read is about ./outputs, never the folder config.json recorded when the run was made."""
+    shutil.copytree(planted_run, tmp_path / "outputs")
+    (tmp_path / "outputs" / "residuals.npy").unlink()
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    code = cli.main(3, [])
+    said = capsys.readouterr()
+    line = check_one_error(code, said.out, said.err, ("outputs/residuals.npy is missing",
+                                                      "run scripts/02_collect_activations.py"))
+    assert str(planted_run) not in line
+    assert snapshot(tmp_path) == before
