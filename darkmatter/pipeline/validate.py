@@ -26,7 +26,7 @@ def validate(cfg: Config) -> None:
         problems.append("--sae-release and --sae-id go together")
     if s.context_size < 2:
         problems.append("--context-size must be at least 2")
-    for name in ("n_tokens", "batch_size", "sae_chunk_size", "ica_seeds", "sae_expansion", "sae_l0",
+    for name in ("n_tokens", "batch_size", "sae_chunk_size", "sae_expansion", "sae_l0",
                  "sae_train_tokens", "sae_train_samples", "sae_batch_size", "n_top_contexts", "null_draws",
                  "causal_null_draws"):
         if get(cfg, name) < 1:
@@ -56,8 +56,13 @@ def validate(cfg: Config) -> None:
         if value is not None and (value < low if name != "max_norm_ratio" else value <= low):
             problems.append(f"{flag(name)} must be {'above 1' if name == 'max_norm_ratio' else 'at least 2'} or none")
     i = cfg.ica
-    if i.ica_max_iter < 1 or i.ica_tol <= 0 or not 0 < i.stable_cos <= 1 or not 0 < i.ica_resample <= 1:
-        problems.append("--ica-max-iter must be ≥ 1, --ica-tol > 0, --stable-cos and --ica-resample in (0, 1]")
+    if i.ica_max_iter < 1:
+        problems.append("--ica-max-iter must be at least 1")
+    if i.ica_tol <= 0:
+        problems.append("--ica-tol must be positive")
+    for name in ("stable_cos", "ica_resample"):
+        if not 0 < get(cfg, name) <= 1:
+            problems.append(f"{flag(name)} must lie in (0, 1]")
     if i.samples_per_parameter <= 0:
         problems.append("--samples-per-parameter must be positive")
     if s.model_source == "cached" and s.activations is None:
@@ -170,9 +175,9 @@ def config_from_dict(recorded: Any, where: str) -> Config:
         hints = get_type_hints(cls)
         for name in sorted(names):
             if not _fits(got[name], hints[name]):
-                owner = table.owner(sec)
+                owner, kind = table.owner(sec), getattr(hints[name], "__name__", hints[name])
                 raise DarkMatterError(
-                    f"{where}: {sec}.{name} is {got[name]!r}, not a {getattr(hints[name], '__name__', hints[name])} "
+                    f"{where}: {sec}.{name} is {got[name]!r}, not of type {kind} "
                     f"(edited by hand?): rerun scripts/{first} with your flags ({flag(name)} belongs to "
                     f"{owner.script if owner else 'every step'})")
     return Config(**{sec: SECTIONS[sec](**recorded[sec]) for sec in SECTIONS})
