@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import resource
 import signal
 import sys
 import time
@@ -19,33 +18,12 @@ from contextlib import contextmanager, nullcontext
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import flags, resolve, table
 from darkmatter.pipeline.config import Config
+from darkmatter.pipeline.procstat import peak_rss_mb, reset_peak_rss
 
 
 def _quiet_environment() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-def reset_peak_rss() -> None:
-    """Start a new peak-memory window (Linux: ``clear_refs`` 5 resets VmHWM); no-op elsewhere."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory, MiB, since the last :func:`reset_peak_rss` (Linux VmHWM); else the
-    process's lifetime peak (``ru_maxrss``)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
 
 def _resolve(step: table.Step, given: dict) -> Config:
     """Step 01 resolves from the preset, later steps from the recorded config.json."""
@@ -53,9 +31,11 @@ def _resolve(step: table.Step, given: dict) -> Config:
 
     if step.number == 1:
         return resolve.resolve_new(given)
-    store = OutputStore(given.get("outputs", Config().run.outputs))
+    outputs = given.get("outputs", Config().run.outputs)
+    store = OutputStore(outputs)
     recorded = store.read_json("config.json")
-    return resolve.resolve_recorded(given, recorded, step, str(store.path("config.json")))
+    # the folder read is the run's folder, whatever config.json recorded when it was elsewhere
+    return resolve.resolve_recorded({**given, "outputs": outputs}, recorded, step, str(store.path("config.json")))
 
 
 @contextmanager
@@ -75,8 +55,6 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-
-
 def run_step(step: table.Step, given: dict) -> int:
     """Run one step with typed flags ``given``; return the exit code (0 ok, 2 user error, 130
     interrupted: Ctrl-C or SIGTERM, after which the outputs are as they were before the step).
@@ -91,6 +69,7 @@ def run_step(step: table.Step, given: dict) -> int:
 
 def _run_step(step: table.Step, given: dict) -> int:
     from darkmatter.distributed import current, init_from_env
+    from darkmatter.pipeline import inputs
     from darkmatter.pipeline.context import StepContext
     from darkmatter.pipeline.store import OutputStore
 
@@ -109,7 +88,9 @@ def _run_step(step: table.Step, given: dict) -> int:
             store = OutputStore(cfg.run.outputs)
             with store.lock(step.script) if comm.is_main else nullcontext():
                 store.require(*step.reads)  # the table's inputs: "run X first" before any work
-                step.function()(StepContext(cfg=cfg, store=store, step=step))
+                read = inputs.inputs_for(step, cfg, store)  # text, model, SAE: checked, unchanged
+                inputs.check_arrays(step, cfg, store)
+                step.function()(StepContext(cfg=cfg, store=store, step=step, inputs=read))
     except DarkMatterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -118,7 +99,7 @@ def _run_step(step: table.Step, given: dict) -> int:
               f"{'resume from its last checkpoint' if step.number == 2 else 'finish'})", file=sys.stderr)
         return 130
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM):
             raise
         print(f"error: {step.script} could not write to {outputs} ({exc.strerror}); its outputs are as they "
               "were: free space, fix the permissions, or pass another --outputs", file=sys.stderr)
@@ -158,7 +139,9 @@ def run_all(argv: Sequence[str]) -> int:
 
 def is_current(step: table.Step, given: dict) -> bool:
     """The step's result file exists, is stamped with this tool's schema and the ``run_id`` the
-    flags give, and is newer than every input it reads: rerunning it would rewrite the same files."""
+    flags and today's inputs give (text, model and SAE fingerprints: changed text is redone), and
+    is newer than every input it reads: rerunning it would rewrite the same files."""
+    from darkmatter.pipeline.inputs import current_inputs
     from darkmatter.pipeline.resolve import run_id
     from darkmatter.pipeline.results import SCHEMA_VERSION
     from darkmatter.pipeline.store import OutputStore
@@ -170,11 +153,12 @@ def is_current(step: table.Step, given: dict) -> bool:
         if result is None or not store.exists(result):
             return False
         stamps = store.read_json(result)
+        read = current_inputs(step, cfg, store)
         newest_input = max((store.mtime(r) for r in step.reads if store.exists(r)), default=0.0)
     except (DarkMatterError, OSError, AttributeError):
         return False
     return (isinstance(stamps, dict) and stamps.get("schema_version") == SCHEMA_VERSION
-            and stamps.get("run_id") == run_id(cfg, step.number)
+            and stamps.get("run_id") == run_id(cfg, step.number, read)
             and store.path(result).stat().st_mtime >= newest_input)
 
 

@@ -8,7 +8,7 @@ SAE, and memmapped arrays checked against the recorded shapes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,6 +55,8 @@ class StepContext:
     cfg: Config
     store: OutputStore
     step: table.Step
+    #: fingerprints of the local inputs (:func:`darkmatter.pipeline.inputs.inputs_for`); in run_id
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def device(self) -> str:
@@ -81,7 +83,7 @@ class StepContext:
             raise DarkMatterError(f"{self.store.path(name)} was written by another version of this tool "
                                   f"(schema {stamps.get('schema_version')}, now {SCHEMA_VERSION}): rerun "
                                   f"scripts/{producer.script} and the steps after it")
-        if stamps.get("run_id") != run_id(self.cfg, producer.number):
+        if stamps.get("run_id") != run_id(self.cfg, producer.number, self.inputs):
             raise DarkMatterError(f"{self.store.path(name)} was written by a differently configured run: "
                                   f"rerun scripts/{producer.script} and the steps after it")
         if name == "ica.json":
@@ -103,16 +105,21 @@ class StepContext:
         """Stage a typed result (a dataclass) as ``name`` (default: :data:`RESULT_FILES`), stamped
         with the schema version and this step's run_id."""
         self.store.write_result(name or RESULT_FILES[type(result)], result, schema_version=SCHEMA_VERSION,
-                                run_id=run_id(self.cfg, self.step.number))
+                                run_id=run_id(self.cfg, self.step.number, self.inputs))
 
     def exists(self, cls: type, name: str | None = None) -> bool:
         return self.store.exists(name or RESULT_FILES[cls])
 
+    def config_record(self) -> dict[str, Any]:
+        """config.json's content: the config's sections and the inputs' fingerprints (``"inputs"``)."""
+        return {**self.cfg.to_dict(), "inputs": self.inputs}
+
     def record_config(self) -> None:
-        """Rewrite config.json when this step changed a field it owns (e.g. ``--n-components``)."""
-        if self.store.exists("config.json") and self.store.read_json("config.json") == self.cfg.to_dict():
+        """Rewrite config.json when this step changed a field it owns (e.g. ``--n-components``) or
+        read an input afresh."""
+        if self.store.exists("config.json") and self.store.read_json("config.json") == self.config_record():
             return
-        self.store.write_json("config.json", self.cfg.to_dict())
+        self.store.write_json("config.json", self.config_record())
 
     def discard_unless(self, made: set[str], *names: str) -> None:
         """Inside a transaction: delete outputs ``names`` this run did not make (left by an

@@ -8,10 +8,12 @@ run through the model to the hook's block (TransformerLens ``run_with_cache`` wi
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,27 @@ def layer_of(hook_name: str) -> int:
         raise DarkMatterError(f"hook {hook_name!r} is not a per-block hook (blocks.L.hook_...); "
                               "pass --hook-name like blocks.6.hook_resid_pre")
     return int(m.group(1))
+
+
+def check_model(kind: str, name: str) -> None:
+    """Refuse, before loading, a ``local_hooked`` ``--model`` that is not a model folder.
+
+    Raises:
+        DarkMatterError: no folder, or no readable ``hooked_config.json`` object in it.
+    """
+    if kind != "local_hooked":
+        return
+    folder = Path(name)
+    if not (folder / "hooked_config.json").is_file():
+        raise DarkMatterError(f"--model {name}: no local model folder there (hooked_config.json + weights.pt + "
+                              "tokenizer files): check --model")
+    try:
+        ok = isinstance(json.loads((folder / "hooked_config.json").read_text()), dict)
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise DarkMatterError(f"--model {name}: hooked_config.json is not a JSON object of HookedTransformerConfig "
+                              "fields: check --model")
 
 
 @dataclass(frozen=True)

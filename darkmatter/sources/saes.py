@@ -39,9 +39,67 @@ def load_sae(device: str, release: str | None = None, sae_id: str | None = None,
     else:
         if path is None or not (Path(path) / "cfg.json").is_file():
             raise DarkMatterError(f"no SAE at {path}: {missing_fix}")
-        sae = SAE.load_from_disk(str(path), device=device)
+        check_folder(path, missing_fix)
+        try:
+            sae = SAE.load_from_disk(str(path), device=device)
+        except (KeyError, ValueError, TypeError, RuntimeError, OSError) as exc:
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise DarkMatterError(f"cannot load the SAE at {path} ({type(exc).__name__}: {reason}): "
+                                  f"{missing_fix}") from None
     sae.eval()
     return sae
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name → shape from a .safetensors header (8-byte length, then JSON), without reading
+    the tensors. Raises ValueError when the header is unreadable or the file shorter than it says."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ValueError("shorter than a safetensors header")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or 8 + n > size:
+            raise ValueError("the header is cut off")
+        header = json.loads(fh.read(n))
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise ValueError(f"truncated: {size:,} bytes of {8 + n + end:,}")
+    return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
+def check_folder(path: str | Path, fix: str = "check --sae-path") -> None:
+    """Refuse, cheaply and before any model loads, a folder that is not a whole SAELens SAE:
+    ``cfg.json`` a JSON object with integer ``d_in`` and ``d_sae``; ``sae_weights.safetensors``
+    complete, with ``W_dec`` of shape [d_sae, d_in] (or its transpose).
+
+    Raises:
+        DarkMatterError: what is wrong, the file, and ``fix``.
+    """
+    folder = Path(path)
+    cfg_path, weights = folder / "cfg.json", folder / "sae_weights.safetensors"
+    if not cfg_path.is_file():
+        raise DarkMatterError(f"no SAE at {folder} (no cfg.json): {fix}")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DarkMatterError(f"{cfg_path} is not readable JSON ({str(exc)[:80]}): {fix}") from None
+    dims = {k: cfg.get(k) if isinstance(cfg, dict) else None for k in ("d_in", "d_sae")}
+    if not all(type(v) is int and v > 0 for v in dims.values()):
+        raise DarkMatterError(f"{cfg_path} has no positive integer d_in and d_sae ({dims}), as SAELens writes: {fix}")
+    if not weights.is_file():
+        raise DarkMatterError(f"{folder} has cfg.json but no sae_weights.safetensors: {fix}")
+    try:
+        shapes = _safetensors_shapes(weights)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise DarkMatterError(f"{weights} is not a readable safetensors file ({str(exc)[:80]}): {fix}") from None
+    W_dec = shapes.get("W_dec")
+    if W_dec is not None and sorted(W_dec) != sorted(int(v) for v in dims.values() if v is not None):
+        raise DarkMatterError(f"{folder}: cfg.json says d_in {dims['d_in']}, d_sae {dims['d_sae']} but "
+                              f"sae_weights.safetensors holds W_dec {tuple(W_dec)}; the files do not belong "
+                              f"together: {fix}")
 
 
 def oriented_decoder(W_dec: np.ndarray, d_model: int) -> tuple[np.ndarray, bool]:

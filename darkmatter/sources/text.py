@@ -10,12 +10,19 @@ Three sources of documents, picked by the config:
 
 Documents are tokenised, joined with a BOS separator and cut into windows of
 ``context_size`` tokens with BOS prepended, as SAELens pretokenises
-(``begin_batch_token="bos"``, ``sequence_separator_token="bos"``).
+(``begin_batch_token="bos"``, ``sequence_separator_token="bos"``). A long document is
+tokenised in pieces of at most :data:`MAX_CHARS` characters, cut before whitespace, so a
+50 MB single-line file never reaches the tokenizer whole (its memory grows with the input).
+
+Local files are checked before any model loads (:func:`text_paths`): the glob must match
+files, not folders, and each must start as UTF-8 text (no NUL byte, valid UTF-8 in its first
+:data:`SNIFF_BYTES`); a binary file is refused with its name rather than tokenised as noise.
 """
 
 from __future__ import annotations
 
 import ast
+import codecs
 import glob
 import itertools
 import sysconfig
@@ -58,13 +65,64 @@ def python_docs() -> Iterator[str]:
             yield text
 
 
-def local_files(pattern: str) -> Iterator[str]:
-    """One document per file matching ``pattern`` (sorted). Raises DarkMatterError if none match."""
+#: Characters handed to the tokenizer at once (a longer document is cut before whitespace).
+MAX_CHARS = 1 << 16
+#: Bytes of each local text file checked to be UTF-8 text before anything runs.
+SNIFF_BYTES = 1 << 16
+
+
+def text_paths(pattern: str) -> list[Path]:
+    """The files ``pattern`` matches (sorted), each checked to be UTF-8 text.
+
+    Raises:
+        DarkMatterError: nothing matches, a match is a folder, or a file is unreadable or not
+            UTF-8 text (a NUL byte or invalid UTF-8 in its first :data:`SNIFF_BYTES`); the message
+            names the file.
+    """
     paths = sorted(glob.glob(pattern, recursive=True))
     if not paths:
-        raise DarkMatterError(f"--text-files {pattern!r} matches no file")
+        raise DarkMatterError(f"--text-files {pattern!r} matches no file: check the pattern (quote it in the shell)")
     for path in paths:
-        yield Path(path).read_text(encoding="utf-8", errors="replace")
+        if Path(path).is_dir():
+            raise DarkMatterError(f"--text-files {pattern!r} matches {path}, a folder, not a file: narrow the "
+                                  "pattern to the text files (e.g. *.txt)")
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(SNIFF_BYTES)
+            binary = b"\0" in head
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError:
+            binary = True
+        except OSError as exc:
+            raise DarkMatterError(f"--text-files: cannot read {path} ({exc.strerror}): fix its permissions "
+                                  "or narrow the pattern") from None
+        if binary:
+            raise DarkMatterError(f"--text-files: {path} is not UTF-8 text (a binary file?): remove it or narrow "
+                                  "the pattern")
+    return [Path(p) for p in paths]
+
+
+def local_files(pattern: str) -> Iterator[str]:
+    """One document per file matching ``pattern`` (sorted; checked by :func:`text_paths`).
+
+    Raises:
+        DarkMatterError: see :func:`text_paths`.
+    """
+    for path in text_paths(pattern):
+        yield path.read_text(encoding="utf-8", errors="replace")
+
+
+def pieces(doc: str, limit: int = MAX_CHARS) -> Iterator[str]:
+    """``doc`` in consecutive pieces of at most ``limit`` characters, each cut just before a
+    whitespace character (space, newline, tab) in the second half of the piece where there is one,
+    so words stay whole and a byte-level BPE tokenises the pieces as it would the whole."""
+    start = 0
+    while len(doc) - start > limit:
+        space = max(doc.rfind(c, start + limit // 2, start + limit) for c in " \n\t\r")
+        cut = space if space > start else start + limit
+        yield doc[start:cut]
+        start = cut
+    yield doc[start:]
 
 
 def hub_dataset(name: str, column: str) -> Iterator[str]:
@@ -119,7 +177,7 @@ def token_windows(docs: Iterator[str], tokenizer: Any, context_size: int, bos_id
     """Cut a document stream into token windows.
 
     Args:
-        docs: documents (str).
+        docs: documents (str); each is tokenised in :func:`pieces` of at most :data:`MAX_CHARS`.
         tokenizer: a Hugging Face tokenizer (called without special tokens).
         context_size: tokens per window, BOS included.
         bos_id: BOS token id, also the separator between documents.
@@ -130,12 +188,18 @@ def token_windows(docs: Iterator[str], tokenizer: Any, context_size: int, bos_id
     """
     body = context_size - 1 if prepend_bos else context_size
     buffer: list[int] = []
-    for doc in docs:
-        if not doc.strip():
-            continue
-        buffer.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
-        buffer.append(bos_id)
+
+    def full() -> Iterator[np.ndarray]:
         while len(buffer) >= body:
             window = ([bos_id] if prepend_bos else []) + buffer[:body]
             del buffer[:body]
             yield np.asarray(window, dtype=np.int32)
+
+    for doc in docs:
+        if not doc.strip():
+            continue
+        for piece in pieces(doc):
+            buffer.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
+            yield from full()
+        buffer.append(bos_id)
+        yield from full()

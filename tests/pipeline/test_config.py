@@ -68,7 +68,7 @@ def test_the_rerun_hint_names_the_owning_step():
     (("--sae-release", "x"), "go together"),
     (("--n-tokens", "0"), "--n-tokens must be positive"),
     (("--model-source", "cached"), "needs --activations"),
-    (("--planted-withheld", "999", "--preset", "planted"), "n_withheld"),
+    (("--planted-withheld", "999", "--preset", "planted"), "--planted-withheld must lie in"),
     (("--planted-withheld", "128", "--preset", "planted"), "at least one known feature"),
     (("--activations", "x.npy", "--model-source", "transformer_lens"), "only by --model-source cached"),
     (("--tokenizer", "gpt2"), "describe --activations"),

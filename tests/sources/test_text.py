@@ -41,3 +41,55 @@ def test_training_and_analysis_documents_are_disjoint(tmp_path):
     assert len(list(documents(files, part="analysis", split=False))) == 6
     with pytest.raises(ValueError, match="part"):
         documents(files, part="test")
+
+
+class CountingTokenizer(CharTokenizer):
+    """Characters as tokens; remembers the longest text it was handed."""
+
+    longest = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        self.longest = max(self.longest, len(text))
+        return super().__call__(text, add_special_tokens)
+
+
+def test_a_long_single_line_document_is_tokenised_in_pieces(tmp_path):
+    from darkmatter.sources.text import MAX_CHARS
+
+    words = " ".join(f"w{i % 97}" for i in range(200_000))  # ~1 MB, one line, no newline
+    (tmp_path / "long.txt").write_text(words)
+    tok = CountingTokenizer()
+    windows = token_windows(documents(str(tmp_path / "*.txt")), tok, 64, bos_id=0)
+    first = list(itertools.islice(windows, 10))
+    assert tok.longest <= MAX_CHARS  # the first windows need one piece, not the whole 1 MB
+    rest = list(windows)
+    assert tok.longest <= MAX_CHARS
+    # the pieces join back into the document: the windows hold every character once, in order
+    # (but the last partial window's)
+    read = "".join(map(chr, np.concatenate([w[1:] for w in first + rest]).tolist()))
+    assert words.startswith(read) and len(read) > len(words) - 64
+
+
+def test_pieces_cut_before_whitespace():
+    from darkmatter.sources.text import pieces
+
+    doc = "abc def " * 20
+    parts = list(pieces(doc, limit=16))
+    assert "".join(parts) == doc and all(len(p) <= 16 for p in parts)
+    assert all(p.startswith(" ") or p.startswith("d") or i == 0 for i, p in enumerate(parts))
+    assert list(pieces("x" * 40, limit=16)) == ["x" * 16, "x" * 16, "x" * 8]  # no whitespace: hard cuts
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda d: (d / "sub").mkdir(), "a folder, not a file"),
+    (lambda d: (d / "bin.txt").write_bytes(b"\x7fELF\x00\x01\x02"), "not UTF-8 text"),
+    (lambda d: (d / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1")), "not UTF-8 text"),
+])
+def test_text_paths_refuses_what_is_not_text(tmp_path, make, said):
+    from darkmatter.sources.text import text_paths
+
+    (tmp_path / "ok.txt").write_text("fine text, ünïcode too")
+    make(tmp_path)
+    with pytest.raises(DarkMatterError, match=said):
+        text_paths(str(tmp_path / "*"))
+    assert text_paths(str(tmp_path / "ok.txt")) == [tmp_path / "ok.txt"]
