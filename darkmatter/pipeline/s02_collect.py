@@ -34,7 +34,7 @@ def run(ctx: StepContext) -> None:
         raise DarkMatterError("the SAE no longer matches setup.json: rerun scripts/01_setup_and_load.py")
     n, d = cfg.collect.n_tokens, setup.d_model
     comm = current()
-    partial = Partial(store.root, run_id(cfg, 2), n, d, comm)
+    partial = Partial(store.root, run_id(cfg, 2, ctx.inputs), n, d, comm)  # changed text: no resume
     state, resume = partial.open(int(sae.cfg.d_sae))
     log, clock = RowLog(), Throughput()
     t0 = time.perf_counter()
