@@ -276,9 +276,11 @@ def out_of_core(root: str, sizes: list[int], d: int, overrides: dict, window: in
     """Steps 03-04 at each n of ``sizes`` on synthetic data (``_synthetic``, units = windows of
     ``window`` rows), 04 once per :data:`SETTINGS`; each size's run folder is deleted when it is
     measured, and every one at the end even on failure. Writes the JSON after every measurement."""
+    import os
     import shutil
 
     record: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "d_model": d, "window": window,
+                    "threads": os.environ.get("OMP_NUM_THREADS"), "nproc": os.cpu_count(),
                     "overrides": overrides, "settings": SETTINGS, "rows": [], "micro": []}
 
     def save() -> None:
@@ -320,15 +322,16 @@ def out_of_core(root: str, sizes: list[int], d: int, overrides: dict, window: in
 def _row_text(r: dict) -> str:
     what = r["step"] + ("" if r["setting"] is None else f" {r['setting']}")
     if r.get("failed"):
-        return f"| {r['n']:,} | {what} | failed | | | | |"
+        return f"| {r['n']:,} | {what} | failed | | | | | |"
     return (f"| {r['n']:,} | {what} | {r['seconds']:.1f} | {r['seconds'] / (r['n'] / 1e6):.1f} | "
+            f"{r.get('cpu_s', float('nan')):.1f} | "
             f"{r['peak_anon_mb']:.0f} | {r['vmhwm_mb']:.0f} | {r['peak_disk_bytes'] / 1e9:.1f} |")
 
 
 def print_out_of_core(record: dict) -> None:
     """The table of an ``out_of_core`` record (markdown)."""
-    print("| rows | step (setting) | seconds | s per M rows | peak RssAnon MB | VmHWM MB | peak disk GB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| rows | step (setting) | seconds | s per M rows | CPU s | peak RssAnon MB | VmHWM MB | peak disk GB |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in record["rows"]:
         print(_row_text(r))
     for r in record["rows"]:
@@ -350,7 +353,8 @@ def print_out_of_core(record: dict) -> None:
 H200_COLLECT_S_PER_M = 9.2  # 1M tokens × d_model 768 through model + SAE into memmaps, write-bound
 H200_COLLECT_D = 768
 H200_MOMENTS_S_PER_M = 1.5  # one moments pass over a 1M × 768 float32 memmap (float64 covariance on the GPU)
-H200_FIT_S_PER_M = 2.5  # one engine fit at 1M × 100 (whitening on the host included)
+H200_FIT_S_PER_M = 2.5  # one engine fit at 1M × 100 (whitening on the host included) ...
+H200_FIT_ITERS = 20  # ... of 20 iterations (17 full + 3 refine)
 #: Assumed interconnect: NVLink 4 within a node, 400 Gb/s InfiniBand NDR per GPU across nodes.
 NVLINK_GBS, IB_GBS, ALLREDUCE_LATENCY_S = 450.0, 50.0, 50e-6
 #: Assumed forward pass of a 4,096-wide model (~8B parameters) to a mid-depth hook: ~7 GFLOP/token at
@@ -367,7 +371,7 @@ def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 def cost_model(record: dict, n: float = 100e6, d: int = 4096, k: int = 100, seeds: int = 3, window: int = 128,
-               chunk: int = 16384, iters: int = 100) -> None:
+               chunk: int = 16384, iters: int = 50) -> None:
     """Disk, RAM per process and wall time per step for ``n`` tokens × ``d`` on 1 node × 8 GPUs and
     on 4 nodes × 8 GPUs, from the measured record (CPU memory growth, streamed/in-memory ratio,
     recompute/memmap ratio) and the H200 anchors above. Prints markdown; estimates only."""
@@ -395,7 +399,7 @@ def cost_model(record: dict, n: float = 100e6, d: int = 4096, k: int = 100, seed
           f"control, units of {window} rows. Estimates from the measurements, not measurements.\n")
     print("| | 1 node × 8 GPUs | 4 nodes × 8 GPUs |\n|---|---|---|")
     for name, b in disk.items():
-        print(f"| disk: {name} | {b / GB:,.0f} GB | {b / 4 / GB:,.0f} GB per node |")
+        print(f"| disk: {name} | {b / GB:,.1f} GB | {b / 4 / GB:,.1f} GB per node |")
     total = sum(disk.values())
     print(f"| disk: all | {total / GB:,.0f} GB | {total / 4 / GB:,.0f} GB per node |")
     ram = {}
@@ -415,32 +419,38 @@ def cost_model(record: dict, n: float = 100e6, d: int = 4096, k: int = 100, seed
     for name in ram[1]:
         a, b = ram[1][name], ram[4][name]
         print(f"| RAM per process: {name} | {a / GB:,.2f} GB | {b / GB:,.2f} GB |")
+    # read z (n × k float32) once, as a streamed iteration does: the measured warm seconds per element
+    micro = record.get("micro") or []
+    z_s_per_elem = (min(m["read_z_memmap"]["warm_s"] / (m["n"] * m["k"]) for m in micro) if micro else float("nan"))
     rows_t = []
     for nodes in (1, 4):
-        ranks = 8 * nodes
-        n_r = n / ranks
+        n_r = n / (8 * nodes)
         m_r = n_r / 1e6
-        collect_write = H200_COLLECT_S_PER_M * d / H200_COLLECT_D * m_r
-        forward = n_r / FORWARD_TOKENS_PER_S
         pass_s = H200_MOMENTS_S_PER_M * d / 768 * m_r  # one read of this rank's n_r × d float32 rows
-        s03 = 4 * pass_s  # activations, residuals, the surrogate, the design effect
         fits = 2 * (1 + (seeds - 1) * 0.5)  # seed 0 on all rows, later seeds on halves; the control the same
-        ica = fits * H200_FIT_S_PER_M * (k / 100) ** 2 * m_r
+        ica = fits * iters * H200_FIT_S_PER_M / H200_FIT_ITERS * (k / 100) ** 2 * m_r
         link = NVLINK_GBS if nodes == 1 else IB_GBS
         allreduce = fits * iters * (ALLREDUCE_LATENCY_S + 2 * (k * k + k) * 8 / (link * GB))
         s04 = pass_s + ica + allreduce + pass_s  # whitening pass, fits, all-reduces, writing sources
-        rows_t.append((collect_write, forward, s03, s04, ica, allreduce))
-    labels = ("02 collection: writing activations + residuals (H200: 9.2 s per 1M × 768, write-bound, × d/768)",
-              "02 collection: model forward (assumed 7 GFLOP/token at 40% of 989 TFLOP/s)",
-              "03 (4 read passes of n/ranks × d at the H200 moments rate)",
-              "04 in memory (whitening pass + FastICA + all-reduces + sources pass)",
-              "04 of which FastICA (H200: 2.5 s per fit at 1M × 100, × (k/100)²)",
-              "04 of which all-reduces (k × k + k float64 per iteration)")
+        stream = fits * iters * n_r * k * z_s_per_elem  # the CPU-measured read of the z memmap, per iteration
+        recompute = fits * iters * pass_s  # re-reading n_r × d residual rows every iteration instead
+        rows_t.append((H200_COLLECT_S_PER_M * d / H200_COLLECT_D * m_r, n_r / FORWARD_TOKENS_PER_S, 4 * pass_s,
+                       s04, ica, allreduce * 1e3, s04 + stream, s04 + recompute))
+    labels = ("02 collection: writing activations + residuals (H200: 9.2 s per 1M × 768, write-bound, × d/768), s",
+              "02 collection: model forward (assumed 7 GFLOP/token at 40% of 989 TFLOP/s), s",
+              "03: 4 read passes of n/ranks × d at the H200 moments rate (1.5 s per 1M × 768), s",
+              f"04, z in memory: whitening pass + FastICA + all-reduces + sources pass ({iters} iterations per fit), s",
+              f"04 of which FastICA (H200: {H200_FIT_S_PER_M} s per {H200_FIT_ITERS}-iteration fit at 1M × 100, "
+              "× (k/100)²), s",
+              "04 of which all-reduces (k × k + k float64 per iteration), ms",
+              "04, z streamed from the scratch memmap (+ one read of n/ranks × k per iteration at the CPU-measured "
+              "page-cache rate), s",
+              "04, z recomputed from the residual every iteration (+ one read of n/ranks × d per iteration), s")
     for i, label in enumerate(labels):
         a, b = rows_t[0][i], rows_t[1][i]
-        print(f"| time: {label} | {a:,.1f} s | {b:,.1f} s |")
-    print(f"| time: 04 streamed (× {streamed_ratio:.2f}, the CPU-measured streamed/in-memory ratio at {big:,} rows) | "
-          f"{rows_t[0][3] * streamed_ratio:,.1f} s | {rows_t[1][3] * streamed_ratio:,.1f} s |")
+        print(f"| time: {label} | {a:,.1f} | {b:,.1f} |")
+    if "in memory" in t04 and "streamed" in t04:
+        print(f"\nmeasured on the CPU at {big:,} rows: 04 streamed / in memory = {streamed_ratio:.2f} (wall)")
     print("\nmeasured growth of peak RssAnon (intercept MB + MB per million rows, CPU, this record): " + "; ".join(
         f"{s}{'' if t is None else ' ' + t}: {a:.0f} + {b:.1f}/M" for (s, t), (a, b) in growth.items()))
     for m in record.get("micro", []):
@@ -464,11 +474,17 @@ def main() -> None:
     ap.add_argument("--n-components", type=int, default=64)
     ap.add_argument("--ica-seeds", type=int, default=2)
     ap.add_argument("--ica-max-iter", type=int, default=200)
+    ap.add_argument("--threads", type=int, help="OMP/BLAS/torch threads of the step processes (default: theirs)")
     ap.add_argument("--window", type=int, default=128, help="rows per resampling unit of the synthetic data")
     ap.add_argument("--micro", default="1000000", help="row counts at which to time recompute against memmap")
     ap.add_argument("--json", default="benchmarks/out_of_core.json", help="where --out-of-core writes its record")
     ap.add_argument("--report", metavar="JSON", help="print the tables (and the cost model) of a finished record")
     args, extra = ap.parse_known_args()
+    if args.threads:  # spawned step processes read these when they import numpy and torch
+        import os
+
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
     if args.report:
         record = json.loads(Path(args.report).read_text())
         print_out_of_core(record)
