@@ -175,8 +175,9 @@ def _step_process(step: int, outputs: str, overrides: dict | None = None) -> dic
 
 
 def memory(outputs: str, n: int, d: int) -> None:
+    """03 and 04 at their defaults on ``_synthetic`` data with 128-row units."""
     t = time.perf_counter()
-    _synthetic(outputs, n, d)
+    _synthetic(outputs, n, d, window=128)  # rows as units would make 03's design effect n × 4 × d float64
     print(f"synthetic residuals + activations: {n:,} × {d} float32 each "
           f"({2 * n * d * 4 / 2**30:.2f} GiB of memmaps), written in {time.perf_counter() - t:.0f} s")
     print("| step | seconds | peak anonymous RSS MB (beyond the memmaps) "
