@@ -12,11 +12,14 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from darkmatter.errors import DarkMatterError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class Comm:
         """:meth:`sum` of a numpy array (or number), in float64."""
         if not self.sharded:
             return np.asarray(a, dtype=np.float64)
+        import torch
+
         return self.sum(torch.as_tensor(np.asarray(a, dtype=np.float64))).numpy()
 
     def agree(self, t: torch.Tensor) -> torch.Tensor:
@@ -77,6 +82,7 @@ class Comm:
         local = np.asarray(values, dtype=np.int64)[None]
         if not self.sharded:
             return local
+        import torch
         import torch.distributed as dist
 
         t = self._wire(torch.as_tensor(local))
@@ -113,6 +119,7 @@ def init_from_env(device: str = "cpu") -> Comm:
     if world <= 1:
         _CURRENT[0] = SINGLE
         return SINGLE
+    import torch
     import torch.distributed as dist
 
     backend = "nccl" if device.startswith("cuda") else "gloo"

@@ -278,6 +278,7 @@ NUMERIC = [
     ("--n-top-contexts", "0", 6), ("--context-window", "-1", 6), ("--causal-windows", "-1", 6),
     ("--causal-null-draws", "0", 6),
     ("--batch-size", "0", 3), ("--sae-chunk-size", "0", 3), ("--sae-chunk-size", "-1", 5),
+    ("--memory-gb", "-1", 4),
 ]
 CASES += [Case(f"range{flag}={value}", step, ((*SMALL,) if step == 1 else ()) + (flag, value, *OUT), (flag,))
           for flag, value, step in NUMERIC]

@@ -124,8 +124,16 @@ class UnitSums:
         return kurt[0] if weights is None else kurt
 
 
+MAX_UNITS = 16384
+"""Units beyond this many are pooled into this many groups (unit g goes to group g mod MAX_UNITS),
+so the per-unit sums and bootstrap weights do not grow with n: a group of whole documents is
+still a valid block (documents are independent of each other), and 16,384 blocks are plenty
+for a bootstrap standard error."""
+
+
 def unit_power_sums(x: np.ndarray, units: np.ndarray, shift: np.ndarray | None = None,
-                    chunk_size: int = 65536, lo: int = 0, comm: Comm = SINGLE) -> UnitSums:
+                    chunk_size: int = 65536, lo: int = 0, comm: Comm = SINGLE,
+                    max_units: int = MAX_UNITS) -> UnitSums:
     """Power sums of ``x`` per unit, streamed in row chunks.
 
     Args:
@@ -134,14 +142,19 @@ def unit_power_sums(x: np.ndarray, units: np.ndarray, shift: np.ndarray | None =
         shift: float[k] subtracted first (the mean keeps the sums well conditioned); default 0.
         lo, comm: in a sharded run x holds global rows ``[lo, lo + m)`` of ``len(units)``, and the
             sums are added over ranks.
+        max_units: more distinct units than this are pooled into this many groups
+            (:data:`MAX_UNITS`), so memory does not grow with n.
     Returns:
-        UnitSums over the G distinct units, in sorted unit order.
+        UnitSums over the G distinct units (or groups), in sorted unit order.
     Raises:
         ValueError: lengths differ.
     """
     if (len(units) != x.shape[0]) if not comm.sharded else (lo + x.shape[0] > len(units)):
         raise ValueError(f"{len(units)} unit ids for {x.shape[0]} rows")
     ids, inverse = np.unique(units, return_inverse=True)
+    if len(ids) > max_units:
+        inverse = inverse % max_units
+        ids = np.arange(max_units)
     k = x.shape[1]
     shift = np.zeros(k) if shift is None else np.asarray(shift, dtype=np.float64)
     sums = np.zeros((len(ids), 4, k))

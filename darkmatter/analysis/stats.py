@@ -138,16 +138,17 @@ def streaming_moments(array: np.ndarray, chunk_size: int = 65536, with_cov: bool
 
 
 class RowRange:
-    """Rows ``[lo, hi)`` of an array as an array of their own (row slices only): a rank's share of a
-    sharded pass."""
+    """Rows ``[lo, hi)`` of a 2-D array (optionally only the columns ``cols``) as an array of their own,
+    row slices only: a rank's share of a sharded pass."""
 
-    def __init__(self, array: np.ndarray, lo: int, hi: int):
-        self.array, self.lo, self.hi = array, lo, hi
-        self.shape = (hi - lo, *array.shape[1:])
+    def __init__(self, array: np.ndarray, lo: int, hi: int, cols: np.ndarray | None = None):
+        self.array, self.lo, self.hi, self.cols = array, lo, hi, cols
+        self.shape = (hi - lo, array.shape[1] if cols is None else len(cols))
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         start, stop, _ = rows.indices(self.shape[0])
-        return np.asarray(self.array[self.lo + start:self.lo + stop])
+        out = np.asarray(self.array[self.lo + start:self.lo + stop])
+        return out if self.cols is None else out[:, self.cols]
 
 
 @dataclass(frozen=True)

@@ -35,16 +35,16 @@ def run(ctx: StepContext) -> None:
     n, d = cfg.collect.n_tokens, setup.d_model
     comm = current()
     partial = Partial(store.root, run_id(cfg, 2, ctx.inputs), n, d, comm)  # changed text: no resume
-    state, resume = partial.open(int(sae.cfg.d_sae))
     log, clock = RowLog(), Throughput()
     t0 = time.perf_counter()
     try:
+        state, resume = partial.open(int(sae.cfg.d_sae))
         rows = ctx.source.rows("analysis", n, cfg.run.batch_size, ctx.device, log, desc="collect", clock=clock,
                                comm=comm, resume=resume)
         a = partial.arrays
         state = collect_rows(rows, sae, cfg.run.sae_chunk_size, a["activations.npy"], a["residuals.npy"],
                              a["token_index.npy"], clock, state, partial.checkpoint)
-    except DarkMatterError:
+    except Exception:  # an error, a full disk: nothing to resume; only an interrupt keeps the checkpoint
         partial.discard()
         raise
     clock.total = now(ctx.device) - t0

@@ -80,3 +80,17 @@ def test_artifact_flags():
     flags = artifacts.flag(rows, units, positions, tokens)
     assert [f.flagged for f in flags] == [True, True, False]
     assert flags[0].reason == "first positions" and flags[1].reason == "one document"
+
+
+def test_units_beyond_the_cap_are_pooled_into_groups_so_memory_does_not_grow_with_n():
+    from darkmatter.analysis.resampling import unit_power_sums
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5000, 3))
+    units = np.repeat(np.arange(1000), 5)  # 1,000 documents of 5 rows
+    whole = unit_power_sums(x, units)
+    pooled = unit_power_sums(x, units, max_units=64)
+    assert whole.sums.shape == (1000, 4, 3) and pooled.sums.shape == (64, 4, 3)
+    assert pooled.count.sum() == 5000 and pooled.count.max() == 16 * 5  # whole documents per group
+    np.testing.assert_allclose(pooled.sums.sum(0), whole.sums.sum(0))  # the same rows, regrouped
+    np.testing.assert_allclose(pooled.excess_kurtosis(), whole.excess_kurtosis())
