@@ -18,6 +18,8 @@ Two measurements:
 
     python benchmarks/bench_pipeline.py --outputs /tmp/bench_pipeline
     python benchmarks/bench_pipeline.py --memory 1000000 --outputs /tmp/bench_memory
+    python benchmarks/bench_pipeline.py --report benchmarks/out_of_core.json \
+        --before benchmarks/out_of_core_before_fix.json   # --out-of-core's tables, before/after, cost model
 """
 
 from __future__ import annotations
@@ -348,6 +350,37 @@ def print_out_of_core(record: dict) -> None:
             for name in ("recompute_float64", "recompute_float32", "read_z_memmap")))
 
 
+def _growth(record: dict) -> dict:
+    """Least-squares (intercept MB, MB per million rows) of peak RssAnon against n, per step and setting."""
+    rows = [r for r in record["rows"] if not r.get("failed")]
+    out = {}
+    for step, setting in (("03", None), ("04", "in memory"), ("04", "streamed")):
+        pts = [(r["n"] / 1e6, r["peak_anon_mb"]) for r in rows if r["step"] == step and r["setting"] == setting]
+        out[(step, setting)] = _fit_line([p[0] for p in pts], [p[1] for p in pts])
+    return out
+
+
+def print_before_after(before: dict, after: dict) -> None:
+    """Peak RssAnon of two records side by side (markdown), with the fitted growth of each."""
+    old = {(r["n"], r["step"], r["setting"]): r for r in before["rows"] if not r.get("failed")}
+    print("| rows | step (setting) | peak RssAnon MB before | after | CPU s before | after |")
+    print("|---|---|---|---|---|---|")
+    for r in after["rows"]:
+        b = old.get((r["n"], r["step"], r["setting"]))
+        if r.get("failed") or b is None:
+            continue
+        what = r["step"] + ("" if r["setting"] is None else f" {r['setting']}")
+        print(f"| {r['n']:,} | {what} | {b['peak_anon_mb']:.0f} | {r['peak_anon_mb']:.0f} | "
+              f"{b.get('cpu_s', float('nan')):.1f} | {r.get('cpu_s', float('nan')):.1f} |")
+    gb, ga = _growth(before), _growth(after)
+    print("\n| step (setting) | peak RssAnon before (MB + MB per M rows) | after | growth, B per row before | after |")
+    print("|---|---|---|---|---|")
+    for key in ga:
+        (a0, b0), (a1, b1) = gb[key], ga[key]
+        what = key[0] + ("" if key[1] is None else f" {key[1]}")
+        print(f"| {what} | {a0:.0f} + {b0:.1f}/M | {a1:.0f} + {b1:.1f}/M | {b0 * 1.048576:.0f} | {b1 * 1.048576:.0f} |")
+
+
 # ---- cost model: 100M tokens × d_model 4,096 on GPU nodes (estimates, not measurements) -----------
 
 #: H200 anchors measured by bench_gpu.py / bench_ica.py (benchmarks/RESULTS.md, 2026-11-27).
@@ -361,6 +394,9 @@ NVLINK_GBS, IB_GBS, ALLREDUCE_LATENCY_S = 450.0, 50.0, 50e-6
 #: Assumed forward pass of a 4,096-wide model (~8B parameters) to a mid-depth hook: ~7 GFLOP/token at
 #: 40% of the H200's 989 dense bf16 TFLOP/s.
 FORWARD_TOKENS_PER_S = 0.4 * 989e12 / 7e9
+#: Peak bytes per row of ``np.unique(units, return_inverse=True)`` (argsort, sorted copy, mask, cumsum,
+#: inverse), measured with tracemalloc at 1M and 4M int64 units (numpy 2.4; RESULTS.md).
+UNIQUE_INVERSE_B_PER_ROW = 41
 
 
 def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -372,10 +408,13 @@ def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 def cost_model(record: dict, n: float = 100e6, d: int = 4096, k: int = 100, seeds: int = 3, window: int = 128,
-               chunk: int = 16384, iters: int = 50) -> None:
+               chunk: int = 16384, iters: int = 50, more_micro: list | None = None) -> None:
     """Disk, RAM per process and wall time per step for ``n`` tokens × ``d`` on 1 node × 8 GPUs and
     on 4 nodes × 8 GPUs, from the measured record (CPU memory growth, streamed/in-memory ratio,
-    recompute/memmap ratio) and the H200 anchors above. Prints markdown; estimates only."""
+    recompute/memmap ratio) and the H200 anchors above. ``more_micro``: recompute/memmap passes of
+    other records (``--before``), pooled with the record's for the fastest warm read of z. RAM per
+    process follows the code: per-unit sums over at most ``resampling.MAX_UNITS`` groups, 03's design
+    effect on at most ``s03_diagnostics.DEFF_COLUMNS`` dimensions. Prints markdown; estimates only."""
     rows = [r for r in record["rows"] if not r.get("failed")]
     if not rows:
         print("no measurements: no cost model")
@@ -389,10 +428,7 @@ def cost_model(record: dict, n: float = 100e6, d: int = 4096, k: int = 100, seed
         "scratch z (n × K, K = k) + control surrogate (n × k), during 04 only": 2 * n * k * f4,
     }
     # measured growth of peak RssAnon with n (MB per million rows), per step and setting
-    growth = {}
-    for step, setting in (("03", None), ("04", "in memory"), ("04", "streamed")):
-        pts = [(r["n"] / 1e6, r["peak_anon_mb"]) for r in rows if r["step"] == step and r["setting"] == setting]
-        growth[(step, setting)] = _fit_line([p[0] for p in pts], [p[1] for p in pts])
+    growth = _growth(record)
     big = max(r["n"] for r in rows)
     t04 = {r["setting"]: r["seconds"] for r in rows if r["step"] == "04" and r["n"] == big}
     streamed_ratio = t04.get("streamed", float("nan")) / t04.get("in memory", float("nan"))
@@ -403,25 +439,47 @@ def cost_model(record: dict, n: float = 100e6, d: int = 4096, k: int = 100, seed
         print(f"| disk: {name} | {b / GB:,.1f} GB | {b / 4 / GB:,.1f} GB per node |")
     total = sum(disk.values())
     print(f"| disk: all | {total / GB:,.0f} GB | {total / 4 / GB:,.0f} GB per node |")
+    from darkmatter.analysis.resampling import MAX_UNITS, N_BOOTSTRAP
+    from darkmatter.pipeline.s03_diagnostics import DEFF_COLUMNS
+
+    groups = min(units, MAX_UNITS)  # units beyond MAX_UNITS are pooled into MAX_UNITS groups
+    cols = min(d, DEFF_COLUMNS)  # 03's design effect: at most DEFF_COLUMNS residual dimensions
+    deff_n = N_BOOTSTRAP
+    # n-length int arrays, bytes per row, global on every rank (see RESULTS.md, "What holds memory")
+    held_03 = 8  # units int64[n]
+    held_04 = 8 + 8 + 4 * (seeds - 1)  # token_index int32[n, 2], units int64[n], restarts int64[n/2] each
+    deff_rows = 8 + UNIQUE_INVERSE_B_PER_ROW  # the shuffled units int64[n] + np.unique(return_inverse)
     ram = {}
     for nodes in (1, 4):
         n_r = n / (8 * nodes)
         ram[nodes] = {
             "03 chunk buffers (≈ 5 float64 copies of a chunk)": 5 * chunk * d * 8,
             "03 covariance d² float64 (gram, cov, eigh: ×3)": 3 * d * d * 8,
-            "03 design effect: per-unit power sums G × 4 × d float64, block + shuffled": 2 * units * 4 * d * 8,
-            "03/04 bootstrap weights 200 × G float64": 200 * units * 8,
-            "04 design effect: G × 4 × k float64, block + shuffled": 2 * units * 4 * k * 8,
-            "04 n-length int arrays (token_index, units, inverse, 2 restarts, permutation; global on every rank)":
-                n * (8 + 8 + 8 + 8 + 8),
+            f"03 design effect: per-group power sums min(G, {MAX_UNITS:,}) × 4 × min(d, {DEFF_COLUMNS}) float64, "
+            "block + shuffled": 2 * groups * 4 * cols * 8,
+            f"03 design effect: 65,536-row chunks of min(d, {DEFF_COLUMNS}) columns (float32 copy, float64 x − "
+            "shift, its power)": 65536 * cols * (4 + 8 + 8),
+            f"03/04 bootstrap weights {deff_n} × min(G, {MAX_UNITS:,}), int64 then float64": deff_n * groups * 16,
+            f"03 n-length int arrays: units ({held_03} B/row) + in the design effect the shuffled units and "
+            f"np.unique's sort, argsort, cumsum and inverse ({deff_rows} B/row); global on every rank":
+                n * (held_03 + deff_rows),
+            f"04 design effect: min(G, {MAX_UNITS:,}) × 4 × k float64, block + shuffled": 2 * groups * 4 * k * 8,
+            f"04 n-length int arrays: token_index, units, {seeds - 1} restarts ({held_04} B/row, the whole step) + in "
+            f"the design effect as in 03 ({deff_rows} B/row); global on every rank": n * (held_04 + deff_rows),
             "04 z rows of this rank (n/ranks × k float32; in memory if ≤ --memory-gb, else streamed)": n_r * k * f4,
             "04 k × k float64 (W, products), + k": (4 * k * k + k) * 8,
         }
     for name in ram[1]:
         a, b = ram[1][name], ram[4][name]
         print(f"| RAM per process: {name} | {a / GB:,.2f} GB | {b / GB:,.2f} GB |")
+    for step in ("03", "04"):
+        a, b = (sum(v for name, v in ram[x].items() if name.startswith(step) or name.startswith("03/04"))
+                for x in (1, 4))
+        extra = ", z counted once" if step == "04" else ""
+        print(f"| RAM per process: {step}, every line above summed (an upper bound{extra}) | {a / GB:,.2f} GB | "
+              f"{b / GB:,.2f} GB |")
     # read z (n × k float32) once, as a streamed iteration does: the measured warm seconds per element
-    micro = record.get("micro") or []
+    micro = (record.get("micro") or []) + (more_micro or [])
     z_s_per_elem = (min(m["read_z_memmap"]["warm_s"] / (m["n"] * m["k"]) for m in micro) if micro else float("nan"))
     rows_t = []
     for nodes in (1, 4):
@@ -480,6 +538,7 @@ def main() -> None:
     ap.add_argument("--micro", default="1000000", help="row counts at which to time recompute against memmap")
     ap.add_argument("--json", default="benchmarks/out_of_core.json", help="where --out-of-core writes its record")
     ap.add_argument("--report", metavar="JSON", help="print the tables (and the cost model) of a finished record")
+    ap.add_argument("--before", metavar="JSON", help="with --report: an earlier record, to compare peak RssAnon")
     args, extra = ap.parse_known_args()
     if args.threads:  # spawned step processes read these when they import numpy and torch
         import os
@@ -489,7 +548,11 @@ def main() -> None:
     if args.report:
         record = json.loads(Path(args.report).read_text())
         print_out_of_core(record)
-        cost_model(record)
+        if args.before:
+            print()
+            before = json.loads(Path(args.before).read_text())
+            print_before_after(before, record)
+        cost_model(record, more_micro=before.get("micro") if args.before else None)
     elif args.out_of_core:
         overrides = {"n_components": args.n_components, "ica_seeds": args.ica_seeds, "ica_max_iter": args.ica_max_iter}
         record = out_of_core(args.outputs, [int(x) for x in args.out_of_core.split(",")], args.d_model, overrides,
