@@ -151,21 +151,28 @@ def unit_power_sums(x: np.ndarray, units: np.ndarray, shift: np.ndarray | None =
     """
     if (len(units) != x.shape[0]) if not comm.sharded else (lo + x.shape[0] > len(units)):
         raise ValueError(f"{len(units)} unit ids for {x.shape[0]} rows")
-    ids, inverse = np.unique(units, return_inverse=True)
-    if len(ids) > max_units:
-        inverse = inverse % max_units
-        ids = np.arange(max_units)
+    ids = np.unique(units)  # the row → unit map is built chunk by chunk: no n-length inverse
+    pooled = len(ids) > max_units
+    n_groups = max_units if pooled else len(ids)
+
+    def group_of(u: np.ndarray) -> np.ndarray:
+        g = np.searchsorted(ids, u)
+        return g % max_units if pooled else g
+
+    count = np.zeros(n_groups)
+    for s in range(0, len(units), 1 << 20):
+        count += np.bincount(group_of(units[s:s + (1 << 20)]), minlength=n_groups)
     k = x.shape[1]
     shift = np.zeros(k) if shift is None else np.asarray(shift, dtype=np.float64)
-    sums = np.zeros((len(ids), 4, k))
+    sums = np.zeros((n_groups, 4, k))
     for s in range(0, x.shape[0], chunk_size):
         c = np.asarray(x[s:s + chunk_size], dtype=np.float64) - shift
-        g = inverse[lo + s:lo + s + len(c)]
+        g = group_of(units[lo + s:lo + s + len(c)])
         p = c.copy()
         for i in range(4):
             np.add.at(sums[:, i], g, p)
             p *= c
-    return UnitSums(count=np.bincount(inverse, minlength=len(ids)).astype(np.float64), sums=comm.sum_np(sums))
+    return UnitSums(count=count, sums=comm.sum_np(sums))
 
 
 def bootstrap_kurtosis(sums: UnitSums, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> np.ndarray:
