@@ -275,16 +275,18 @@ def recompute_vs_memmap(outputs: str, k: int, chunk: int = 16384) -> dict:
 
 
 def out_of_core(root: str, sizes: list[int], d: int, overrides: dict, window: int, json_path: str,
-                micro_sizes: set[int]) -> dict:
+                micro_sizes: set[int], settings: dict | None = None) -> dict:
     """Steps 03-04 at each n of ``sizes`` on synthetic data (``_synthetic``, units = windows of
-    ``window`` rows), 04 once per :data:`SETTINGS`; each size's run folder is deleted when it is
-    measured, and every one at the end even on failure. Writes the JSON after every measurement."""
+    ``window`` rows), 04 once per :data:`SETTINGS` (or per ``settings``, a subset); each size's run
+    folder is deleted when it is measured, and every one at the end even on failure. Writes the JSON
+    after every measurement."""
     import os
     import shutil
 
+    settings = SETTINGS if settings is None else settings
     record: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "d_model": d, "window": window,
                     "threads": os.environ.get("OMP_NUM_THREADS"), "nproc": os.cpu_count(),
-                    "overrides": overrides, "settings": SETTINGS, "rows": [], "micro": []}
+                    "overrides": overrides, "settings": settings, "rows": [], "micro": []}
 
     def save() -> None:
         Path(json_path).write_text(json.dumps(record, indent=1))
@@ -300,7 +302,7 @@ def out_of_core(root: str, sizes: list[int], d: int, overrides: dict, window: in
             gen = time.perf_counter() - t
             print(f"\n{n:,} × {d}: synthetic arrays in {gen:.0f} s ({_disk_bytes(folder) / 2**30:.1f} GiB)",
                   flush=True)
-            runs = [("03", None, 3, {})] + [("04", name, 4, {"memory_gb": gb}) for name, gb in SETTINGS.items()]
+            runs = [("03", None, 3, {})] + [("04", name, 4, {"memory_gb": gb}) for name, gb in settings.items()]
             for label, setting, step, extra in runs:
                 r = _step_process(step, folder, overrides | extra)
                 row = {**(r or {"failed": True}), "n": n, "step": label, "setting": setting, "generate_s": gen}
@@ -356,7 +358,8 @@ def _growth(record: dict) -> dict:
     out = {}
     for step, setting in (("03", None), ("04", "in memory"), ("04", "streamed")):
         pts = [(r["n"] / 1e6, r["peak_anon_mb"]) for r in rows if r["step"] == step and r["setting"] == setting]
-        out[(step, setting)] = _fit_line([p[0] for p in pts], [p[1] for p in pts])
+        if pts:  # a record may hold only some settings (--settings)
+            out[(step, setting)] = _fit_line([p[0] for p in pts], [p[1] for p in pts])
     return out
 
 
@@ -375,7 +378,7 @@ def print_before_after(before: dict, after: dict) -> None:
     gb, ga = _growth(before), _growth(after)
     print("\n| step (setting) | peak RssAnon before (MB + MB per M rows) | after | growth, B per row before | after |")
     print("|---|---|---|---|---|")
-    for key in ga:
+    for key in [key for key in ga if key in gb]:
         (a0, b0), (a1, b1) = gb[key], ga[key]
         what = key[0] + ("" if key[1] is None else f" {key[1]}")
         print(f"| {what} | {a0:.0f} + {b0:.1f}/M | {a1:.0f} + {b1:.1f}/M | {b0 * 1.048576:.0f} | {b1 * 1.048576:.0f} |")
@@ -535,6 +538,9 @@ def main() -> None:
     ap.add_argument("--ica-max-iter", type=int, default=200)
     ap.add_argument("--threads", type=int, help="OMP/BLAS/torch threads of the step processes (default: theirs)")
     ap.add_argument("--window", type=int, default=128, help="rows per resampling unit of the synthetic data")
+    ap.add_argument("--settings", default=",".join(SETTINGS),
+                    help="with --out-of-core: which settings of step 04 to run, comma-separated names of "
+                         f"{sorted(SETTINGS)} (default: all)")
     ap.add_argument("--micro", default="1000000", help="row counts at which to time recompute against memmap")
     ap.add_argument("--json", default="benchmarks/out_of_core.json", help="where --out-of-core writes its record")
     ap.add_argument("--report", metavar="JSON", help="print the tables (and the cost model) of a finished record")
@@ -556,7 +562,8 @@ def main() -> None:
     elif args.out_of_core:
         overrides = {"n_components": args.n_components, "ica_seeds": args.ica_seeds, "ica_max_iter": args.ica_max_iter}
         record = out_of_core(args.outputs, [int(x) for x in args.out_of_core.split(",")], args.d_model, overrides,
-                             args.window, args.json, {int(x) for x in args.micro.split(",") if x})
+                             args.window, args.json, {int(x) for x in args.micro.split(",") if x},
+                             {name: SETTINGS[name] for name in args.settings.split(",") if name})
         print()
         print_out_of_core(record)
         cost_model(record)
