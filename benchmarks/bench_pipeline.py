@@ -397,9 +397,9 @@ NVLINK_GBS, IB_GBS, ALLREDUCE_LATENCY_S = 450.0, 50.0, 50e-6
 #: Assumed forward pass of a 4,096-wide model (~8B parameters) to a mid-depth hook: ~7 GFLOP/token at
 #: 40% of the H200's 989 dense bf16 TFLOP/s.
 FORWARD_TOKENS_PER_S = 0.4 * 989e12 / 7e9
-#: Peak bytes per row of ``np.unique(units, return_inverse=True)`` (argsort, sorted copy, mask, cumsum,
-#: inverse), measured with tracemalloc at 1M and 4M int64 units (numpy 2.4; RESULTS.md).
-UNIQUE_INVERSE_B_PER_ROW = 41
+#: Peak bytes per row of finding the unit ids in ``unit_power_sums``: ``np.unique(units)``'s sorted copy
+#: and mask (9 B/row, tracemalloc; RESULTS.md). It was 41 B/row with ``return_inverse=True`` before 659ccbb.
+UNIQUE_B_PER_ROW = 9
 
 
 def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -451,7 +451,7 @@ def cost_model(record: dict, n: float = 100e6, d: int = 4096, k: int = 100, seed
     # n-length int arrays, bytes per row, global on every rank (see RESULTS.md, "What holds memory")
     held_03 = 8  # units int64[n]
     held_04 = 8 + 8 + 4 * (seeds - 1)  # token_index int32[n, 2], units int64[n], restarts int64[n/2] each
-    deff_rows = 8 + UNIQUE_INVERSE_B_PER_ROW  # the shuffled units int64[n] + np.unique(return_inverse)
+    deff_rows = 8 + UNIQUE_B_PER_ROW  # the shuffled units int64[n] + np.unique's sorted copy and mask
     ram = {}
     for nodes in (1, 4):
         n_r = n / (8 * nodes)
@@ -464,7 +464,7 @@ def cost_model(record: dict, n: float = 100e6, d: int = 4096, k: int = 100, seed
             "shift, its power)": 65536 * cols * (4 + 8 + 8),
             f"03/04 bootstrap weights {deff_n} × min(G, {MAX_UNITS:,}), int64 then float64": deff_n * groups * 16,
             f"03 n-length int arrays: units ({held_03} B/row) + in the design effect the shuffled units and "
-            f"np.unique's sort, argsort, cumsum and inverse ({deff_rows} B/row); global on every rank":
+            f"np.unique's sorted copy and mask ({deff_rows} B/row); global on every rank":
                 n * (held_03 + deff_rows),
             f"04 design effect: min(G, {MAX_UNITS:,}) × 4 × k float64, block + shuffled": 2 * groups * 4 * k * 8,
             f"04 n-length int arrays: token_index, units, {seeds - 1} restarts ({held_04} B/row, the whole step) + in "
