@@ -363,25 +363,34 @@ def _growth(record: dict) -> dict:
     return out
 
 
-def print_before_after(before: dict, after: dict) -> None:
-    """Peak RssAnon of two records side by side (markdown), with the fitted growth of each."""
-    old = {(r["n"], r["step"], r["setting"]): r for r in before["rows"] if not r.get("failed")}
-    print("| rows | step (setting) | peak RssAnon MB before | after | CPU s before | after |")
-    print("|---|---|---|---|---|---|")
-    for r in after["rows"]:
-        b = old.get((r["n"], r["step"], r["setting"]))
-        if r.get("failed") or b is None:
-            continue
-        what = r["step"] + ("" if r["setting"] is None else f" {r['setting']}")
-        print(f"| {r['n']:,} | {what} | {b['peak_anon_mb']:.0f} | {r['peak_anon_mb']:.0f} | "
-              f"{b.get('cpu_s', float('nan')):.1f} | {r.get('cpu_s', float('nan')):.1f} |")
-    gb, ga = _growth(before), _growth(after)
-    print("\n| step (setting) | peak RssAnon before (MB + MB per M rows) | after | growth, B per row before | after |")
-    print("|---|---|---|---|---|")
-    for key in [key for key in ga if key in gb]:
-        (a0, b0), (a1, b1) = gb[key], ga[key]
-        what = key[0] + ("" if key[1] is None else f" {key[1]}")
-        print(f"| {what} | {a0:.0f} + {b0:.1f}/M | {a1:.0f} + {b1:.1f}/M | {b0 * 1.048576:.0f} | {b1 * 1.048576:.0f} |")
+def print_records(records: list[tuple[str, dict]]) -> None:
+    """Peak RssAnon and CPU seconds of several records side by side (markdown, oldest first), then
+    each record's fitted growth (MB + MB per million rows, bytes per row) and the 3M → 10M slope."""
+    keyed = [(label, {(r["n"], r["step"], r["setting"]): r for r in rec["rows"] if not r.get("failed")})
+             for label, rec in records]
+    labels = [label for label, _ in records]
+    print("| rows | step (setting) | " + " | ".join(f"{x} MB" for x in labels) + " | "
+          + " | ".join(f"CPU s {x}" for x in labels) + " |")
+    print("|---|---|" + "---|" * (2 * len(labels)))
+    for key in sorted({k for _, rows in keyed for k in rows}, key=lambda k: (k[0], k[1], k[2] or "")):
+        got = [rows.get(key) for _, rows in keyed]
+        what = key[1] + ("" if key[2] is None else f" {key[2]}")
+        print(f"| {key[0]:,} | {what} | " + " | ".join("–" if r is None else f"{r['peak_anon_mb']:.0f}" for r in got)
+              + " | " + " | ".join("–" if r is None else f"{r.get('cpu_s', float('nan')):.1f}" for r in got) + " |")
+    fits = [_growth(rec) for _, rec in records]
+    print("\n| step (setting) | " + " | ".join(labels) + " | B/row fitted | B/row 3M → 10M |")
+    print("|---|" + "---|" * (len(labels) + 2))
+    for step, setting in (("03", None), ("04", "in memory"), ("04", "streamed")):
+        what = step + ("" if setting is None else f" {setting}")
+        lines = [f"{f[(step, setting)][0]:.0f} + {f[(step, setting)][1]:.1f}/M" if (step, setting) in f else "not run"
+                 for f in fits]
+        per_row = [f"{f[(step, setting)][1] * 1.048576:.0f}" if (step, setting) in f else "–" for f in fits]
+        late = []
+        for _, rows in keyed:
+            r3, r10 = rows.get((3_000_000, step, setting)), rows.get((10_000_000, step, setting))
+            late.append("–" if r3 is None or r10 is None
+                        else f"{(r10['peak_anon_mb'] - r3['peak_anon_mb']) / 7 * 1.048576:.0f}")
+        print(f"| {what} | " + " | ".join(lines) + f" | {' / '.join(per_row)} | {' / '.join(late)} |")
 
 
 # ---- cost model: 100M tokens × d_model 4,096 on GPU nodes (estimates, not measurements) -----------
@@ -544,7 +553,8 @@ def main() -> None:
     ap.add_argument("--micro", default="1000000", help="row counts at which to time recompute against memmap")
     ap.add_argument("--json", default="benchmarks/out_of_core.json", help="where --out-of-core writes its record")
     ap.add_argument("--report", metavar="JSON", help="print the tables (and the cost model) of a finished record")
-    ap.add_argument("--before", metavar="JSON", help="with --report: an earlier record, to compare peak RssAnon")
+    ap.add_argument("--before", metavar="JSON", nargs="+",
+                    help="with --report: earlier records (oldest first), to compare peak RssAnon")
     args, extra = ap.parse_known_args()
     if args.threads:  # spawned step processes read these when they import numpy and torch
         import os
@@ -554,11 +564,11 @@ def main() -> None:
     if args.report:
         record = json.loads(Path(args.report).read_text())
         print_out_of_core(record)
-        if args.before:
+        earlier = [(Path(p).stem, json.loads(Path(p).read_text())) for p in args.before or []]
+        if earlier:
             print()
-            before = json.loads(Path(args.before).read_text())
-            print_before_after(before, record)
-        cost_model(record, more_micro=before.get("micro") if args.before else None)
+            print_records([*earlier, (Path(args.report).stem, record)])
+        cost_model(record, more_micro=earlier[-1][1].get("micro") if earlier else None)
     elif args.out_of_core:
         overrides = {"n_components": args.n_components, "ica_seeds": args.ica_seeds, "ica_max_iter": args.ica_max_iter}
         record = out_of_core(args.outputs, [int(x) for x in args.out_of_core.split(",")], args.d_model, overrides,
