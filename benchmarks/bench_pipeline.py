@@ -543,7 +543,7 @@ def main() -> None:
                     help="03-04 at these row counts, 04 in memory and streamed (--memory-gb 0); run folders "
                          "under --outputs are deleted afterwards")
     ap.add_argument("--n-components", type=int, default=64)
-    ap.add_argument("--ica-seeds", type=int, default=2)
+    ap.add_argument("--stability-splits", type=int, default=1)
     ap.add_argument("--ica-max-iter", type=int, default=200)
     ap.add_argument("--threads", type=int, help="OMP/BLAS/torch threads of the step processes (default: theirs)")
     ap.add_argument("--window", type=int, default=128, help="rows per resampling unit of the synthetic data")
@@ -570,7 +570,7 @@ def main() -> None:
             print_records([*earlier, (Path(args.report).stem, record)])
         cost_model(record, more_micro=earlier[-1][1].get("micro") if earlier else None)
     elif args.out_of_core:
-        overrides = {"n_components": args.n_components, "ica_seeds": args.ica_seeds, "ica_max_iter": args.ica_max_iter}
+        overrides = {"n_components": args.n_components, "stability_splits": args.stability_splits, "ica_max_iter": args.ica_max_iter}
         record = out_of_core(args.outputs, [int(x) for x in args.out_of_core.split(",")], args.d_model, overrides,
                              args.window, args.json, {int(x) for x in args.micro.split(",") if x},
                              {name: SETTINGS[name] for name in args.settings.split(",") if name})

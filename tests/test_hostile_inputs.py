@@ -31,7 +31,7 @@ from darkmatter.pipeline.store import OutputStore
 from helpers import TINY_HOOK, save_sae
 
 SMALL = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
-         "--n-tokens", "6000", "--ica-seeds", "2", "--causal-windows", "4", "--gaussian-control", "false"]
+         "--n-tokens", "6000", "--stability-splits", "1", "--causal-windows", "4", "--control", "false"]
 #: The tiny local model run: model, hook, SAE folder and text (the conftest fixtures).
 MODEL = ["--model", "{model}", "--hook-name", TINY_HOOK, "--sae-path", "{sae}", "--text-files", "{text}",
          "--context-size", "32", "--n-tokens", "800"]
@@ -218,7 +218,7 @@ CASES = [
     Case("n_tokens_5", 1, (*SMALL, "--n-tokens", "5", *OUT), ("--n-tokens", "≥ 80")),
     Case("n_tokens_5_at_02", 2, (*OUT, "--n-tokens", "5"), ("--n-tokens", "≥ 80")),
     Case("ica_max_tokens_10", 4, (*OUT, "--ica-max-tokens", "10"), ("--ica-max-tokens", "≥ 80")),
-    Case("ica_seeds_1", 4, (*OUT, "--ica-seeds", "1"), ("--ica-seeds must be at least 2",)),
+    Case("stability_splits_0", 4, (*OUT, "--stability-splits", "0"), ("--stability-splits must be at least 1",)),
     Case("n_top_contexts_negative", 6, (*OUT, "--n-top-contexts", "-3"), ("--n-top-contexts must be positive",)),
     Case("device_tpu", 1, (*SMALL, "--device", "tpu", *OUT), ("--device 'tpu'", "cpu")),
     Case("device_cuda_missing", 1, (*SMALL, "--device", "cuda:7", *OUT), ("--device cuda:7", "--device cpu")),
@@ -271,7 +271,7 @@ NUMERIC = [
     ("--planted-noise", "-0.1", 1), ("--planted-threshold", "-1", 1),
     ("--n-tokens", "0", 2), ("--n-tokens", "-100", 2),
     ("--n-components", "1", 4), ("--n-components", "-2", 4), ("--max-components", "1", 4),
-    ("--samples-per-parameter", "0", 4), ("--ica-seeds", "0", 4), ("--ica-max-iter", "0", 4),
+    ("--samples-per-parameter", "0", 4), ("--stability-splits", "0", 4), ("--ica-max-iter", "0", 4),
     ("--ica-tol", "0", 4), ("--ica-max-tokens", "-1", 4), ("--ica-resample", "0", 4), ("--ica-resample", "1.5", 4),
     ("--stable-cos", "0", 4), ("--stable-cos", "2", 4),
     ("--null-draws", "0", 5),

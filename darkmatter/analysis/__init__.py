@@ -8,7 +8,7 @@ Modules:
     stats        streaming moments, excess kurtosis, PCA, the Gaussian surrogate
     diagnostics  step 03's residual diagnostics and verdict
     ica_engine   our PyTorch FastICA with the settled-set stopping rule
-    ica          whitening, FastICA dispatch, restarts, matching, the Gaussian control
+    ica          whitening, FastICA dispatch, restarts, matching, the matched control (norm-matched surrogate)
     decompose    ``decompose()``: whitened data → ordered, signed, stability-scored components
     directions   the direction sets (ICA and every baseline) in one registry
     compare      nearest SAE decoder rows of a direction set

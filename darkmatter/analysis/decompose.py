@@ -79,22 +79,135 @@ def sweep_ks(pca: PCA, n_rows: int, samples_per_parameter: float = SAMPLES_PER_P
     return sorted(ks), top
 
 
-def choose_k(ks: list[int], n_candidates: list[int]) -> tuple[int, str]:
-    """The sweep's default: the k with the most components that are stable across document halves
-    and above the noise floor; ties go to the smaller k (fewer parameters, more rows each).
+def effective_k_bound(n_rows: int, design_effect: float, fraction: float = 0.5,
+                      samples_per_parameter: float = SAMPLES_PER_PARAMETER) -> int:
+    """The largest k the samples-per-parameter rule allows at the *effective* sample size of the fits
+    stability rests on: ``fraction · n / design_effect ≥ samples_per_parameter · k²``.
+
+    Tokens of one document are dependent, so n rows carry the information of n / design_effect
+    independent ones (Kish 1965); each stability restart fits ``fraction`` of the documents.
 
     Args:
-        ks: swept k, ascending; n_candidates: the count at each.
+        n_rows: rows of the all-rows fit; design_effect: Kish's design effect (≥ 1 in practice; values
+            below 1 are taken as 1); fraction: share of the documents each restart fits (1: all rows).
+    Raises:
+        ValueError: samples_per_parameter ≤ 0 or fraction outside (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    return max_supported_k(int(fraction * n_rows / max(design_effect, 1.0)), samples_per_parameter)
+
+
+def k_rule_text(samples_per_parameter: float, fraction: float) -> str:
+    """The k rule in words (ica.json ``k_rule``)."""
+    fits = "each restart's share of the" if fraction < 1 else "all"
+    return (f"k sweep: most components settled, stable across document splits and above the noise floor (ties to "
+            f"the smaller k), among k with n_eff ≥ {samples_per_parameter:g}·k² for the fits stability rests on "
+            f"(n_eff = {fits} tokens / the design effect of source kurtosis at that k)")
+
+
+def choose_k(ks: list[int], n_candidates: list[int], admissible: list[bool] | None = None,
+             rule: str | None = None) -> tuple[int, str]:
+    """The sweep's default: among the admissible k (the effective-n rule, :func:`effective_k_bound`),
+    the k with the most components that are settled, stable and above the noise floor; ties go to
+    the smaller k (fewer parameters, more rows each). With no admissible k, the smallest swept k.
+
+    Args:
+        ks: swept k, ascending; n_candidates: the count at each; admissible: per k (None: all).
+        rule: the rule's words (default: :func:`k_rule_text` at the defaults).
     Returns:
         (k, the rule's name for ica.json).
     Raises:
         ValueError: empty or mismatched lists.
     """
-    if not ks or len(ks) != len(n_candidates):
+    if not ks or len(ks) != len(n_candidates) or (admissible is not None and len(admissible) != len(ks)):
         raise ValueError("choose_k needs one count per swept k")
-    best = int(np.argmax(n_candidates))  # first maximum: the smallest k among ties
-    return ks[best], ("k sweep: most components stable across document halves and above the noise floor "
-                      f"(ties to the smaller k), among k ≤ √(n / {SAMPLES_PER_PARAMETER:g})")
+    rule = rule or k_rule_text(SAMPLES_PER_PARAMETER, 0.5)
+    ok = [True] * len(ks) if admissible is None else list(admissible)
+    if not any(ok):
+        return ks[0], rule + f"; no swept k met it, so the smallest ({ks[0]})"
+    counts = [c if a else -1 for c, a in zip(n_candidates, ok)]
+    best = int(np.argmax(counts))  # first maximum: the smallest k among ties
+    return ks[best], rule
+
+
+#: A component is stable when it reappears in at least this share of the restarts that can tell.
+STABLE_FREQUENCY = 0.9
+#: ... and at least this share of the restarts can tell (else its stability is undetermined).
+MIN_DETERMINED = 0.5
+
+
+@dataclass(frozen=True)
+class Reappearance:
+    """How often each component of the all-rows fit comes back in the restarts (ICASSO's question,
+    Himberg et al. 2004, asked of fits to different documents).
+
+    A component *reappears* in a restart when its Hungarian match there has |cos| ≥ the threshold.
+    A restart *tells* (is determined) for a component when the component reappears there or its
+    match there is a settled row: a miss against a row the engine never settled is no evidence of
+    absence (that restart had not finished), so it counts neither way.
+
+    Attributes:
+        matched_cos: float64[k, R] |cos| of each component's match in each of R restarts.
+        determined: bool[k, R] whether restart r tells for component c.
+        frequency: float64[k] reappearances / determined restarts (NaN where none tells): the
+            component's *stability*.
+        n_determined: int64[k] restarts that tell.
+        undetermined: bool[k] fewer than :data:`MIN_DETERMINED` of the restarts tell (all, with R = 0).
+        stable: bool[k] not undetermined and frequency ≥ the stable frequency.
+    """
+
+    matched_cos: np.ndarray
+    determined: np.ndarray
+    frequency: np.ndarray
+    n_determined: np.ndarray
+    undetermined: np.ndarray
+    stable: np.ndarray
+
+    def status(self) -> list[str]:
+        """Per component: ``"stable"``, ``"unstable"`` or ``"undetermined"``."""
+        return ["undetermined" if u else "stable" if s else "unstable" for s, u in zip(self.stable, self.undetermined)]
+
+    def take(self, order: np.ndarray) -> Reappearance:
+        """The same, components reordered (``order``: int[k])."""
+        return Reappearance(self.matched_cos[order], self.determined[order], self.frequency[order],
+                            self.n_determined[order], self.undetermined[order], self.stable[order])
+
+
+def reappearance(reference: np.ndarray, restarts: list[np.ndarray], restart_settled: list[np.ndarray | None],
+                 stable_cos: float = 0.9, stable_frequency: float = STABLE_FREQUENCY,
+                 min_determined: float = MIN_DETERMINED) -> Reappearance:
+    """Reappearance of each reference component across restarts (see :class:`Reappearance`).
+
+    Args:
+        reference: float[k, d] unit mixing directions of the all-rows fit.
+        restarts: one float[k, d] array of unit directions per restart (each fit on a document half).
+        restart_settled: per restart, bool[k] its settled rows (None: all settled, e.g. scikit-learn).
+        stable_cos: matched |cos| at which a component counts as reappearing.
+        stable_frequency: share of determined restarts it must reappear in to be stable.
+        min_determined: share of the restarts that must tell, else the component is undetermined.
+    Returns:
+        Reappearance, in the reference's component order.
+    Raises:
+        ValueError: one settled mask per restart is needed.
+    """
+    if len(restarts) != len(restart_settled):
+        raise ValueError(f"{len(restart_settled)} settled masks for {len(restarts)} restarts")
+    k, R = len(reference), len(restarts)
+    cos = np.zeros((k, R))
+    determined = np.zeros((k, R), dtype=bool)
+    for r, (dirs, settled) in enumerate(zip(restarts, restart_settled)):
+        perm, cos[:, r] = ica.match(reference, dirs)
+        told = np.ones(k, dtype=bool) if settled is None else np.asarray(settled, dtype=bool)[perm]
+        determined[:, r] = (cos[:, r] >= stable_cos) | told
+    hits = ((cos >= stable_cos) & determined).sum(1)
+    n_det = determined.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        freq = np.where(n_det > 0, hits / np.maximum(n_det, 1), np.nan)
+    undetermined = (n_det < max(1, int(np.ceil(min_determined * R)))) if R else np.ones(k, dtype=bool)
+    stable = ~undetermined & (np.nan_to_num(freq) >= stable_frequency)
+    return Reappearance(matched_cos=cos, determined=determined, frequency=freq, n_determined=n_det,
+                        undetermined=undetermined, stable=stable)
 
 
 @dataclass(frozen=True)
@@ -106,8 +219,8 @@ class Decomposition:
             rows ordered and signed (s = z @ W.T).
         whitening: the PCA whitening the data went through.
         fits: one :class:`~darkmatter.analysis.ica.ICAFit` per seed, in seed order.
-        stability: float64[k], lowest matched |cos| of each component's mixing direction over the
-            other restarts (1.0 with a single seed), in component order.
+        reappearance: how often each component comes back in the restarts (on document halves),
+            in component order; ``reappearance.frequency`` is its *stability*.
         order: int64[k], the first fit's row index of each component.
         signs: float64[k] of ±1 applied to the first fit's rows, in component order.
         source_excess_kurtosis: float64[k] of the sources over every fitted row.
@@ -118,11 +231,21 @@ class Decomposition:
     W: np.ndarray
     whitening: ica.Whitening
     fits: list[ica.ICAFit]
-    stability: np.ndarray
+    reappearance: Reappearance
     order: np.ndarray
     signs: np.ndarray
     source_excess_kurtosis: np.ndarray
     settled: np.ndarray
+
+    @property
+    def stability(self) -> np.ndarray:
+        """float64[k] reappearance frequency across the restarts (NaN where undetermined by every one)."""
+        return self.reappearance.frequency
+
+    @property
+    def stable(self) -> np.ndarray:
+        """bool[k] stable across the restarts (see :class:`Reappearance`)."""
+        return self.reappearance.stable
 
     @property
     def k(self) -> int:
@@ -143,17 +266,20 @@ class Decomposition:
         """float64[k, d_model] unit mixing directions (row i is what source i writes)."""
         return ica.mixing_directions(self.W, self.whitening)
 
-    def n_stable(self, stable_cos: float) -> int:
-        """Components whose matched |cos| reaches ``stable_cos`` in every restart."""
-        return int((self.stability >= stable_cos).sum())
+    @property
+    def n_stable(self) -> int:
+        """Components stable across the restarts."""
+        return int(self.stable.sum())
 
 
 def decompose(z: ica.Rows, whitening: ica.Whitening, seeds: list[int], max_iter: int = 200,
               tol: float = 1e-6, restarts: list[np.ndarray] | None = None, backend: str = "torch",
-              device: str = "cpu", progress: ica.Progress | None = None) -> Decomposition:
-    """FastICA restarts on whitened data (:func:`darkmatter.analysis.ica.fit_seeds`), stability by
-    Hungarian matching of mixing directions across restarts, sources signed to positive skew and
-    ordered by descending excess kurtosis, both measured over every row of z.
+              device: str = "cpu", progress: ica.Progress | None = None, stable_cos: float = 0.9,
+              stable_frequency: float = STABLE_FREQUENCY) -> Decomposition:
+    """FastICA restarts on whitened data (:func:`darkmatter.analysis.ica.fit_seeds`), stability as the
+    reappearance of each component in the restarts (Hungarian matching of mixing directions,
+    :func:`reappearance`), sources signed to positive skew and ordered by descending excess
+    kurtosis, both measured over every row of z.
 
     Args:
         z: float[n, k] whitened data (``whitening.k`` columns), or a RowShard of them.
@@ -162,6 +288,7 @@ def decompose(z: ica.Rows, whitening: ica.Whitening, seeds: list[int], max_iter:
         restarts: one row-index array per later seed
             (:func:`darkmatter.analysis.resampling.restart_rows`); None: all rows.
         max_iter, tol, backend, device, progress: see :func:`darkmatter.analysis.ica.fit`.
+        stable_cos, stable_frequency: see :func:`reappearance`.
     Returns:
         Decomposition.
     Raises:
@@ -171,13 +298,13 @@ def decompose(z: ica.Rows, whitening: ica.Whitening, seeds: list[int], max_iter:
         raise ValueError(f"z has {z.shape[1]} columns but the whitening keeps {whitening.k}")
     fits = ica.fit_seeds(z, seeds, max_iter, tol, restarts, backend, device, progress)
     dirs = [ica.mixing_directions(f.W, whitening) for f in fits]  # seed order, for matching
-    stab = ica.stability(dirs[0], dirs[1:])
+    again = reappearance(dirs[0], dirs[1:], [f.settled for f in fits[1:]], stable_cos, stable_frequency)
     skew, kurt = ica.source_moments(z, fits[0].W)
     signs = np.where(skew < 0, -1.0, 1.0)
     order = np.argsort(-kurt, kind="stable")  # most heavy-tailed first
     settled = fits[0].settled if fits[0].settled is not None else np.ones(len(order), dtype=bool)
     return Decomposition(W=(signs[:, None] * fits[0].W)[order], whitening=whitening, fits=fits,
-                         stability=stab[order], order=order, signs=signs[order],
+                         reappearance=again.take(order), order=order, signs=signs[order],
                          source_excess_kurtosis=kurt[order], settled=settled[order])
 
 

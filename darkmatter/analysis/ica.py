@@ -16,8 +16,9 @@ Conventions, for k components in a d_model-wide residual ``r``:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -350,28 +351,90 @@ def source_moments(z: Rows, W: np.ndarray, chunk: int = 65536) -> tuple[np.ndarr
     return skew, kurt
 
 
+def _row_chunks(z: Rows, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(global chunk number, float32[m, k] rows) of z's rows on this rank, on z's chunk grid."""
+    if isinstance(z, RowShard):
+        first = z.lo // z.chunk
+        for i, block in enumerate(z.blocks()):
+            yield first + i, block.float().cpu().numpy()
+        return
+    for c, s in enumerate(range(0, len(z), chunk)):
+        yield c, np.asarray(z[s:s + chunk], dtype=np.float32)
+
+
+def norm_matched_surrogate(z: Rows, seed: int, chunk: int = 16384,
+                           scratch: Callable[[tuple[int, int]], np.ndarray] | None = None) -> Rows:
+    """The matched null of the whitened rows z: every row keeps its norm and its place (so its
+    document), and gets a direction drawn uniformly on the sphere; then the rows are re-whitened.
+
+    This is an elliptical (spherically symmetric after whitening) distribution with the real data's
+    norm distribution: a scale mixture that carries the real rows' heavy-tailed norms, their
+    dependence within documents and their sample size, but no preferred direction, so whatever
+    FastICA extracts from it is what the optimisation and the norms alone give (Fang, Kotz & Ng
+    1990, "Symmetric multivariate and related distributions"). Row chunk c draws its directions from
+    the stream ``[seed, 1015, c]`` on z's chunk grid, and sums are float64 (added over ranks), so the
+    rows are the same whatever the sharding.
+
+    Args:
+        z: float[n, k] whitened rows (an array, or a RowShard: this rank's rows).
+        scratch: makes the float32[m, k] array the rows go in (a memmap on disk for streamed data);
+            None: memory.
+    Returns:
+        float32[n, k] for an array z; for a RowShard, the same shard with the surrogate as its data.
+    """
+    shard = z if isinstance(z, RowShard) else None
+    grid = shard.chunk if shard is not None else chunk
+    m, k = (int(shard.data.shape[0]), shard.k) if shard is not None else z.shape
+    out = scratch((m, k)) if scratch is not None else np.empty((m, k), dtype=np.float32)
+    lo = shard.lo if shard is not None else 0
+    s1, s2 = np.zeros(k), np.zeros((k, k))
+    for c, rows in _row_chunks(z if shard is None else replace(shard, subset=None), grid):
+        g = np.random.default_rng([seed, 1015, c]).standard_normal(rows.shape, dtype=np.float32)
+        g *= (np.linalg.norm(rows, axis=1) / np.maximum(np.linalg.norm(g, axis=1), 1e-30))[:, None]
+        a = max(c * grid, lo) - lo
+        out[a:a + len(g)] = g
+        s1 += g.sum(0, dtype=np.float64)
+        s2 += (g.T @ g).astype(np.float64)
+    comm = shard.comm if shard is not None else SINGLE
+    n = n_rows(z)
+    s1, s2 = comm.sum_np(s1), comm.sum_np(s2)
+    mean = s1 / n
+    vals, vecs = np.linalg.eigh(s2 / n - np.outer(mean, mean))
+    whitener = (vecs / np.sqrt(np.maximum(vals, 1e-30))) @ vecs.T
+    for a in range(0, m, grid):
+        out[a:a + grid] = (np.asarray(out[a:a + grid], dtype=np.float64) - mean) @ whitener
+    if shard is None:
+        return out
+    data = out if isinstance(out, np.memmap) else torch.as_tensor(out, device=shard.device).to(shard.dtype)
+    return replace(shard, data=data, subset=None, cols=None)
+
+
 @dataclass(frozen=True)
 class ControlResult:
-    """FastICA on a Gaussian surrogate: what ICA "finds" in pure noise.
+    """FastICA on the matched null (:func:`norm_matched_surrogate`): what ICA "finds" where there is
+    nothing to find but the real rows' norms.
 
     Attributes:
         fits: one ICAFit per seed.
-        stability: float[k] lowest matched |cos| of each component across the seeds.
+        reappearance: each control component's reappearance in the control's restarts.
         source_excess_kurtosis: float[k] of the first seed's sources over all rows.
+        z: the surrogate rows (kept for the paired floor test; dropped from results).
     """
 
     fits: list[ICAFit]
-    stability: np.ndarray
+    reappearance: Any
     source_excess_kurtosis: np.ndarray
+    z: Any = None
 
-    def summary(self, stable_cos: float, max_iter: int) -> ControlSummary:
-        """n_stable (matched |cos| ≥ ``stable_cos``), stability and kurtosis quantiles, the whole
-        kurtosis distribution, per-seed fits; ``max_iter`` is the iteration budget the control got."""
+    def summary(self, max_iter: int) -> ControlSummary:
+        """Counts, kurtosis quantiles, the whole kurtosis distribution and per-seed fits; ``max_iter`` is
+        the iteration budget the control got."""
         kurt = self.source_excess_kurtosis
+        freq = np.nan_to_num(self.reappearance.frequency)
         return ControlSummary(
-            n_stable=int((self.stability >= stable_cos).sum()),
-            stability_max=float(self.stability.max()),
-            stability_median=float(np.median(self.stability)),
+            n_stable=int(self.reappearance.stable.sum()),
+            stability_max=float(freq.max()),
+            stability_median=float(np.median(freq)),
             source_excess_kurtosis_max_abs=float(np.abs(kurt).max()),
             source_excess_kurtosis_median=float(np.median(kurt)),
             source_excess_kurtosis_max=float(kurt.max()),
@@ -382,12 +445,12 @@ class ControlResult:
 
 @dataclass(frozen=True)
 class ControlSummary:
-    """What FastICA reports on the Gaussian surrogate (ica.json ``gaussian_control``).
+    """What FastICA reports on the matched null (ica.json ``control``).
 
     Attributes:
-        n_stable: components stable across restarts in pure noise (matched |cos| ≥ the threshold).
-        stability_max, stability_median: of the lowest matched |cos| per component.
-        source_excess_kurtosis_max_abs: the largest |excess kurtosis| FastICA extracted from noise.
+        n_stable: components stable across restarts in the null (reappearance, as for the real run).
+        stability_max, stability_median: of the control components' reappearance frequencies.
+        source_excess_kurtosis_max_abs: the largest |excess kurtosis| FastICA extracted from the null.
         source_excess_kurtosis_median, source_excess_kurtosis_max: of the first seed's sources.
         seeds: how each restart ended.
         max_iter: the iteration budget the control got (the real fits' budget, same phases).
@@ -407,40 +470,36 @@ class ControlSummary:
     n_settled: int | None
 
 
-def gaussian_control(n: int, k: int, seeds: list[int], max_iter: int, tol: float,
-                     whitening: Whitening | None = None, restarts: list[np.ndarray] | None = None,
-                     backend: str = "torch", device: str = "cpu",
-                     progress: Progress | None = None, like: RowShard | None = None,
-                     scratch: Callable[[tuple[int, int]], np.ndarray] | None = None) -> ControlResult:
-    """Run :func:`fit_seeds` with ``seeds``, the same budget and the same restart row sets as the
-    real fits, on :func:`whitened_gaussian` data of the real run's shape (n tokens × k
-    components), and measure the stability and source kurtosis it reports anyway. The
-    surrogate's data seed is ``seeds[0]``.
+#: The control's null, in words (reports say which null every floor figure is read against).
+CONTROL_NULL = ("a norm-matched elliptical surrogate of the whitened residual: every token keeps its norm and its "
+                "document, its direction is drawn uniformly at random (no preferred direction), run through the "
+                "same FastICA seeds, restarts and optimisation")
 
-    With ``whitening`` (the real run's), stability is measured on the d_model mixing
-    directions exactly as for the real components; without it, on the rows of W.
+
+def matched_control(z: Rows, seeds: list[int], max_iter: int, tol: float, whitening: Whitening | None = None,
+                    restarts: list[np.ndarray] | None = None, backend: str = "torch", device: str = "cpu",
+                    progress: Progress | None = None, scratch: Callable[[tuple[int, int]], np.ndarray] | None = None,
+                    stable_cos: float = 0.9, stable_frequency: float = 0.9) -> ControlResult:
+    """Run :func:`fit_seeds` with ``seeds``, the same budget and the same restart row sets as the
+    real fits, on the norm-matched surrogate of z (:func:`norm_matched_surrogate`, seeded by
+    ``seeds[0]``), and measure the reappearance and source kurtosis it reports anyway.
+
+    With ``whitening`` (the real run's), stability is measured on the d_model mixing directions
+    exactly as for the real components; without it, on the rows of W.
 
     Args:
-        like: the real data's shard: the surrogate is laid out the same way (the same rows on
-            this rank, the same chunks, in memory or streamed as the real data is).
-        scratch: makes the float32[m, k] array the surrogate's rows go in (e.g. a memmap on disk
-            when the real data is streamed); None: memory.
+        z: the real whitened rows (array or RowShard); the surrogate is laid out the same way.
+        scratch: where the surrogate's rows go (see :func:`norm_matched_surrogate`); None: memory.
     Raises:
         ValueError: fewer than 1 seed.
     """
+    from darkmatter.analysis.decompose import reappearance
+
     if not seeds:
-        raise ValueError("the Gaussian control needs at least one seed")
-    z: Rows
-    if like is None:
-        z = whitened_gaussian(n, k, seeds[0])
-    else:
-        m = int(like.data.shape[0])
-        out = scratch((m, k)) if scratch is not None else np.empty((m, k), dtype=np.float32)
-        whitened_gaussian(n, k, seeds[0], like.chunk, out, like.lo, like.comm)
-        data = out if isinstance(out, np.memmap) else torch.as_tensor(out, device=like.device).to(like.dtype)
-        z = replace(like, data=data, subset=None, n_rows=n)
-    fits = fit_seeds(z, seeds, max_iter, tol, restarts, backend, device, progress)
+        raise ValueError("the control needs at least one seed")
+    zc = norm_matched_surrogate(z, seeds[0], scratch=scratch)
+    fits = fit_seeds(zc, seeds, max_iter, tol, restarts, backend, device, progress)
     mats = [f.W if whitening is None else mixing_directions(f.W, whitening) for f in fits]
-    stab = stability(mats[0], mats[1:])
-    _, kurt = source_moments(z, fits[0].W)
-    return ControlResult(fits=fits, stability=stab, source_excess_kurtosis=kurt)
+    again = reappearance(mats[0], mats[1:], [f.settled for f in fits[1:]], stable_cos, stable_frequency)
+    _, kurt = source_moments(zc, fits[0].W)
+    return ControlResult(fits=fits, reappearance=again, source_excess_kurtosis=kurt, z=zc)

@@ -1,27 +1,82 @@
-"""Everything step 04 measures at one k: the decomposition, the matched Gaussian control, and each
-component's excess kurtosis against the noise floor.
+"""Everything step 04 measures at one k, and the k sweep: the decomposition, the matched control,
+each component's excess kurtosis against the noise floor, and the effective-n rule that bounds k.
 
-The k sweep (:func:`darkmatter.analysis.decompose.sweep_ks`) calls :func:`fit_k` once per k on the
-leading k columns of one whitened array (PCA whitening is nested: the top-k whitened data are the
-first k columns of the top-K whitened data), and :func:`darkmatter.analysis.decompose.choose_k`
-picks the default from the counts.
+The sweep (:func:`sweep`) calls :func:`fit_k` once per k on the leading k columns of one whitened
+array (PCA whitening is nested: the top-k whitened data are the first k columns of the top-K
+whitened data), in ascending k, and stops before a k that the effective sample size measured at
+the previous k cannot support; :func:`darkmatter.analysis.decompose.choose_k` picks the default.
+The completeness step reruns exactly this on residuals with injected features.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from darkmatter.analysis import ica
 from darkmatter.analysis.candidates import ALPHA, FloorTest, noise_floor_test
-from darkmatter.analysis.decompose import Decomposition, decompose
+from darkmatter.analysis.decompose import (
+    SAMPLES_PER_PARAMETER,
+    STABLE_FREQUENCY,
+    Decomposition,
+    decompose,
+    effective_k_bound,
+)
 from darkmatter.analysis.ica_engine import RowShard
-from darkmatter.analysis.resampling import design_effect
+from darkmatter.analysis.resampling import design_effect, unit_power_sums
 from darkmatter.analysis.stats import PCA
 from darkmatter.distributed import SINGLE
+
+#: Scratch arrays: ``scratch(shape)`` returns a float32 array (e.g. a memmap) for a surrogate's rows.
+Scratch = Callable[[tuple[int, int]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How every k is fitted (ICA section of the config, as one object).
+
+    Attributes:
+        seed: the all-rows fit's FastICA seed; restart i uses ``seed + i``.
+        splits: random splits of the documents; each split's two halves are refitted (``2·splits``
+            restarts; with ``resample`` ≠ 0.5 each restart fits a fresh random share instead).
+        resample: share of the documents a restart fits (0.5: complementary halves; 1: all rows).
+        max_iter, tol, backend, device: FastICA (:func:`darkmatter.analysis.ica.fit`).
+        control: run the matched control (else the floor is 0, a Gaussian's excess kurtosis).
+        stable_cos, stable_frequency: a component reappears in a restart at matched |cos| ≥
+            ``stable_cos`` and is stable when it reappears in ≥ ``stable_frequency`` of the restarts
+            that can tell (:func:`darkmatter.analysis.decompose.reappearance`).
+        alpha: family-wise error of the floor test; samples_per_parameter: the k rule's constant.
+    """
+
+    seed: int = 42
+    splits: int = 5
+    resample: float = 0.5
+    max_iter: int = 200
+    tol: float = 1e-6
+    backend: str = "torch"
+    device: str = "cpu"
+    control: bool = True
+    stable_cos: float = 0.9
+    stable_frequency: float = STABLE_FREQUENCY
+    alpha: float = ALPHA
+    samples_per_parameter: float = SAMPLES_PER_PARAMETER
+
+    @property
+    def n_restarts(self) -> int:
+        return 2 * self.splits
+
+    @property
+    def seeds(self) -> list[int]:
+        """The all-rows fit's seed, then one per restart."""
+        return [self.seed + i for i in range(1 + self.n_restarts)]
+
+    @property
+    def fraction(self) -> float:
+        """Share of the rows the fits stability rests on see (all rows without restarts)."""
+        return self.resample if self.n_restarts else 1.0
 
 
 @dataclass(frozen=True)
@@ -29,12 +84,14 @@ class KFit:
     """One k of the sweep.
 
     Attributes:
-        decomposition: the real components (ordered, signed, stability, settled).
-        control: FastICA on the matched Gaussian surrogate (None when switched off).
+        decomposition: the real components (ordered, signed, reappearance, settled).
+        control: FastICA on the matched null (None when switched off; its surrogate rows dropped).
         floor: each component's excess kurtosis against the control's largest.
         design_effect: Kish's design effect of source kurtosis (document-block vs token bootstrap
             variance, median over components); n / design_effect is the effective sample size.
-        kurtosis_se: float[k] block-bootstrap standard error of each source's excess kurtosis.
+        effective_tokens: n / design_effect.
+        k_bound: the largest k the effective-n rule allows, measured at this k
+            (:func:`darkmatter.analysis.decompose.effective_k_bound`); admissible: k ≤ k_bound.
         seconds_fit, seconds_control: wall time of the restarts and of the control.
     """
 
@@ -42,7 +99,8 @@ class KFit:
     control: ica.ControlResult | None
     floor: FloorTest
     design_effect: float
-    kurtosis_se: np.ndarray
+    effective_tokens: float
+    k_bound: int
     seconds_fit: float
     seconds_control: float
 
@@ -50,22 +108,31 @@ class KFit:
     def k(self) -> int:
         return self.decomposition.k
 
-    def stable(self, stable_cos: float) -> np.ndarray:
-        """bool[k]: matched |cos| ≥ ``stable_cos`` in every restart."""
-        return self.decomposition.stability >= stable_cos
+    @property
+    def admissible(self) -> bool:
+        return self.k <= self.k_bound
 
-    def n_reproducible(self, stable_cos: float) -> int:
-        """Components that are settled, stable across document halves and above the noise floor: the
-        count the sweep maximises."""
-        return int((self.stable(stable_cos) & self.floor.above & self.decomposition.settled).sum())
+    @property
+    def kurtosis_se(self) -> np.ndarray:
+        """float[k] block-bootstrap standard error of each source's excess kurtosis."""
+        return self.floor.se
+
+    @property
+    def reproducible(self) -> np.ndarray:
+        """bool[k]: settled, stable across document splits and above the noise floor."""
+        return self.decomposition.stable & self.floor.above & self.decomposition.settled
+
+    @property
+    def n_reproducible(self) -> int:
+        """The count the sweep maximises."""
+        return int(self.reproducible.sum())
 
 
-def fit_k(z_top: ica.Rows, pca: PCA, mean: np.ndarray, k: int, seeds: list[int], units: np.ndarray,
-          restarts: list[np.ndarray], max_iter: int, tol: float, backend: str = "torch", device: str = "cpu",
-          control: bool = True, progress: ica.Progress | None = None,
-          control_progress: ica.Progress | None = None, alpha: float = ALPHA,
-          scratch: Callable[[tuple[int, int]], np.ndarray] | None = None) -> KFit:
-    """Decompose the top-k whitened residual, run the matched control, test each source's kurtosis.
+def fit_k(z_top: ica.Rows, pca: PCA, mean: np.ndarray, k: int, units: np.ndarray, restarts: list[np.ndarray],
+          opts: FitOptions, progress: ica.Progress | None = None, control_progress: ica.Progress | None = None,
+          scratch: Scratch | None = None) -> KFit:
+    """Decompose the top-k whitened residual, run the matched control, test each source's kurtosis
+    against the floor, and measure the design effect and the effective-n bound at this k.
 
     Args:
         z_top: float[n, K ≥ k] whitened rows at the sweep's largest K (its first k columns are used):
@@ -73,10 +140,9 @@ def fit_k(z_top: ica.Rows, pca: PCA, mean: np.ndarray, k: int, seeds: list[int],
             this rank's rows of a sharded run; the control is then laid out the same way).
         pca, mean: the residual's PCA and mean (float64[d_model]) for the k-whitening.
         units: int[n] document (or window) of each row, for the block bootstrap.
-        restarts: row sets of the later seeds (:func:`darkmatter.analysis.resampling.restart_rows`);
-            the control uses the same ones.
-        control: run the Gaussian control; without it the floor is 0 (a Gaussian's excess kurtosis).
-        scratch: where the control's surrogate rows go (see :func:`darkmatter.analysis.ica.gaussian_control`).
+        restarts: row sets of the restarts (:func:`darkmatter.analysis.resampling.restart_rows`,
+            ``opts.n_restarts`` of them); the control uses the same ones.
+        scratch: where the control's surrogate rows go (see :func:`darkmatter.analysis.ica.norm_matched_surrogate`).
     Returns:
         KFit.
     Raises:
@@ -87,14 +153,67 @@ def fit_k(z_top: ica.Rows, pca: PCA, mean: np.ndarray, k: int, seeds: list[int],
     white = ica.pca_whitening(pca, mean, k)
     z: ica.Rows = z_top.columns(k) if isinstance(z_top, RowShard) else np.ascontiguousarray(z_top[:, :k])
     shard = z if isinstance(z, RowShard) else None
+    lo, comm = (shard.lo, shard.comm) if shard else (0, SINGLE)
+    seeds = opts.seeds
     t0 = time.perf_counter()
-    dec = decompose(z, white, seeds, max_iter, tol, restarts, backend, device, progress)
+    dec = decompose(z, white, seeds, opts.max_iter, opts.tol, restarts, opts.backend, opts.device, progress,
+                    opts.stable_cos, opts.stable_frequency)
     t1 = time.perf_counter()
-    ctrl = (ica.gaussian_control(ica.n_rows(z), k, seeds, max_iter, tol, white, restarts, backend, device,
-                                 control_progress, like=shard, scratch=scratch) if control else None)
+    ctrl = (ica.matched_control(z, seeds, opts.max_iter, opts.tol, white, restarts, opts.backend, opts.device,
+                                control_progress, scratch, opts.stable_cos, opts.stable_frequency)
+            if opts.control else None)
     t2 = time.perf_counter()
-    deff, se = design_effect(ica.Projected(z, dec.W), units, seeds[0],  # type: ignore[arg-type]
-                             lo=shard.lo if shard else 0, comm=shard.comm if shard else SINGLE)
-    floor = float(np.abs(ctrl.source_excess_kurtosis).max()) if ctrl is not None else 0.0
-    return KFit(decomposition=dec, control=ctrl, floor=noise_floor_test(dec.source_excess_kurtosis, se, floor, alpha),
-                design_effect=deff, kurtosis_se=se, seconds_fit=t1 - t0, seconds_control=t2 - t1)
+    real = unit_power_sums(ica.Projected(z, dec.W), units, lo=lo, comm=comm)  # type: ignore[arg-type]
+    null = (unit_power_sums(ica.Projected(ctrl.z, ctrl.fits[0].W), units, lo=lo, comm=comm)  # type: ignore[arg-type]
+            if ctrl is not None else None)
+    deff, _ = design_effect(ica.Projected(z, dec.W), units, seeds[0], lo=lo, comm=comm, block=real)  # type: ignore[arg-type]
+    floor = noise_floor_test(real, null, seeds[0], opts.alpha)
+    n = ica.n_rows(z)
+    bound = effective_k_bound(n, deff, opts.fraction, opts.samples_per_parameter)
+    return KFit(decomposition=dec, control=replace(ctrl, z=None) if ctrl is not None else None, floor=floor,
+                design_effect=deff, effective_tokens=n / max(deff, 1e-12), k_bound=bound,
+                seconds_fit=t1 - t0, seconds_control=t2 - t1)
+
+
+Bars = Callable[[int], tuple[ica.Progress | None, ica.Progress | None, Callable[[], None]]]
+"""``bars(k)`` → (progress of the real fits, of the control, close) for one k (e.g. tqdm bars)."""
+
+
+def sweep(z_top: ica.Rows, pca: PCA, mean: np.ndarray, ks: list[int], units: np.ndarray,
+          restarts: list[np.ndarray], opts: FitOptions, bars: Bars | None = None, scratch: Scratch | None = None,
+          report: Callable[[KFit], None] | None = None) -> tuple[dict[int, KFit], list[int]]:
+    """:func:`fit_k` at each k of ``ks`` in ascending order, stopping before a k the effective
+    sample size measured at the previous k cannot support (its design effect predicts
+    k > :func:`~darkmatter.analysis.decompose.effective_k_bound`); the first k is always fitted.
+    Where the last k fitted exceeds its own bound, the bound itself (the largest k the effective
+    sample size supports) is fitted too, as :func:`~darkmatter.analysis.decompose.sweep_ks` adds
+    the largest k the raw count supports.
+
+    Args:
+        ks: ascending k (:func:`darkmatter.analysis.decompose.sweep_ks`); the rest as :func:`fit_k`.
+        bars: progress bars per k; report: called with each KFit as it is made.
+    Returns:
+        ({k: KFit} for the fitted k, the k of ``ks`` skipped by the rule).
+    """
+    fits: dict[int, KFit] = {}
+    n = ica.n_rows(z_top)
+
+    def fit(k: int) -> KFit:
+        real_bar, ctrl_bar, close = bars(k) if bars is not None else (None, None, lambda: None)
+        fits[k] = fit_k(z_top, pca, mean, k, units, restarts, opts, real_bar, ctrl_bar, scratch)
+        close()
+        if report is not None:
+            report(fits[k])
+        return fits[k]
+
+    skipped: list[int] = []
+    for i, k in enumerate(ks):
+        if fits and k > effective_k_bound(n, fits[ks[i - 1]].design_effect, opts.fraction, opts.samples_per_parameter):
+            skipped = ks[i:]
+            break
+        fit(k)
+    last = fits[max(fits)]
+    best = max((f.k for f in fits.values() if f.admissible), default=1)
+    if not last.admissible and best < last.k_bound and last.k_bound not in fits:
+        fit(last.k_bound)
+    return fits, skipped

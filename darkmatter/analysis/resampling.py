@@ -15,6 +15,7 @@ the pipeline draws whole units, never single tokens:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,9 +169,15 @@ def unit_power_sums(x: np.ndarray, units: np.ndarray, shift: np.ndarray | None =
     for s in range(0, x.shape[0], chunk_size):
         c = np.asarray(x[s:s + chunk_size], dtype=np.float64) - shift
         g = group_of(units[lo + s:lo + s + len(c)])
+        # rows sorted by group, then summed run by run (np.add.reduceat): vectorised, unlike np.add.at
+        order = np.argsort(g, kind="stable")
+        gs = g[order]
+        starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+        present = gs[starts]
+        c = c[order]
         p = c.copy()
         for i in range(4):
-            np.add.at(sums[:, i], g, p)
+            sums[present, i] += np.add.reduceat(p, starts, axis=0)
             p *= c
     return UnitSums(count=count, sums=comm.sum_np(sums))
 
@@ -178,25 +185,48 @@ def unit_power_sums(x: np.ndarray, units: np.ndarray, shift: np.ndarray | None =
 def bootstrap_kurtosis(sums: UnitSums, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> np.ndarray:
     """Block-bootstrap draws of each variable's excess kurtosis: float64[n_boot, k]
     (units drawn with replacement, as many as there are)."""
-    rng = np.random.default_rng([seed, 1013])
-    G = len(sums.count)
-    weights = rng.multinomial(G, np.full(G, 1.0 / G), size=n_boot).astype(np.float64)
-    return sums.excess_kurtosis(weights)
+    return np.concatenate([draws[0] for draws in paired_bootstrap([sums], n_boot, seed)])
+
+
+def paired_bootstrap(sums: list[UnitSums], n_boot: int, seed: int, batch: int = 256) -> Iterator[list[np.ndarray]]:
+    """Block-bootstrap draws of excess kurtosis for several sets of variables measured on the same
+    units, each draw resampling the *same* units for every set (a paired bootstrap), in batches so
+    that the weights never exceed ``batch × G``.
+
+    Args:
+        sums: per-unit power sums over the same G units (e.g. the real sources and the control's).
+        n_boot: draws in all; seed: the draws' seed (each batch of ``batch`` draws has its own stream).
+    Yields:
+        per batch, one float64[b, k_i] array of excess kurtosis per entry of ``sums``.
+    Raises:
+        ValueError: the sums cover different units.
+    """
+    G = len(sums[0].count)
+    if any(len(s.count) != G or not np.array_equal(s.count, sums[0].count) for s in sums):
+        raise ValueError("a paired bootstrap needs the same units in every set of sums")
+    p = np.full(G, 1.0 / G)
+    for start in range(0, n_boot, batch):
+        b = min(batch, n_boot - start)
+        rng = np.random.default_rng([seed, 1013, start // batch + 1])
+        weights = rng.multinomial(G, p, size=b).astype(np.float64)
+        yield [s.excess_kurtosis(weights) for s in sums]
 
 
 def design_effect(x: np.ndarray, units: np.ndarray, seed: int, n_boot: int = N_BOOTSTRAP,
-                  shift: np.ndarray | None = None, lo: int = 0, comm: Comm = SINGLE) -> tuple[float, np.ndarray]:
+                  shift: np.ndarray | None = None, lo: int = 0, comm: Comm = SINGLE,
+                  block: UnitSums | None = None) -> tuple[float, np.ndarray]:
     """Kish's design effect of excess kurtosis: block-bootstrap variance over units divided by
     the variance when the same rows are shuffled into pseudo-units of the same sizes (which is
     the token-level, iid bootstrap). The median over the k variables is the run's figure.
 
     Args:
         x: float[n, k]; units: int[n]; shift: float[k]; lo, comm: sharded runs (see :func:`unit_power_sums`).
+        block: x's per-unit sums when already computed (:func:`unit_power_sums` with the same shift).
     Returns:
         (median design effect ≥ 1 in practice, float64[k] standard error of each variable's
         excess kurtosis from the block bootstrap).
     """
-    block = unit_power_sums(x, units, shift, lo=lo, comm=comm)
+    block = block if block is not None else unit_power_sums(x, units, shift, lo=lo, comm=comm)
     shuffled = unit_power_sums(x, np.random.default_rng([seed, 1014]).permutation(units), shift, lo=lo, comm=comm)
     se_block = bootstrap_kurtosis(block, n_boot, seed).std(0, ddof=1)
     se_token = bootstrap_kurtosis(shuffled, n_boot, seed).std(0, ddof=1)

@@ -80,7 +80,7 @@ class Firing:
 
 @dataclass(frozen=True)
 class ControlComparison:
-    """The real sources against the Gaussian control (the floor test's counts come from ica.json)."""
+    """The real sources against the matched control (the floor test's counts come from ica.json)."""
 
     source_excess_kurtosis_max_abs: float
     n_stable: int
@@ -102,7 +102,7 @@ class TailComparison:
     ica_tail_fraction_3sd: TailShare
     sae_firing_frequency: Firing
     ica_max_abs_offdiag_correlation: float
-    gaussian_control: ControlComparison | None
+    control: ControlComparison | None
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def compare_tails(m_ica: Moments, tail: np.ndarray, feature_moments: np.ndarray,
         tail: float[k] share of tokens beyond 3 sd per source (:func:`~darkmatter.analysis.stats.tail_fraction`).
         feature_moments: float64[5, d_sae]: firing count, Σf, Σf², Σf³, Σf⁴ per SAE feature.
         n_stable: stable ICA components.
-        control_floor, control_n_stable: the Gaussian control's largest |source excess kurtosis| and
+        control_floor, control_n_stable: the matched control's largest |source excess kurtosis| and
             stable count (None without a control).
         n_above_floor: components passing step 04's noise-floor test; control_kurtosis: the
             control's whole source excess kurtosis distribution.
@@ -162,6 +162,6 @@ def compare_tails(m_ica: Moments, tail: np.ndarray, feature_moments: np.ndarray,
         sae_firing_frequency=Firing(summary=Summary.of(freq[alive]) if alive.any() else None,
                                     mean_l0=float(fm[0].sum() / n)),
         ica_max_abs_offdiag_correlation=max_offdiag_correlation(m_ica.cov, np.sqrt(m_ica.var)),
-        gaussian_control=control)
+        control=control)
     return result, FeatureTails(excess_kurtosis=sae_kurt[alive], frequency=freq[alive],
                                 excess_kurtosis_active=active_kurt[alive])

@@ -66,6 +66,9 @@ class SourceOptions:
     activation-cache folder; no model is loaded"""
     activation_tokens: str | None = _optional(None, str)
     """.npy of token ids [n_windows, context] matching --activations (text contexts in 06)"""
+    activation_documents: str | None = _optional(None, str)
+    """.npy of int document (sequence) ids of --activations, one per window [n_windows] or per row: restarts
+    and standard errors then resample whole documents (without it, whole windows, or rows)"""
     tokenizer: str | None = _optional(None, str)
     """tokenizer (folder or cached name) that decodes the token ids of --activations"""
     context_size: int = 128
@@ -144,8 +147,11 @@ class ICAOptions:
     """fitted tokens per unmixing parameter the sweep requires: k ≤ √(n / this) (Onton & Makeig 2006)"""
     ica_backend: ICABackend = "torch"
     """FastICA: torch (our engine, stops once the identifiable components are stable; CPU or CUDA) or sklearn"""
-    ica_seeds: int = 3
-    """FastICA restarts (seed, seed+1, ...) for the stability check"""
+    stability_splits: int = 5
+    """random splits of the documents for the stability check: both halves of each are refitted (FastICA seeds
+    seed+1, seed+2, ...) and a component's stability is how often it reappears"""
+    stable_frequency: float = 0.9
+    """share of the restarts that can tell (whose matching row settled) a component must reappear in to be stable"""
     ica_max_iter: int = 200
     """FastICA iteration cap"""
     ica_tol: float = 1e-6
@@ -153,11 +159,12 @@ class ICAOptions:
     ica_max_tokens: int | None = _optional(None, int)
     """fit ICA on a random subsample of this many tokens (sources still cover every token)"""
     ica_resample: float = 0.5
-    """share of the documents each later restart fits; 0.5 = complementary halves (disjoint pairs); 1 = all rows"""
+    """share of the documents each restart fits; 0.5 = both halves of each split (disjoint pairs); 1 = all rows"""
     stable_cos: float = 0.9
-    """matched |cos| across seeds for a component to count as stable"""
-    gaussian_control: bool = True
-    """also run the same ICA on a Gaussian surrogate (same tokens, k, seeds, restarts, optimisation): the noise floor"""
+    """matched |cos| at which a component counts as reappearing in a restart"""
+    control: bool = True
+    """also run the same ICA on the matched null, a norm-matched elliptical surrogate (same tokens, norms,
+    documents, k, seeds, restarts, optimisation): the noise floor"""
 
 
 @dataclass(frozen=True)
@@ -167,7 +174,7 @@ class CompareOptions:
     null_draws: int = 20
     """random rotations in the whitened subspace drawn for the matched null's distribution"""
     keep_artifacts: bool = False
-    """let components flagged as artifacts (one position, document or token) be candidates"""
+    """let components flagged as positional artifacts (top activations on the first positions) be candidates"""
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def open_source(cfg: Config, device: str) -> ActivationSource:
 
         assert s.activations is not None
         return CachedSource(s.activations, s.hook_name, s.activation_tokens, s.tokenizer, s.max_norm_ratio,
-                            split=cfg.trains_sae)
+                            split=cfg.trains_sae, documents_path=s.activation_documents)
     from darkmatter.sources.model_source import ModelSource, TextSpec
 
     text = TextSpec(text_files=s.text_files, dataset=s.dataset, column=s.dataset_column,
@@ -159,12 +159,10 @@ class StepContext:
         return rel if not rel.startswith(f"..{os.sep}..") and rel != "../.." else f"{path.parent.name}/{path.name}"
 
     def units(self) -> tuple[np.ndarray, str]:
-        """The resampling unit (document, or window) of every analysed row, from step 02's
-        ``token_index.npy`` and ``tokens.npy`` (:func:`darkmatter.analysis.resampling.units_of`)."""
-        from darkmatter.analysis.resampling import units_of
-
+        """The resampling unit of every analysed row (``"document"``, else ``"window"`` or ``"row"``), as
+        the source reads step 02's ``token_index.npy`` and ``tokens.npy`` (``ActivationSource.units``)."""
         tokens = self.store.load_npy("tokens.npy", mmap=False) if self.store.exists("tokens.npy") else None
-        return units_of(self.store.load_npy("token_index.npy", mmap=False), tokens)
+        return self.source.units(self.store.load_npy("token_index.npy", mmap=False), tokens)
 
     # ---- arrays -----------------------------------------------------------------------------
     def arrays(self, *names: str, d_model: int) -> list[np.ndarray]:

@@ -48,7 +48,8 @@ class ArrayInfo:
 
 @dataclass(frozen=True)
 class NoiseFloor:
-    """The real run against the Gaussian control (same n, k, seeds, restarts and optimisation).
+    """The real run against the matched control (a norm-matched elliptical surrogate: same n, k, seeds,
+    restarts and optimisation).
 
     Attributes:
         null: how the floor test is made, in words (ica.json ``noise_floor``).
@@ -101,7 +102,7 @@ class Results:
         config: the resolved config by section.
         headline: one-line findings; verdict: step 03's decision-point sentence.
         candidate_dark_matter_components: the candidate rule's components (similarity.json).
-        noise_floor: the real run against the Gaussian control (None without a control).
+        noise_floor: the real run against the matched control (None without a control).
         components: one row per component.
         steps: every step of the table with its outputs and timing.
         arrays: shape and dtype of every .npy; plots: the PNG names.

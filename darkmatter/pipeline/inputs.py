@@ -118,7 +118,7 @@ def fingerprints(cfg: Config) -> dict[str, dict[str, Any]]:
         add("sae", "--sae-path", s.sae_path, first, _folder(Path(s.sae_path)))
     if s.model_source == "cached":
         for name, value in (("activations", s.activations), ("activation_tokens", s.activation_tokens),
-                            ("tokenizer", s.tokenizer)):
+                            ("activation_documents", s.activation_documents), ("tokenizer", s.tokenizer)):
             if value is not None and (name != "tokenizer" or Path(value).exists()):
                 add(name, "--" + name.replace("_", "-"), value, first, _folder(Path(value)))
     return out

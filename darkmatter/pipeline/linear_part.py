@@ -55,13 +55,14 @@ def split(ctx: StepContext, ica_result: ICAResult, x: np.ndarray, r: np.ndarray)
     z = ica.whiten_rows(view, white, None, chunk)  # type: ignore[arg-type]
     seeds = [f.seed for f in ica_result.seeds]
     restarts = resampling.restart_rows(units, len(seeds) - 1, ica_result.restart_resample, cfg.source.seed)
-    dec = decompose(z, white, seeds, i.ica_max_iter, i.ica_tol, restarts, i.ica_backend, ctx.device)
+    dec = decompose(z, white, seeds, i.ica_max_iter, i.ica_tol, restarts, i.ica_backend, ctx.device,
+                    stable_cos=i.stable_cos, stable_frequency=i.stable_frequency)
     # each residual component's best |cos| to the nonlinear part's components
     match = np.abs(store.load_npy("ica_directions.npy", mmap=False).astype(np.float64) @ dec.directions.T).max(1)
     places = linear_split.lives_in(np.array(result.readout_variance_predicted), match)
     return LinearSplitResult(
         split=result, unit=unit, n_units=int(len(np.unique(units))), k=k, nonlinear_k=k_nl,
-        nonlinear_n_stable=dec.n_stable(i.stable_cos),
+        nonlinear_n_stable=dec.n_stable,
         counts={p: places.count(p) for p in ("linear", "nonlinear", "both", "neither")},
         components=[ComponentLinearity(component=c, linear_share=float(result.readout_variance_predicted[c]),
                                        nonlinear_match=float(match[c]), lives_in=places[c]) for c in range(k)])

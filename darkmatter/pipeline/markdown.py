@@ -94,7 +94,7 @@ def report_markdown(r: Results) -> str:
         nf = r.noise_floor
         out += ["## Noise floor", "", f"Null: {nf.null}.", "",
                 table(["", "stable", "settled", "max abs source excess kurtosis", "median source excess kurtosis"],
-                      [["Gaussian control", nf.control_n_stable, _num(nf.control_n_settled, "d"),
+                      [["matched control", nf.control_n_stable, _num(nf.control_n_settled, "d"),
                         f"{nf.control_max_abs_source_excess_kurtosis:.3f}",
                         f"{nf.control_median_source_excess_kurtosis:.3f}"],
                        ["residual", ica.n_stable, ica.n_settled,
@@ -208,7 +208,7 @@ def layers_markdown(summary: LayersSummary) -> str:
     """layers_summary.md: the per-layer table."""
     names = list(summary.layers[0].mean_max_abs_cos_to_sae) if summary.layers else []
     head = ["layer", "hook", "SAE FVU", "L0", "dead", "resid. median excess kurt.", "PCA 90%", "k", "stable",
-            "stable in Gaussian control", "stable above noise floor",
+            "stable in matched control", "stable above noise floor",
             " / ".join(names) + " max abs cos to SAE", "candidate dark matter"]
     rows = [[r.layer, f"`{r.hook_name}`", f"{r.sae_fvu:.4f}", f"{r.sae_l0:.1f}", f"{r.sae_dead_fraction:.1%}",
              f"{r.residual_median_excess_kurtosis:.2f}", r.pca_components_for_90, r.k, r.n_stable,

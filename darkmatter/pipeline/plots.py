@@ -170,7 +170,7 @@ def similarity_vs_null(raw: np.ndarray, projected: np.ndarray, null_raw: np.ndar
 
 def kurtosis_vs_sae(ica_kurt: np.ndarray, control_kurt: np.ndarray | None, sae_kurt: np.ndarray,
                     sae_kurt_active: np.ndarray, sae_freq: np.ndarray, floor: float | None, title: str) -> Figure:
-    """Left: excess kurtosis of ICA sources, of the Gaussian control's sources and of SAE features
+    """Left: excess kurtosis of ICA sources, of the matched control's sources and of SAE features
     conditional on activity (like for like: the distribution of values, not of zeros), on a symlog
     axis, with the noise floor marked. Right: SAE features' excess kurtosis over all tokens against
     their firing rate, beside what the zeros alone give ((1 − 6pq)/(pq)): that figure restates firing
@@ -180,7 +180,7 @@ def kurtosis_vs_sae(ica_kurt: np.ndarray, control_kurt: np.ndarray | None, sae_k
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     sets = [("ICA sources", ica_kurt, "tab:blue"), ("SAE features, active tokens only", sae_kurt_active, "tab:orange")]
     if control_kurt is not None and len(control_kurt):
-        sets.append(("Gaussian control sources", control_kurt, "tab:grey"))
+        sets.append(("matched control sources", control_kurt, "tab:grey"))
     edges = _symlog_edges(*(v for _, v, _ in sets))
     for label, v, color in sets:
         left.hist(v, bins=edges, weights=_share(v), histtype="stepfilled", alpha=0.45, color=color,

@@ -78,7 +78,7 @@ def run_table(r: Results, name: str) -> str:
     ]
     if r.noise_floor is not None:
         nf = r.noise_floor
-        rows.append(["Gaussian control (same n, k, seeds, restarts and optimisation)",
+        rows.append(["matched control (norm-matched elliptical surrogate; same n, k, seeds, restarts and optimisation)",
                      f"{nf.control_n_stable}/{ica.k} stable; largest source excess kurtosis "
                      f"{nf.control_max_abs_source_excess_kurtosis:.3f}; effective sample size "
                      f"{nf.effective_tokens:,.0f} tokens (design effect {nf.design_effect:.2f})"])
@@ -111,11 +111,11 @@ def run_table(r: Results, name: str) -> str:
 
 
 def noise_floor_table(runs: dict[str, Results]) -> str:
-    """One row per run: real stable components against the Gaussian control."""
+    """One row per run: real stable components against the matched control."""
     rows = []
     for label, r in runs.items():
         nf, ica = r.noise_floor, r.ica
-        if nf is None or ica.gaussian_control is None:
+        if nf is None or ica.control is None:
             continue
         truth = ""
         if r.groundtruth is not None:
@@ -123,10 +123,10 @@ def noise_floor_table(runs: dict[str, Results]) -> str:
             truth = (f" ({g.n_found}/{g.n_dark} dark features found, {r.groundtruth.n_stable_false_discoveries} false "
                      "discoveries among the stable)")
         rows.append([label, f"{r.diagnostics.n_tokens:,} × {ica.k}", f"{ica.n_stable} / {ica.k}{truth}",
-                     nf.control_n_stable, f"{ica.gaussian_control.stability_max:.2f}",
+                     nf.control_n_stable, f"{ica.control.stability_max:.2f}",
                      f"{nf.control_max_abs_source_excess_kurtosis:.3f}", f"{nf.n_above_floor} / {ica.k}",
                      f"{nf.n_reproducible}", f"{nf.n_candidates}"])
-    head = ["run", "tokens × k", "real: stable / k", "Gaussian control: stable", "control: best matched \\|cos\\|",
+    head = ["run", "tokens × k", "real: stable / k", "matched control: stable", "control: best matched \\|cos\\|",
             "control: max \\|source excess kurtosis\\|", "real sources above the floor", "settled, stable and above",
             "candidates"]
     return ("Generated from " + "; ".join(f"{label}: {r.machine}, {r.generated}" for label, r in runs.items())

@@ -63,7 +63,7 @@ def candidates(p: Parts) -> list[int]:
 
 
 def noise_floor(p: Parts) -> NoiseFloor | None:
-    control, ica = p.ica.gaussian_control, p.ica
+    control, ica = p.ica.control, p.ica
     if control is None:
         return None
     return NoiseFloor(null=ica.noise_floor, control_n_stable=control.n_stable, control_n_settled=control.n_settled,
@@ -116,7 +116,7 @@ def headline(p: Parts, novel: list[int], floor: NoiseFloor | None) -> list[str]:
     ]
     if floor is not None:
         lines.append(
-            f"noise floor: {floor.control_n_stable} of {ica.k} Gaussian-control components stable, largest control "
+            f"noise floor: {floor.control_n_stable} of {ica.k} matched-control components stable, largest control "
             f"excess kurtosis {floor.control_max_abs_source_excess_kurtosis:.3f}; effective sample size "
             f"{floor.effective_tokens:,.0f} tokens (design effect {floor.design_effect:.2f})")
     if p.groundtruth is not None:

@@ -18,11 +18,13 @@ class KSweepPoint:
     Attributes:
         k: components; variance_kept: share of residual variance in the top-k PCA subspace.
         n_settled: rows of the first fit the engine called settled.
-        n_stable: stable across restarts on disjoint document halves.
+        n_stable: stable across the restarts on document halves; n_undetermined: too few restarts could tell.
         n_above_floor: source kurtosis above the control's largest (Holm-corrected test).
         n_reproducible: settled, stable and above the floor (what the default rule maximises).
         control_max_kurtosis: the control's largest source excess kurtosis; control_n_stable.
-        design_effect: Kish's design effect of source kurtosis (see ``ICAResult.design_effect``).
+        design_effect: Kish's design effect of source kurtosis (see ``ICAResult.design_effect``);
+        effective_tokens: n / design_effect; k_bound: the largest k the effective-n rule allows at it;
+        admissible: k ≤ k_bound (only admissible k can be chosen).
         seconds_fit, seconds_control: wall time of the restarts and of the control.
     """
 
@@ -30,11 +32,15 @@ class KSweepPoint:
     variance_kept: float
     n_settled: int
     n_stable: int
+    n_undetermined: int
     n_above_floor: int
     n_reproducible: int
     control_max_kurtosis: float | None
     control_n_stable: int | None
     design_effect: float
+    effective_tokens: float
+    k_bound: int
+    admissible: bool
     seconds_fit: float
     seconds_control: float
 
@@ -44,18 +50,26 @@ class ComponentFit:
     """One component at the chosen k (ica.json ``components``, in component order).
 
     Attributes:
-        stability: lowest matched |cos| over the restarts; stable: ≥ the threshold.
+        stability: reappearance frequency: the share of the restarts that can tell (whose matching row
+            settled, or where it reappears) in which it reappears at matched |cos| ≥ the threshold;
+        stability_status: "stable", "unstable" or "undetermined" (too few restarts could tell);
+        restarts_determined, restarts: restarts that could tell, and all restarts;
+        matched_cos_median: median matched |cos| over the restarts; stable: status is "stable".
         settled: the engine's row for it stopped moving (False: "unsettled", an arbitrary
             completion of the settled rows, excluded from candidates and similarity means).
         source_excess_kurtosis: over every fitted token; kurtosis_se: its document
             block-bootstrap standard error.
-        floor_z, floor_p: one-sided test against the control's largest kurtosis;
+        floor_z: (kurtosis − floor) / SE, for reading; floor_p: the paired percentile-bootstrap p-value;
         above_floor: rejected after Holm's correction.
-        artifact: where its top activations concentrate.
+        artifact: where its strongest activations concentrate (positional flag, token / document labels).
     """
 
     component: int
     stability: float
+    stability_status: str
+    restarts_determined: int
+    restarts: int
+    matched_cos_median: float
     stable: bool
     settled: bool
     source_excess_kurtosis: float
@@ -75,24 +89,31 @@ class ICAResult:
         k_sweep: what each swept k gave (one point when --n-components fixes k).
         samples_per_parameter, max_supported_k: the rule n ≥ c·k² bounding the sweep.
         n_tokens, n_fit_tokens: tokens with sources, tokens FastICA saw.
-        resampling_unit, n_units: what restarts and the bootstrap draw ("document" or "window").
+        k_skipped: swept k not fitted because the effective sample size at the k before could not support them.
+        resampling_unit, n_units: what restarts and the bootstrap draw ("document", "window" or "row").
         algorithm, backend: the estimator.
-        seeds: how each restart ended; restart_resample: the share of documents later restarts fit.
+        seeds: how each fit ended (the all-rows fit, then the restarts);
+        stability_splits, restart_resample: document splits (both halves refitted) and the share each
+        restart fits; stable_frequency: the reappearance a stable component needs.
         all_converged, all_settled_converged: over seeds.
         max_iter, tol: the settings.
-        stable_threshold, n_stable, n_settled, n_above_floor, n_reproducible: counts at the chosen k.
+        stable_threshold, n_stable, n_undetermined, n_settled, n_above_floor, n_reproducible: counts at
+            the chosen k.
         pca_variance_kept: share of residual variance in the whitened subspace;
         reconstruction_variance_explained: the same measured through the unmixing (must agree).
         component_order: how components are ordered and signed.
-        gaussian_control: FastICA on a whitened Gaussian surrogate (None when switched off).
-        noise_floor: how the floor test is made (the null, in words).
-        design_effect, effective_tokens: Kish's design effect of source kurtosis and n / it.
+        control: FastICA on the matched null (None when switched off); control_null: that null in words.
+        noise_floor: how the floor test is made (the null, in words); floor, floor_interval: the control's
+            largest |kurtosis| and its 95% bootstrap range; floor_draws: bootstrap draws of the test.
+        design_effect, effective_tokens: Kish's design effect of source kurtosis and n / it;
+        k_bound: the largest k the effective-n rule allows at the chosen k.
         components: per component, in component order.
     """
 
     k: int
     k_rule: str
     k_sweep: list[KSweepPoint]
+    k_skipped: list[int]
     samples_per_parameter: float
     max_supported_k: int
     n_tokens: int
@@ -102,13 +123,16 @@ class ICAResult:
     algorithm: str
     backend: str
     seeds: list[SeedFit]
+    stability_splits: int
     restart_resample: float
+    stable_frequency: float
     all_converged: bool
     all_settled_converged: bool
     max_iter: int
     tol: float
     stable_threshold: float
     n_stable: int
+    n_undetermined: int
     n_settled: int
     n_above_floor: int
     n_reproducible: int
@@ -116,17 +140,23 @@ class ICAResult:
     reconstruction_variance_explained: float
     reconstruction_matches_pca: bool
     component_order: str
-    gaussian_control: ControlSummary | None
+    control: ControlSummary | None
+    control_null: str | None
     noise_floor: str
+    floor: float
+    floor_interval: list[float]
+    floor_draws: int
     design_effect: float
     effective_tokens: float
+    k_bound: int
     components: list[ComponentFit]
 
     def is_stable(self, component: int) -> bool:
         return self.components[component].stable
 
     @property
-    def stability_min_abs_cos(self) -> list[float]:
+    def stability(self) -> list[float]:
+        """Reappearance frequency of every component."""
         return [c.stability for c in self.components]
 
     @property

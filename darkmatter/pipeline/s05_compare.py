@@ -8,9 +8,10 @@ import numpy as np
 
 from darkmatter.analysis import compare
 from darkmatter.analysis import directions as direction_sets
-from darkmatter.analysis.candidates import RULE, classify, novelty_cut
+from darkmatter.analysis.candidates import RULE, classify
 from darkmatter.analysis.compare import HIGH, LOW, DecoderMatch, MatchSummary, decoder_match
 from darkmatter.analysis.groundtruth import FALSE_COS, FOUND_COS, GroundTruthScores, score_sets
+from darkmatter.analysis.search import null_cuts
 from darkmatter.analysis.stats import Summary
 from darkmatter.pipeline import plots
 from darkmatter.pipeline.context import StepContext
@@ -38,19 +39,16 @@ def run(ctx: StepContext) -> None:
     W_proj = compare.project_rows(W_dec, basis)
     raw = {name: decoder_match(dirs, W_dec) for name, dirs in sets.items()}
     proj = {name: decoder_match(dirs, W_proj) for name, dirs in sets.items()}
-    null_raw, null_proj = [], []
-    for draw in direction_sets.baseline_draws(direction_sets.NULL, context, cfg.compare.null_draws):
-        null_raw.append(decoder_match(draw, W_dec, n_top=1).max_abs_cos)
-        null_proj.append(decoder_match(draw, W_proj, n_top=1).max_abs_cos)
+    null_raw, null_proj, cuts = null_cuts(W_dec, W_proj, context, cfg.compare.null_draws)
     ica, ica_p = raw[direction_sets.ICA], proj[direction_sets.ICA]
     comps = ica_result.components
     settled = np.array([c.settled for c in comps])
-    an = compare.against_null(ica.max_abs_cos[settled], np.concatenate(null_raw))
-    anp = compare.against_null(ica_p.max_abs_cos[settled], np.concatenate(null_proj))
-    cuts = novelty_cut(LOW, an.null_p99), novelty_cut(LOW, anp.null_p99)
+    an = compare.against_null(ica.max_abs_cos[settled], null_raw)
+    anp = compare.against_null(ica_p.max_abs_cos[settled], null_proj)
     verdicts = classify(settled, np.array([c.stable for c in comps]), np.array([c.above_floor for c in comps]),
                         ica.max_abs_cos, ica_p.max_abs_cos,
-                        np.array([c.artifact.flagged and not cfg.compare.keep_artifacts for c in comps]), *cuts)
+                        np.array([c.artifact.positional and not cfg.compare.keep_artifacts for c in comps]), *cuts,
+                        undetermined=np.array([c.stability_status == "undetermined" for c in comps]))
     share = compare.subspace_share(W_dec, basis)
     npid = cfg.source.neuronpedia_id
     keep = settled if not settled.all() else None  # similarity means over settled components only
@@ -90,7 +88,7 @@ def run(ctx: StepContext) -> None:
         ctx.discard_unless({"groundtruth.json", "groundtruth_recovery.png"} if truth is not None else set(),
                            "groundtruth.json", "groundtruth_recovery.png")
         store.save_figure("ica_sae_similarity.png", plots.similarity_vs_null(
-            ica.max_abs_cos, ica_p.max_abs_cos, np.concatenate(null_raw), np.concatenate(null_proj),
+            ica.max_abs_cos, ica_p.max_abs_cos, null_raw, null_proj,
             np.array([c.stable for c in comps]) & settled, np.array([not v for v in verdicts]),
             {direction_sets.labels(k)[name]: m.max_abs_cos for name, m in raw.items()
              if name not in (direction_sets.ICA, direction_sets.NULL)},

@@ -1,5 +1,5 @@
 """Step 07: heavy tails of the ICA sources against the SAE's features, like for like, beside the
-Gaussian control."""
+matched control."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def run(ctx: StepContext) -> None:
     if sae_stats.metrics.n_tokens != n or fm.shape != (5, sae_stats.metrics.d_sae):
         raise DarkMatterError("ica_activations.npy / sae_feature_moments.npy do not match sae_stats.json: "
                               "rerun scripts/02_collect_activations.py, then 03-04")
-    control = ica.gaussian_control
+    control = ica.control
     result, features = compare_tails(m_ica, tail, fm, ica.n_stable,
                                      control.source_excess_kurtosis_max_abs if control else None,
                                      control.n_stable if control else None, ica.n_above_floor,
@@ -44,7 +44,7 @@ def run(ctx: StepContext) -> None:
     print(f"excess kurtosis: ICA median {np.median(ica_k):.2f} (max {ica_k.max():.1f}); SAE features firing ≥ "
           f"{ALIVE_FREQUENCY:.1%} (n={sae.n_features_counted}): median {med[0]:.1f} over all tokens (zeros alone "
           f"give {med[1]:.1f}), {med[2]:.2f} over active tokens")
-    gc = result.gaussian_control
+    gc = result.control
     if gc:
         print(f"noise floor (ICA on a Gaussian surrogate): max |excess kurtosis| "
               f"{gc.source_excess_kurtosis_max_abs:.3f}, {gc.n_stable} stable; real: "

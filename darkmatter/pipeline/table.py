@@ -157,7 +157,8 @@ register(Step(
 register(Step(
     4, "run_ica", "darkmatter.pipeline.s04_ica",
     "The k sweep; at each k, PCA-whitening, FastICA over seeds (restarts on disjoint document halves), "
-    "matching, the Gaussian control with the same optimisation and the noise-floor test; sources for "
+    "matching across document splits, the matched control (norm-matched elliptical surrogate) with the same "
+    "optimisation and the noise-floor test; sources for "
     "every token at the chosen k; artifact flags.",
     reads=("config.json", "setup.json", "sae_stats.json", "diagnostics.json", "residuals.npy",
            "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy", "token_index.npy"),
@@ -186,7 +187,8 @@ register(Step(
     owns=("interpret",)))
 register(Step(
     7, "statistics", "darkmatter.pipeline.s07_statistics",
-    "Excess kurtosis of ICA sources against SAE features like for like, beside the Gaussian control.",
+    "Excess kurtosis of ICA sources against SAE features like for like, beside the matched control; the "
+    "detection limit (injection–recovery).",
     reads=("config.json", "sae_stats.json", "ica.json", "ica_activations.npy", "sae_feature_moments.npy"),
     writes=("statistics.json", "ica_vs_sae_kurtosis.png")))
 register(Step(

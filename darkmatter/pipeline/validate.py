@@ -48,8 +48,10 @@ def validate(cfg: Config) -> None:
             problems.append(f"--device {d}: this machine has no CUDA device; pass --device cpu (or auto)")
         elif ":" in d and int(d.split(":")[1]) >= torch.cuda.device_count():
             problems.append(f"--device {d}: there are {torch.cuda.device_count()} CUDA devices here")
-    if cfg.ica.ica_seeds < 2:
-        problems.append("--ica-seeds must be at least 2: stability is measured across restarts")
+    if cfg.ica.stability_splits < 1:
+        problems.append("--stability-splits must be at least 1: stability is measured across restarts")
+    if not 0 < cfg.ica.stable_frequency <= 1:
+        problems.append("--stable-frequency must lie in (0, 1]")
     for name in ("causal_windows", "context_window"):
         if get(cfg, name) < 0:
             problems.append(f"{flag(name)} must be 0 or more")
@@ -71,8 +73,10 @@ def validate(cfg: Config) -> None:
         problems.append("--model-source cached needs --activations PATH")
     if s.model_source != "cached" and s.activations is not None:
         problems.append(f"--activations is read only by --model-source cached, not {s.model_source}: drop one")
-    if s.activations is None and (s.activation_tokens is not None or s.tokenizer is not None):
-        problems.append("--activation-tokens and --tokenizer describe --activations: pass it too, or drop them")
+    if s.activations is None and (s.activation_tokens is not None or s.tokenizer is not None
+                                  or s.activation_documents is not None):
+        problems.append("--activation-tokens, --activation-documents and --tokenizer describe --activations: "
+                        "pass it too, or drop them")
     if s.model_source == "planted":
         if s.sae_release or s.sae_path:
             problems.append("planted activations bring their own SAE: drop --sae-release/--sae-path")

@@ -194,6 +194,19 @@ class ActivationSource(Protocol):
         """What the source cannot show (e.g. no tokens: contexts are skipped), or None."""
         ...
 
+    def units(self, index: np.ndarray, tokens: np.ndarray | None) -> tuple[np.ndarray, str]:
+        """The resampling unit of every analysed row: its document where the source knows documents.
+
+        Restarts, bootstrap standard errors and the design effect draw whole units
+        (:mod:`darkmatter.analysis.resampling`).
+
+        Args:
+            index: int[n_tokens, 2] token_index.npy; tokens: int[n_windows, ctx] tokens.npy, or None.
+        Returns:
+            (int64[n_tokens] unit id per row, the unit's name: ``"document"``, ``"window"`` or ``"row"``).
+        """
+        ...
+
     def downstream(self, truth: GroundTruth | None, n_sequences: int, skip: int, device: str) -> Any | None:
         """What reads the hook's activation afterwards, on held-out data, for the causal tests
         (a :class:`darkmatter.analysis.causal.Downstream`), or None where the source has nothing.

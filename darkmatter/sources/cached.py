@@ -11,6 +11,10 @@ Two layouts are read (``--activations PATH``):
   holding ``[context, d_in]`` and, when cached, ``token_ids``), read with
   ``datasets.load_from_disk``.
 
+With ``--activation-documents`` (an ``.npy`` of int document ids, one per window or one per
+row) restarts and standard errors resample whole documents; without it, whole windows (rows of
+2-D activations), and the report says so.
+
 With token ids and a tokenizer (``--tokenizer``, a local folder or a cached hub name), step 06
 shows text contexts; with token ids alone it shows the ids. BOS positions are dropped when the
 tokenizer names a BOS token. There is no unembedding, so there is no logit lens.
@@ -49,6 +53,7 @@ class CachedSource:
         max_norm_ratio: drop tokens whose norm exceeds this multiple of the batch median (None: keep).
         split: when an SAE is trained here, even windows (blocks of :data:`ROW_BLOCK` rows without
             windows) train it and odd ones are analysed; otherwise every row is analysed.
+        documents_path: optional ``.npy`` of int document ids, ``[n_windows]`` or one per row.
     Raises:
         DarkMatterError: the path is missing or holds no usable activations.
     """
@@ -56,8 +61,9 @@ class CachedSource:
     kind = "cached"
 
     def __init__(self, path: str, hook_name: str, tokens_path: str | None = None, tokenizer: str | None = None,
-                 max_norm_ratio: float | None = None, split: bool = False):
+                 max_norm_ratio: float | None = None, split: bool = False, documents_path: str | None = None):
         self.path, self.hook_name, self.tokens_path = Path(path), hook_name, tokens_path
+        self.documents_path = documents_path
         self.tokenizer_name, self.max_norm_ratio, self.split = tokenizer, max_norm_ratio, split
         if not self.path.exists():
             raise DarkMatterError(f"--activations {path}: no such file or folder")
@@ -96,6 +102,31 @@ class CachedSource:
         return acts, tokens
 
     @cached_property
+    def documents(self) -> np.ndarray | None:
+        """int64[n_windows, ctx] document id of every cached row (``--activation-documents``), or None.
+
+        Raises:
+            DarkMatterError: not an integer .npy with one id per window or per row.
+        """
+        if self.documents_path is None:
+            return None
+        acts = self._data[0]
+        n, ctx = acts.shape[:2]
+        try:
+            ids = np.load(self.documents_path)
+            if not isinstance(ids, np.ndarray) or not np.issubdtype(ids.dtype, np.integer):
+                raise ValueError(f"{getattr(ids, 'dtype', type(ids))} is not an integer array")
+        except (ValueError, OSError) as exc:
+            raise DarkMatterError(f"--activation-documents {self.documents_path}: not an .npy of int document "
+                                  f"ids ({exc})") from exc
+        if ids.size == n:
+            return np.repeat(ids.reshape(n, 1).astype(np.int64), ctx, axis=1)
+        if ids.size == n * ctx:
+            return ids.reshape(n, ctx).astype(np.int64)
+        raise DarkMatterError(f"--activation-documents {self.documents_path} holds {ids.size:,} ids; the activations "
+                              f"have {n:,} windows of {ctx} rows: pass one id per window or one per row")
+
+    @cached_property
     def tokenizer(self) -> Any | None:
         if self.tokenizer_name is None:
             return None
@@ -120,7 +151,21 @@ class CachedSource:
                                else "every cached row is analysed"))
 
     def details(self) -> dict[str, Any]:
-        return {"path": str(self.path), "tokens": self.tokens_path, "tokenizer": self.tokenizer_name}
+        return {"path": str(self.path), "tokens": self.tokens_path, "tokenizer": self.tokenizer_name,
+                "documents": self.documents_path}
+
+    def units(self, index: np.ndarray, tokens: np.ndarray | None) -> tuple[np.ndarray, str]:
+        """Documents from ``--activation-documents``; without them, windows (rows of 2-D activations,
+        each its own window), or documents found from BOS separators in the token ids."""
+        from darkmatter.analysis.resampling import units_of
+
+        docs = self.documents
+        if docs is None:
+            units, name = units_of(index, tokens)
+            return units, ("row" if name == "window" and self._data[0].shape[1] == 1 else name)
+        order, _ = self._order("analysis")  # index[:, 0] counts windows (rows of 2-D activations) in reading order
+        index = np.asarray(index, dtype=np.int64)
+        return docs[order[index[:, 0]], index[:, 1]], "document"
 
     def _order(self, part: Part) -> tuple[np.ndarray, int]:
         """Windows of ``part`` in reading order, and how many to read per batch."""

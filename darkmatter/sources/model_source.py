@@ -170,6 +170,13 @@ class ModelSource:
     def note(self) -> str | None:
         return None
 
+    def units(self, index: np.ndarray, tokens: np.ndarray | None) -> tuple[np.ndarray, str]:
+        """Documents, found from the BOS separators in the token windows
+        (:func:`~darkmatter.analysis.resampling.units_of`)."""
+        from darkmatter.analysis.resampling import units_of
+
+        return units_of(index, tokens)
+
     def downstream(self, truth: GroundTruth | None, n_sequences: int, skip: int, device: str) -> LMDownstream:
         """The model from the hook onward on ``n_sequences`` held-out windows: those that follow the
         ``skip`` windows step 02 read (its ``tokens.npy``), in the same document stream.

@@ -314,6 +314,10 @@ class PlantedSource:
 
         return read
 
+    def units(self, index: np.ndarray, tokens: np.ndarray | None) -> tuple[np.ndarray, str]:
+        """Each planted row is its own unit (rows are iid)."""
+        return np.asarray(index, dtype=np.int64)[:, 0], "row"
+
     def note(self) -> str:
         return ("planted activations: no text and no unembedding, so contexts list each row's active "
                 "ground-truth features and there is no logit lens; the causal tests read a planted linear "

@@ -40,8 +40,8 @@ def test_only_typed_flags_count_and_none_is_a_value():
     assert given() == {}
     assert given("--n-components", "auto", step=4) == {"n_components": None}
     assert given("--max-norm-ratio=none") == {"max_norm_ratio": None}
-    assert given("--nogaussian-control") == {"gaussian_control": False}
-    assert given("--gaussian-control", "false", "--seed", "42") == {"gaussian_control": False, "seed": 42}
+    assert given("--nocontrol") == {"control": False}
+    assert given("--control", "false", "--seed", "42") == {"control": False, "seed": 42}
 
 
 def test_recorded_config_rejects_contradictions_but_allows_own_and_later_fields():

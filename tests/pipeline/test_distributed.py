@@ -19,7 +19,7 @@ from tests.helpers import REPO
 # 40,000 rows: five planted blocks (batches) and three 16,384-row ICA chunks, so both the
 # collection and every FastICA sum are split over the two ranks
 PLANTED = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
-           "--n-tokens", "40000", "--ica-seeds", "2", "--causal-windows", "4"]
+           "--n-tokens", "40000", "--stability-splits", "1", "--causal-windows", "4"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 

@@ -16,7 +16,7 @@ from darkmatter.pipeline.folder_lock import LOCK_HOLDER
 from darkmatter.pipeline.store import OutputStore
 
 SMALL = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
-         "--n-tokens", "6000", "--ica-seeds", "2", "--causal-windows", "4", "--gaussian-control", "false"]
+         "--n-tokens", "6000", "--stability-splits", "1", "--causal-windows", "4", "--control", "false"]
 
 
 def _snapshot(folder) -> dict[str, tuple[int, float]]:
@@ -164,8 +164,8 @@ def test_a_corrupt_array_and_a_single_seed_are_one_line_errors(run, tmp_path, ca
     assert cli.run_step(table.step(3), {"outputs": str(out)}) == 2
     err = capsys.readouterr().err
     assert "residuals.npy is not a readable .npy" in err and "02_collect_activations.py" in err and _one_error(err)
-    assert cli.run_all([*SMALL, "--ica-seeds", "1", "--outputs", str(tmp_path / "one")]) == 2
-    assert "--ica-seeds must be at least 2" in capsys.readouterr().err
+    assert cli.run_all([*SMALL, "--stability-splits", "0", "--outputs", str(tmp_path / "one")]) == 2
+    assert "--stability-splits must be at least 1" in capsys.readouterr().err
 
 
 def test_arrays_must_match_their_json_and_flags_the_machine(run, tmp_path, capsys):

@@ -96,7 +96,7 @@ def planted_run(tmp_path_factory):
     """Steps 01-04 of a small planted run (oracle SAE, fixed k, no Gaussian control: a few seconds)."""
     out = tmp_path_factory.mktemp("planted_ica_sae")
     argv = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
-            "--n-tokens", "4000", "--ica-seeds", "2", "--n-components", "8", "--gaussian-control", "false",
+            "--n-tokens", "4000", "--stability-splits", "1", "--n-components", "8", "--control", "false",
             "--device", "cpu", "--outputs", str(out)]
     run_steps(resolve_new(flags.parse(argv, None).given), 1, 2, 3, 4)
     return out
