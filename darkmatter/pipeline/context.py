@@ -44,7 +44,7 @@ def open_source(cfg: Config, device: str) -> ActivationSource:
     from darkmatter.sources.model_source import ModelSource, TextSpec
 
     text = TextSpec(text_files=s.text_files, dataset=s.dataset, column=s.dataset_column,
-                    context_size=s.context_size, prepend_bos=s.prepend_bos, split=cfg.trains_sae)
+                    context_size=s.context_size, prepend_bos=s.prepend_bos, split=cfg.trains_sae, corpus=s.corpus)
     return ModelSource(s.model_source, s.model, s.hook_name, text, s.max_norm_ratio, device, s.seed)
 
 

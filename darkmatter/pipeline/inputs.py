@@ -43,7 +43,8 @@ _MODELS = ("transformer_lens", "smollm2_gguf", "local_hooked")
 
 # ------------------------------------------------------------------------------------ outside
 def check_sources(cfg: Config) -> None:
-    """The model folder, SAE folder and text files of ``cfg``, checked without loading anything.
+    """The model folder, SAE folder and text files (or installed corpus) of ``cfg``, checked without
+    loading anything.
 
     Raises:
         DarkMatterError: the first problem, naming the file and the flag to fix.
@@ -57,6 +58,10 @@ def check_sources(cfg: Config) -> None:
             from darkmatter.sources.text import text_paths
 
             text_paths(s.text_files)
+        elif not s.dataset:
+            from darkmatter.sources.corpus import check_installed
+
+            check_installed(s.corpus)
     if s.sae_path is not None and s.model_source != "planted":
         from darkmatter.sources.saes import check_folder
 

@@ -23,7 +23,7 @@ from darkmatter.pipeline.validate import config_from_dict, planted_spec_kwargs, 
 __all__ = ["config_from_dict", "planted_spec_kwargs", "resolve_new", "resolve_recorded", "run_id", "validate"]
 
 _EXCLUSIVE = (("sae_path", "sae_release"), ("text_files", "dataset"), ("activations", "text_files"),
-              ("activations", "dataset"))
+              ("activations", "dataset"), ("corpus", "text_files"), ("corpus", "dataset"), ("activations", "corpus"))
 
 
 def infer_source(model: str) -> str:
@@ -64,6 +64,8 @@ def _apply(base: Config, given: dict[str, Any]) -> Config:
         clear["dataset"] = None
     if "dataset" in changed and cfg.source.dataset is not None:
         clear["text_files"] = None
+    if "corpus" in changed:
+        clear.update(text_files=None, dataset=None)
     if {"model", "sae_release", "sae_id", "sae_path", "hook_name"} & changed and \
             "neuronpedia_id" not in given:
         clear["neuronpedia_id"] = None
@@ -77,7 +79,10 @@ def resolve_new(given: dict[str, Any]) -> Config:
     preset = given.get("preset", Config().source.preset)
     if preset not in PRESETS:
         raise DarkMatterError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return _sae_windows(_apply(PRESETS[preset], given), given)
+    base = PRESETS[preset]
+    if "corpus" in given:  # a typed --corpus replaces the preset's --dataset (gpt2-small-res-jb) or --text-files
+        base = with_values(base, {"text_files": None, "dataset": None})
+    return _sae_windows(_apply(base, given), given)
 
 
 def _sae_windows(cfg: Config, given: dict[str, Any]) -> Config:

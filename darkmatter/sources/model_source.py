@@ -70,6 +70,8 @@ class TextSpec:
         context_size: tokens per window, BOS included.
         prepend_bos: BOS at position 0 of every window.
         split: even documents train the SAE, odd ones are analysed (when the SAE is trained here).
+        corpus: the named corpus read when neither ``text_files`` nor ``dataset`` is given
+            (:data:`darkmatter.sources.corpus.CORPORA`).
     """
 
     text_files: str | None = None
@@ -78,9 +80,27 @@ class TextSpec:
     context_size: int = 128
     prepend_bos: bool = True
     split: bool = False
+    corpus: str = "mixed"
 
     def describe(self) -> str:
-        return self.text_files or self.dataset or "bundled Python documentation (pydoc_data + stdlib docstrings)"
+        named = self.text_files or self.dataset
+        if named:
+            return named
+        from darkmatter.sources.corpus import describe
+
+        return describe(self.corpus)
+
+    def record(self) -> dict[str, Any]:
+        """What the text is, for the run's record: the glob or dataset, or the corpus's
+        :func:`~darkmatter.sources.corpus.summary` (sources, versions, licences, documents per
+        source and kind). Raises DarkMatterError when the corpus is not installed."""
+        if self.text_files:
+            return {"text_files": self.text_files}
+        if self.dataset:
+            return {"dataset": self.dataset, "column": self.column}
+        from darkmatter.sources.corpus import summary
+
+        return summary(self.corpus)
 
 
 class ModelSource:
@@ -125,13 +145,14 @@ class ModelSource:
                                if self.text.split else "every document is analysed"))
 
     def details(self) -> dict[str, Any]:
-        return {"model": self._load[1], "model_kind": self._load[0], "context_size": self.text.context_size}
+        return {"model": self._load[1], "model_kind": self._load[0], "context_size": self.text.context_size,
+                "text": self.text.record()}
 
     def windows(self, part: Part) -> Iterator[np.ndarray]:
         """int32[context_size] token windows of ``part`` of the documents."""
         t = self.text
-        return token_windows(documents(t.text_files, t.dataset, t.column, part, t.split), self.model.tokenizer,
-                             t.context_size, self.model.bos_id, t.prepend_bos)
+        return token_windows(documents(t.text_files, t.dataset, t.column, part, t.split, t.corpus),
+                             self.model.tokenizer, t.context_size, self.model.bos_id, t.prepend_bos)
 
     def rows(self, part: Part, n_tokens: int, batch_size: int, device: str, log: RowLog | None = None,
              desc: str = "model forward", clock: Throughput | None = None, comm: Comm | None = None,

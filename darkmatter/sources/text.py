@@ -4,9 +4,12 @@ Three sources of documents, picked by the config:
 
 * ``--dataset NAME``: a Hugging Face dataset, streamed with ``datasets``;
 * ``--text-files GLOB``: local files, one document each;
-* neither: real English prose that ships with every Python install, the
-  documentation topics in ``pydoc_data.topics`` followed by standard-library
-  docstrings (read with :mod:`ast`, so nothing is imported or executed).
+* neither: a named corpus (:mod:`darkmatter.sources.corpus`): ``mixed`` (the default: Python
+  documentation, fortunes, the Jargon File, The Devil's Dictionary and FOLDOC, from Debian
+  packages fetched at install time), ``mixed-large`` (plus GCIDE) or ``python-docs``: real
+  English prose that ships with every Python install, the documentation topics in
+  ``pydoc_data.topics`` followed by standard-library docstrings (read with :mod:`ast`, so
+  nothing is imported or executed).
 
 Documents are tokenised, joined with a BOS separator and cut into windows of
 ``context_size`` tokens with BOS prepended, as SAELens pretokenises
@@ -46,13 +49,22 @@ def python_docs() -> Iterator[str]:
     (its module, class and function docstrings joined by blank lines), in a
     fixed order, so the corpus is identical on every machine with the same Python.
     """
+    for _, text in python_doc_items():
+        yield text
+
+
+def python_doc_items() -> Iterator[tuple[str, str]]:
+    """:func:`python_docs` with a stable key per document: ``("topic:<name>", text)`` for a pydoc
+    topic, ``("module:<path under the stdlib>", text)`` for a module's docstrings (the keys
+    :mod:`darkmatter.sources.corpus` hashes to interleave sources)."""
     from pydoc_data.topics import topics
 
     for key in sorted(topics):
-        yield topics[key]
+        yield f"topic:{key}", topics[key]
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     for path in sorted(stdlib.rglob("*.py")):
-        if _SKIP_DIRS & set(path.relative_to(stdlib).parts[:-1]):
+        rel = path.relative_to(stdlib)
+        if _SKIP_DIRS & set(rel.parts[:-1]):
             continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -62,7 +74,7 @@ def python_docs() -> Iterator[str]:
                 if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
         text = "\n\n".join(d for d in docs if d and len(d.split()) >= 5)
         if text:
-            yield text
+            yield f"module:{rel.as_posix()}", text
 
 
 #: Characters handed to the tokenizer at once (a longer document is cut before whitespace).
@@ -146,18 +158,20 @@ def hub_dataset(name: str, column: str) -> Iterator[str]:
 
 
 def documents(text_files: str | None = None, dataset: str | None = None, column: str = "text",
-              part: str = "analysis", split: bool = False) -> Iterator[str]:
-    """The document stream: ``text_files`` (a glob), else the hub ``dataset``, else the bundled
-    Python documentation (see the module docstring).
+              part: str = "analysis", split: bool = False, corpus: str = "mixed") -> Iterator[str]:
+    """The document stream: ``text_files`` (a glob), else the hub ``dataset``, else the named
+    ``corpus`` (see the module docstring).
 
     Args:
         part: ``"train"`` or ``"analysis"``.
+        corpus: a name in :data:`darkmatter.sources.corpus.CORPORA`.
         split: keep SAE training and analysis on disjoint text: even-numbered documents are
             the ``"train"`` part, odd-numbered ones the ``"analysis"`` part. Without it every
             document is analysed (a pretrained or local SAE needs no training text).
     Raises:
         ValueError: unknown part.
-        DarkMatterError: the glob matches nothing, or the dataset cannot be loaded.
+        DarkMatterError: the glob matches nothing, the dataset cannot be loaded, or the corpus is
+            not installed (the message gives the fix).
     """
     if part not in ("train", "analysis"):
         raise ValueError(f"part must be 'train' or 'analysis', not {part!r}")
@@ -166,7 +180,9 @@ def documents(text_files: str | None = None, dataset: str | None = None, column:
     elif dataset:
         docs = hub_dataset(dataset, column)
     else:
-        docs = python_docs()
+        from darkmatter.sources.corpus import corpus_texts
+
+        docs = corpus_texts(corpus)
     if not split:
         return docs
     return itertools.islice(docs, 0 if part == "train" else 1, None, 2)

@@ -72,6 +72,7 @@ def test_the_rerun_hint_names_the_owning_step():
     (("--planted-withheld", "128", "--preset", "planted"), "at least one known feature"),
     (("--activations", "x.npy", "--model-source", "transformer_lens"), "only by --model-source cached"),
     (("--tokenizer", "gpt2"), "describe --activations"),
+    (("--corpus", "nope"), None),
 ])
 def test_bad_flags(argv, message, capsys):
     if message is None:  # a Literal choice: argparse refuses it with one line and exit code 2
@@ -88,6 +89,19 @@ def test_exclusive_sources_are_refused():
         resolve_new(given("--text-files", "*.txt", "--dataset", "x"))
     with pytest.raises(DarkMatterError, match="exclude each other"):
         resolve_new(given("--sae-path", "p", "--sae-release", "r", "--sae-id", "i"))
+    for other in (("--text-files", "*.txt"), ("--dataset", "x"), ("--activations", "a.npy")):
+        with pytest.raises(DarkMatterError, match="--corpus and .* exclude each other|.* and --corpus exclude"):
+            resolve_new(given("--corpus", "mixed-large", *other))
+
+
+def test_a_typed_corpus_replaces_the_presets_text():
+    assert resolve_new(given()).source.corpus == "mixed" and resolve_new(given()).source.dataset is None
+    gpt2 = resolve_new(given("--preset", "gpt2-small-res-jb"))
+    assert gpt2.source.dataset == "Skylion007/openwebtext"
+    typed = resolve_new(given("--preset", "gpt2-small-res-jb", "--corpus", "mixed"))
+    assert typed.source.dataset is None and typed.source.corpus == "mixed"
+    cfg = resolve_new(given("--corpus", "python-docs"))
+    assert run_id(cfg, 1) != run_id(resolve_new(given()), 1)  # the text is part of the run
 
 
 def test_repeating_a_recorded_value_changes_nothing():
