@@ -47,7 +47,7 @@ def test_analysis_does_no_io_and_never_sees_the_config():
 
 def test_pipeline_modules_stay_small():
     for path in (PACKAGE / "pipeline").glob("*.py"):
-        assert len(path.read_text().splitlines()) <= 260, f"{path.name} has grown past ~250 lines"
+        assert len(path.read_text().splitlines()) <= 300, f"{path.name} has grown past ~300 lines"
 
 
 def test_direction_set_names_are_defined_once():

@@ -15,9 +15,9 @@ that component as a candidate (and if not, why not).
 
 Each injected feature has a firing rate (share of tokens it is active on), a variance share (its
 E[f²] as a share of the residual's total variance), a document spread (active in all documents, or
-concentrated in a few) and a direction kind (random; inside the residual's top principal
-components; in its low-variance tail). One *run* injects a whole grid at once, at mutually
-orthogonal directions: the main grid of firing rates × variance shares (random directions, all
+concentrated in a few) and a direction kind (uniform on the sphere; inside the residual's top
+principal components; in its low-variance tail). One *run* injects a whole grid at once, at mutually
+orthogonal directions: the main grid of firing rates × variance shares (uniform directions, all
 documents) plus one *arm* (few documents, top PCs or tail, cycling over runs) at every firing rate.
 The magnitudes are log-normal (σ :data:`MAGNITUDE_SIGMA`) and non-negative, as SAE latents are.
 
@@ -27,7 +27,7 @@ a feature's activations never depend on chunk sizes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class Grid:
     """What one completeness step injects.
 
     Attributes:
-        rates, shares: the main grid (random directions, all documents).
+        rates, shares: the main grid (uniform directions, all documents).
         arm_share: variance share of the arms; few_documents: token share a "few documents" feature
             is confined to.
         runs: injection runs (each injects the main grid and one arm at every rate).
@@ -76,7 +76,8 @@ class Injection:
     Attributes:
         id: its number within the run; rate: share of tokens it fires on; share: E[f²] as a share of
             the residual's total variance.
-        spread: ``"all documents"`` or ``"few documents"``; kind: ``"random"``, ``"top PCs"`` or ``"tail"``.
+        spread: ``"all documents"`` or ``"few documents"``; kind: ``"uniform"`` (uniformly random on the
+            sphere), ``"top PCs"`` or ``"tail"``.
         direction: float64[d_model] unit vector d_j.
         magnitude: a, with f = a · LogNormal(0, :data:`MAGNITUDE_SIGMA`) where it fires.
         documents: int64[m] the unit ids it may fire in (None: all); fire_rate: its rate inside them.
@@ -135,9 +136,9 @@ def plan(grid: Grid, run: int, pca: PCA, units: np.ndarray, seed: int) -> list[I
     total_variance = float(pca.eigenvalues.sum())
     rng = np.random.default_rng([seed, 1017, run + 1])
     arm = ARMS[run % len(ARMS)]
-    cells = [(r, s, "all documents", "random") for r in grid.rates for s in grid.shares]
+    cells = [(r, s, "all documents", "uniform") for r in grid.rates for s in grid.shares]
     cells += [(r, grid.arm_share, "few documents" if arm == "few documents" else "all documents",
-               "random" if arm == "few documents" else arm) for r in grid.rates]
+               "uniform" if arm == "few documents" else arm) for r in grid.rates]
     if len(cells) > d // 2:
         raise ValueError(f"{len(cells)} injected features need more than {d} dimensions")
     comps = np.asarray(pca.components, dtype=np.float64)
@@ -148,8 +149,8 @@ def plan(grid: Grid, run: int, pca: PCA, units: np.ndarray, seed: int) -> list[I
             directions[j] = rng.standard_normal(TOP_PCS) @ comps[:TOP_PCS]
         elif kind == "tail":
             directions[j] = rng.standard_normal(d - tail_from) @ comps[tail_from:]
-    special = [j for j, c in enumerate(cells) if c[3] != "random"]
-    plain = [j for j, c in enumerate(cells) if c[3] == "random"]
+    special = [j for j, c in enumerate(cells) if c[3] != "uniform"]
+    plain = [j for j, c in enumerate(cells) if c[3] == "uniform"]
     if special:
         directions[special] = _orthonormal(directions[special])
     raw = rng.standard_normal((len(plain), d))
@@ -256,3 +257,150 @@ def detection_limit(shares: list[float], kept: list[float], level: float = 0.9) 
             break
         limit = s
     return limit
+
+
+@dataclass(frozen=True)
+class InjectedFeature:
+    """One injected feature and what the search made of it (completeness.json ``features``)."""
+
+    run: int
+    rate: float
+    share: float
+    spread: str
+    kind: str
+    best_cos: float
+    component: int
+    recovered: bool
+    kept: bool
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the grid over all runs: trials, how many were recovered and kept, and why not.
+
+    Attributes:
+        reasons: {reason: features} for the ones not kept (the candidate rule's first reason, or
+            "not recovered").
+    """
+
+    rate: float
+    share: float
+    spread: str
+    kind: str
+    trials: int
+    recovered: int
+    kept: int
+    reasons: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The detection limit at one firing rate (main grid: uniform directions, all documents).
+
+    Attributes:
+        kept, recovered: the smallest variance share from which every larger share of the grid is kept
+            (recovered) in ≥ ``level`` of the trials (None: not even the largest); level: that share.
+    """
+
+    rate: float
+    kept: float | None
+    recovered: float | None
+    level: float
+
+
+MAIN = ("all documents", "uniform")
+
+
+def cells(features: list[InjectedFeature]) -> list[Cell]:
+    """The features pooled by grid cell (rate, share, spread, kind), in a fixed order."""
+    groups: dict[tuple[float, float, str, str], list[InjectedFeature]] = {}
+    for f in features:
+        groups.setdefault((f.rate, f.share, f.spread, f.kind), []).append(f)
+    out = []
+    for (rate, share, spread, kind), fs in sorted(groups.items(), key=lambda kv: ((kv[0][2], kv[0][3]) != MAIN,
+                                                                                    kv[0][2], kv[0][3], kv[0][:2])):
+        reasons: dict[str, int] = {}
+        for f in fs:
+            if not f.kept:
+                reasons[f.reasons[0]] = reasons.get(f.reasons[0], 0) + 1
+        out.append(Cell(rate=rate, share=share, spread=spread, kind=kind, trials=len(fs),
+                        recovered=sum(f.recovered for f in fs), kept=sum(f.kept for f in fs), reasons=reasons))
+    return out
+
+
+def limits(table: list[Cell], level: float = 0.9) -> list[Limit]:
+    """Per firing rate of the main grid, the detection limits (:func:`detection_limit`)."""
+    out = []
+    for rate in sorted({c.rate for c in table if (c.spread, c.kind) == MAIN}):
+        row = sorted((c for c in table if c.rate == rate and (c.spread, c.kind) == MAIN), key=lambda c: c.share)
+        shares = [c.share for c in row]
+        out.append(Limit(rate=rate, kept=detection_limit(shares, [c.kept / c.trials for c in row], level),
+                         recovered=detection_limit(shares, [c.recovered / c.trials for c in row], level), level=level))
+    return out
+
+
+def statement(found: list[Limit], trials: int, false_candidates: int | None, largest: float = max(SHARES)) -> str:
+    """The detection limit in one sentence, to stand beside every count of candidates.
+
+    Args:
+        found: the limits per firing rate; trials: injections per cell of the main grid;
+        false_candidates: candidates on the structureless surrogate (None: not run);
+        largest: the grid's largest variance share (a limit above it reads "> largest").
+    """
+    def share(v: float | None) -> str:
+        return f"> {largest:.2%}" if v is None else f"{v:.2%}"
+
+    parts = [f"firing on {lim.rate:.1%} of tokens, {share(lim.kept)}" for lim in found]
+    null = ("" if false_candidates is None
+            else f"; false candidates on a structureless norm-matched surrogate of the residual: {false_candidates}")
+    return ("detection limit (the smallest share of the residual's variance at which injected sparse features, "
+            f"uniform directions in all documents, are kept as candidates in ≥ 90% of {trials} injections): "
+            + "; ".join(parts) + null)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One search of the completeness step: which arm it injected, the k it chose, its counts."""
+
+    run: int
+    arm: str
+    k: int
+    n_reproducible: int
+    n_candidates: int
+    other_candidates: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CompletenessResult:
+    """completeness.json (step 07).
+
+    Attributes:
+        grid: rates, shares, arm_share, few_documents, runs, found_cos (|cos| that counts as recovered),
+            level (the kept share a detection limit needs).
+        residual_variance: the real residual's total variance (the shares' denominator).
+        features: every injected feature and what the search made of it.
+        cells: the features pooled by grid cell; limits: the detection limit per firing rate.
+        runs: per injection run; null: the search on the structureless surrogate (None when skipped).
+        false_candidates: its candidates (None when skipped).
+        statement: the detection limit and false candidates in one sentence (beside every count).
+        seconds: wall time of the whole grid.
+    """
+
+    grid: dict[str, object]
+    residual_variance: float
+    features: list[InjectedFeature]
+    cells: list[Cell]
+    limits: list[Limit]
+    runs: list[RunRecord]
+    null: RunRecord | None
+    false_candidates: int | None
+    statement: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def grid_shares(self) -> list[float]:
+        """The main grid's variance shares."""
+        return [float(v) for v in self.grid["shares"]]  # type: ignore[attr-defined]

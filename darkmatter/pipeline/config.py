@@ -194,6 +194,16 @@ class InterpretOptions:
 
 
 @dataclass(frozen=True)
+class CompletenessOptions:
+    """The detection limit: injection–recovery on the real activations (step 07)."""
+
+    completeness_runs: int = 3
+    """injection runs of synthetic sparse features (each the whole search); 0 skips the completeness grid"""
+    completeness_null: bool = True
+    """also search a structureless norm-matched surrogate of the residual: the false-candidate count"""
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """Run-time settings."""
 
@@ -221,6 +231,7 @@ class Config:
     ica: ICAOptions = dataclasses.field(default_factory=ICAOptions)
     compare: CompareOptions = dataclasses.field(default_factory=CompareOptions)
     interpret: InterpretOptions = dataclasses.field(default_factory=InterpretOptions)
+    completeness: CompletenessOptions = dataclasses.field(default_factory=CompletenessOptions)
     run: RunOptions = dataclasses.field(default_factory=RunOptions)
 
     @property

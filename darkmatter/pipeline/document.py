@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from darkmatter.analysis.amplitude import Amplitude
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.groundtruth import GroundTruthScores
+from darkmatter.analysis.injection import CompletenessResult
 from darkmatter.analysis.tails import TailComparison
 from darkmatter.pipeline.results import (
     CausalResult,
@@ -83,11 +85,13 @@ class ComponentRow:
     max_abs_cos_to_sae_projected: float
     best_sae_feature: int
     stability: float
+    stability_status: str
     settled: bool
     excess_kurtosis: float
     above_floor: bool
     candidate: bool
     not_candidate_because: list[str]
+    labels: list[str]
     top_tokens: list[str]
     linear_share: float | None = None
     gap_closed: float | None = None
@@ -107,6 +111,8 @@ class Results:
         steps: every step of the table with its outputs and timing.
         arrays: shape and dtype of every .npy; plots: the PNG names.
         linear_split: step 06's linear/nonlinear split; causal: its causal tests (None where they did not run).
+        completeness: step 07's injection–recovery grid; amplitude: step 03's amplitude error;
+        detection_limit: the sentence every count of candidates is read against.
     """
 
     generated: str
@@ -130,6 +136,9 @@ class Results:
     plots: list[str]
     linear_split: LinearSplitResult | None = None
     causal: CausalResult | None = None
+    completeness: CompletenessResult | None = None
+    amplitude: Amplitude | None = None
+    detection_limit: str | None = None
 
 
 @dataclass(frozen=True)

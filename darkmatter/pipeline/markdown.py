@@ -15,6 +15,36 @@ def _num(value: float | None, spec: str = ".2f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def completeness_markdown(r: Results) -> list[str]:
+    """report.md's injection–recovery section: the limit per firing rate, every cell, the null run."""
+    c = r.completeness
+    if c is None:
+        return ["## Detection limit", "", "Not measured (`--completeness-runs 0`): a count of candidates says nothing "
+                "about what the run could have found.", ""]
+    g = c.grid
+    limits = table(["firing rate", "kept in ≥ 90% from a variance share of", "recovered in ≥ 90% from"],
+                   [[f"{lim.rate:.1%}",
+                     f"> the grid's {max(c.grid_shares):.2%}" if lim.kept is None else f"{lim.kept:.2%}",
+                     "> grid" if lim.recovered is None else f"{lim.recovered:.2%}"] for lim in c.limits])
+    cells = table(["rate", "variance share", "documents", "direction", "injected", "recovered", "kept", "why not kept"],
+                  [[f"{x.rate:.1%}", f"{x.share:.2%}", x.spread, x.kind, x.trials, x.recovered, x.kept,
+                    ", ".join(f"{k} {v}" for k, v in sorted(x.reasons.items(), key=lambda kv: -kv[1]))]
+                   for x in c.cells])
+    runs = table(["run", "arm", "k", "reproducible", "candidates", "not injected", "seconds"],
+                 [[x.run, x.arm, x.k, x.n_reproducible, x.n_candidates, x.other_candidates, f"{x.seconds:.0f}"]
+                  for x in c.runs + ([c.null] if c.null else [])])
+    return ["## Detection limit (injection–recovery)", "",
+            f"{c.statement}.", "",
+            f"Each of {g['runs']} runs adds synthetic sparse features to the activations before the SAE (log-normal "
+            f"magnitudes, non-negative, at mutually orthogonal directions), then reruns the whole search — k sweep, "
+            "restarts, matched control, floor test, the candidate rule — on x' − SAE(x'). A feature is *recovered* "
+            f"when a component lies at |cos| ≥ {g['found_cos']} to its direction and *kept* when that component is a "
+            "candidate. Variance shares are of the residual's total variance "
+            f"({c.residual_variance:.4g}). The null run searches a norm-matched surrogate of the residual with nothing "
+            "injected (every token keeps its norm and document, directions at random): its candidates are false ones.",
+            "", limits, "", cells, "", runs, ""]
+
+
 def report_markdown(r: Results) -> str:
     """report.md: headline, verdict, SAE, similarity per direction set, ICA, noise floor, ground truth,
     plots, the step table with timings, and every array."""
@@ -28,9 +58,13 @@ def report_markdown(r: Results) -> str:
     ex = r.sae_stats
     with_ex = ex.metrics_with_excluded
     out += ["", "## How to read this report", "",
-            "- **stable**: the component's mixing direction reappears (matched |cos| ≥ "
-            f"{ica.stable_threshold}) in every FastICA restart; restarts fit disjoint halves of the "
-            f"{ica.resampling_unit}s.",
+            f"- **stable**: the component's mixing direction reappears (matched |cos| ≥ {ica.stable_threshold}) in "
+            f"≥ {ica.stable_frequency:.0%} of the FastICA restarts that can tell; the restarts fit both halves of "
+            f"{ica.stability_splits} random splits of the {ica.resampling_unit}s. Its *stability* is that "
+            "reappearance frequency; *undetermined* means fewer than half the restarts could tell (their matching "
+            "row never settled)."
+            + ("" if ica.resampling_unit == "document" else
+               f" The source gives no document ids, so restarts and standard errors resample {ica.resampling_unit}s."),
             "- **settled**: the engine's row for it stopped moving; unsettled rows are arbitrary completions and are "
             "left out of every similarity mean.",
             f"- **above the noise floor**: the source's excess kurtosis exceeds {ica.noise_floor}.",
@@ -38,7 +72,9 @@ def report_markdown(r: Results) -> str:
             f"{HIGH} is a feature the SAE has.",
             "- **matched null**: random rotations in the same whitened subspace, through the same dewhitener, same k "
             f"({r.similarity.null_draws} draws): what chance gives there.",
-            f"- **candidate**: {r.similarity.candidate_rule}.", "",
+            f"- **candidate**: {r.similarity.candidate_rule}. Concentration of a component's strongest tokens on one "
+            "token or one document is shown as a label, not an exclusion.",
+            f"- **detection limit**: {r.detection_limit or 'not measured'}.", "",
             "## Verdict", "", r.verdict, "",
             f"Effect sizes first: the residual's per-dimension excess kurtosis has median "
             f"{r.diagnostics.residual_excess_kurtosis.median:.2f} (activations "
@@ -53,13 +89,22 @@ def report_markdown(r: Results) -> str:
                     f"{m.mean_l0:.1f}", f"{m.dead_fraction:.2%}", f"{m.mean_cos_x_xhat:.3f}",
                     f"{ex.bos_positions_excluded:,}", f"{ex.massive_tokens_excluded:,}"]])]
     out += ["", "## The k sweep", "",
-            f"n ≥ {ica.samples_per_parameter:g}·k² fitted tokens per k (Onton & Makeig 2006) allows k ≤ "
-            f"{ica.max_supported_k} on {ica.n_fit_tokens:,} tokens. Chosen: k = {ica.k} ({ica.k_rule}).", "",
-            table(["k", "residual variance kept", "settled", "stable", "above noise floor", "all three",
-                   "control max excess kurtosis", "control stable", "design effect", "seconds (fit + control)"],
+            f"FastICA estimates k² unmixing entries and needs about {ica.samples_per_parameter:g} independent tokens "
+            f"per entry (Onton & Makeig 2006): raw n allows k ≤ {ica.max_supported_k} on {ica.n_fit_tokens:,} tokens, "
+            "but "
+            "tokens of one document are dependent, so the rule is applied at the effective sample size of the "
+            f"half-fits stability rests on: n_eff = {ica.restart_resample:g} · n / the design effect of source "
+            "kurtosis measured at each k. Chosen: k = "
+            f"{ica.k} ({ica.k_rule})."
+            + (f" Not fitted: k = {', '.join(map(str, ica.k_skipped))} (the effective sample size at the k before "
+               "could not support them)." if ica.k_skipped else ""), "",
+            table(["k", "residual variance kept", "settled", "stable", "undetermined", "above noise floor", "all three",
+                   "control max excess kurtosis", "control stable", "design effect", "n_eff", "allows k ≤",
+                   "seconds (fit + control)"],
                   [[("**" + str(x.k) + "**") if x.k == ica.k else x.k, f"{x.variance_kept:.1%}", x.n_settled,
-                    x.n_stable, x.n_above_floor, x.n_reproducible, _num(x.control_max_kurtosis, ".3f"),
-                    _num(x.control_n_stable, "d"), f"{x.design_effect:.2f}",
+                    x.n_stable, x.n_undetermined, x.n_above_floor, x.n_reproducible,
+                    _num(x.control_max_kurtosis, ".3f"), _num(x.control_n_stable, "d"), f"{x.design_effect:.2f}",
+                    f"{x.effective_tokens:,.0f}", f"{x.k_bound}" + ("" if x.admissible else " (k not admissible)"),
                     f"{x.seconds_fit:.0f} + {x.seconds_control:.0f}"] for x in ica.k_sweep])]
     sim = r.similarity
     an, anp = sim.against_null, sim.against_null_projected
@@ -88,8 +133,11 @@ def report_markdown(r: Results) -> str:
                       [[s.seed, f"{s.n_tokens:,}", s.n_iter, s.converged,
                         f"{s.stopped_on_stability} ({_num(s.n_settled, 'd')})", _num(s.settled_converged, ''),
                         _num(s.final_change, '.1e')] for s in ica.seeds]), "",
-            f"{ica.n_stable}/{ica.k} stable, {ica.n_settled} settled, {ica.n_above_floor} above the noise floor, "
-            f"{ica.n_reproducible} all three; {len(r.candidate_dark_matter_components)} candidates.", ""]
+            f"{ica.n_stable}/{ica.k} stable ({ica.n_undetermined} undetermined), {ica.n_settled} settled, "
+            f"{ica.n_above_floor} above the noise floor, {ica.n_reproducible} all three; "
+            f"{len(r.candidate_dark_matter_components)} candidates "
+            f"({r.detection_limit or 'detection limit not measured'}).",
+            ""]
     if r.noise_floor is not None:
         nf = r.noise_floor
         out += ["## Noise floor", "", f"Null: {nf.null}.", "",
@@ -102,14 +150,27 @@ def report_markdown(r: Results) -> str:
                         f"{sorted(c.source_excess_kurtosis for c in ica.components)[ica.k // 2]:.3f}"]]),
                 "", f"Effective sample size {nf.effective_tokens:,.0f} of {ica.n_fit_tokens:,} tokens (design effect "
                 f"{nf.design_effect:.2f}: tokens of one {ica.resampling_unit} are dependent).", ""]
-    rows = [[c.component, f"{c.excess_kurtosis:.2f}", f"{c.stability:.3f}", "yes" if c.settled else "**unsettled**",
-             "yes" if c.above_floor else "no", f"{c.max_abs_cos_to_sae:.3f}", f"{c.max_abs_cos_to_sae_projected:.3f}",
-             "**yes**" if c.candidate else ", ".join(c.not_candidate_because), ", ".join(c.top_tokens[:3])]
+    out += completeness_markdown(r)
+    if r.amplitude is not None:
+        a = r.amplitude
+        out += ["## Amplitude error", "",
+                f"On {a.n_rows:,} tokens (mean L0 {a.mean_active:.1f}): {a.share_in_active_span:.1%} of the residual's "
+                f"energy lies in the span of the decoder rows of the latents that fired (null: "
+                f"{a.share_in_null_span:.1%} in {a.null}). Refitting the active latents' amplitudes by least squares "
+                f"lowers FVU from {a.fvu:.4f} to {a.fvu_refit:.4f}: {a.amplitude_share:.1%} of the residual is "
+                "amplitude error (shrinkage or overshoot of latents that fired), the rest is in directions no active "
+                "latent "
+                f"writes. {a.share_shrunk:.0%} of active latents wrote too little along their own direction (median "
+                f"relative error {a.relative_error_median:+.3f}).", ""]
+    rows = [[c.component, f"{c.excess_kurtosis:.2f}", f"{c.stability:.2f} ({c.stability_status})",
+             "yes" if c.settled else "**unsettled**", "yes" if c.above_floor else "no", f"{c.max_abs_cos_to_sae:.3f}",
+             f"{c.max_abs_cos_to_sae_projected:.3f}", "**yes**" if c.candidate else ", ".join(c.not_candidate_because),
+             ", ".join(c.labels), ", ".join(c.top_tokens[:3])]
             for c in r.components[:40]]
     out += ["## Components", "", "The first 40 by excess kurtosis; all of them in [components.md](components.md), "
             "`feature_bank.json` and the dashboard ([dashboard/index.html](dashboard/index.html)).", "",
             table(["#", "excess kurtosis", "stability", "settled", "above floor", "max cos raw", "max cos projected",
-                   "candidate (or why not)", "top tokens"], rows), ""]
+                   "candidate (or why not)", "labels", "top tokens"], rows), ""]
     if r.linear_split is not None:
         ls = r.linear_split
         sp = ls.split

@@ -208,3 +208,54 @@ def kurtosis_vs_sae(ica_kurt: np.ndarray, control_kurt: np.ndarray | None, sae_k
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def completeness(cells: list, limits: list, title: str, note: str) -> Figure:
+    """Two panels sharing the y axis: the share of injected features *recovered* (a component at
+    |cos| ≥ 0.9) and *kept* (that component is a candidate) against their variance share, one colour
+    per firing rate (uniform directions, all documents), the arms (few documents, top PCs, tail) as
+    markers at their share, the 90% level and each rate's detection limit.
+
+    Args:
+        cells: :class:`~darkmatter.analysis.injection.Cell` rows; limits: :class:`~darkmatter.analysis.injection.Limit`.
+        note: the detection-limit sentence, printed under the panels.
+    """
+    import textwrap
+
+    main = ("all documents", "uniform")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), sharey=True)
+    rates = sorted({c.rate for c in cells if (c.spread, c.kind) == main})
+    colors = dict(zip(rates, plt.cm.viridis(np.linspace(0.1, 0.85, max(len(rates), 1)))))
+    markers = {("few documents", "uniform"): ("s", "few documents"), ("all documents", "top PCs"): ("^", "top PCs"),
+               ("all documents", "tail"): ("v", "low-variance tail")}
+    for ax, what, label in ((axes[0], "recovered", "recovered: a component at |cos| ≥ 0.9"),
+                            (axes[1], "kept", "kept: that component is a candidate")):
+        for i, rate in enumerate(rates):
+            row = sorted((c for c in cells if c.rate == rate and (c.spread, c.kind) == main), key=lambda c: c.share)
+            offset = 0.012 * (i - (len(rates) - 1) / 2)  # lines at 0 or 1 stay visible side by side
+            ax.plot([c.share for c in row], [getattr(c, what) / c.trials + offset for c in row], "o-",
+                    color=colors[rate], lw=2, label=f"firing on {rate:.1%} of tokens (all documents, uniform)")
+        seen: set[str] = set()
+        for c in cells:
+            if (c.spread, c.kind) in markers:
+                m, name = markers[(c.spread, c.kind)]
+                nudge = 1 + 0.08 * (rates.index(c.rate) - 1) if c.rate in rates else 1.0
+                ax.scatter([c.share * nudge], [getattr(c, what) / c.trials], marker=m, s=60,
+                           color=colors.get(c.rate, "black"), edgecolor="black", zorder=3,
+                           label=f"{name} (colour: firing rate)" if name not in seen else None)
+                seen.add(name)
+        ax.axhline(0.9, color="grey", ls=":", lw=1, label="90%")
+        if what == "kept":
+            for lim in limits:
+                if lim.kept is not None:
+                    ax.axvline(lim.kept, color=colors.get(lim.rate, "black"), ls="-.", lw=0.8, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("variance share of the residual (log)")
+        ax.set_title(label, fontsize=10)
+    axes[0].set_ylabel("share of injected features")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(title, fontsize=11)
+    fig.text(0.01, 0.01, "\n".join(textwrap.wrap(note, 170)), fontsize=8, ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    return fig

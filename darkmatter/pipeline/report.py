@@ -11,9 +11,11 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
+from darkmatter.analysis.amplitude import Amplitude
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.directions import ICA
 from darkmatter.analysis.groundtruth import GroundTruthScores
+from darkmatter.analysis.injection import CompletenessResult
 from darkmatter.analysis.tails import TailComparison
 from darkmatter.pipeline.document import (
     ArrayInfo,
@@ -36,7 +38,7 @@ from darkmatter.pipeline.results import (
 )
 
 PLOTS = ("residual_kurtosis.png", "residual_pca.png", "ica_sae_similarity.png", "ica_vs_sae_kurtosis.png",
-         "groundtruth_recovery.png")
+         "completeness.png", "groundtruth_recovery.png")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,26 @@ class Parts:
     sae_training: TrainingRecord | None = None
     linear_split: LinearSplitResult | None = None
     causal: CausalResult | None = None
+    completeness: CompletenessResult | None = None
+    amplitude: Amplitude | None = None
+
+
+def limit_text(p: Parts) -> str:
+    """What every count of candidates is read against: the detection limit and the false-candidate
+    count (or that the completeness grid did not run)."""
+    if p.completeness is None:
+        return "detection limit not measured (--completeness-runs 0)"
+    return p.completeness.statement
+
+
+def stability_text(ica: ICAResult) -> str:
+    """How stability was measured, and by which unit, in a phrase."""
+    unit = ica.resampling_unit
+    text = (f"stable across {ica.stability_splits} random splits of the {unit}s (reappears in ≥ "
+            f"{ica.stable_frequency:.0%} of the {2 * ica.stability_splits} half-fits that can tell)")
+    if unit != "document":
+        text += f"; by {unit}s, not documents: the source gives no document ids"
+    return text
 
 
 def candidates(p: Parts) -> list[int]:
@@ -103,22 +125,32 @@ def headline(p: Parts, novel: list[int], floor: NoiseFloor | None) -> list[str]:
         f"SAE: FVU {m.fvu:.4f}, L0 {m.mean_l0:.1f}, dead {m.dead_fraction:.1%} ({exclusions(p)})",
         f"residual: median excess kurtosis {d.residual_excess_kurtosis.median:.2f}, "
         f"{d.pca_components_for['90%']} PCA components for 90% of its variance",
-        f"k sweep (settled, stable across {ica.resampling_unit} halves and above the noise floor): {sweep}; "
-        f"n ≥ {ica.samples_per_parameter:g}·k² allows k ≤ {ica.max_supported_k}",
+        f"k sweep (settled, stable and above the noise floor): {sweep}; n_eff ≥ {ica.samples_per_parameter:g}·k² "
+        f"for the half-fits allows k ≤ {ica.k_bound} at the chosen k (n_eff = n / design effect "
+        f"{ica.design_effect:.2f} = {ica.effective_tokens:,.0f} tokens; raw n allows {ica.max_supported_k})"
+        + (f"; k = {', '.join(map(str, ica.k_skipped))} not fitted" if ica.k_skipped else ""),
         f"ICA: k={ica.k} ({ica.pca_variance_kept:.1%} of residual variance), {_convergence(ica)}; "
-        f"{ica.n_stable}/{ica.k} stable, {ica.n_settled} settled, {ica.n_above_floor} above the noise floor, "
-        f"{ica.n_reproducible} all three",
+        f"{ica.n_stable}/{ica.k} {stability_text(ica)}, {ica.n_undetermined} undetermined, {ica.n_settled} settled, "
+        f"{ica.n_above_floor} above the noise floor, {ica.n_reproducible} all three",
         f"mean max |cos| to the SAE (settled ICA components; raw / projected into the whitened subspace): ICA "
         f"{sim.sets['ICA'].mean_max_abs_cos:.3f} / {sim.sets_projected['ICA'].mean_max_abs_cos:.3f}; matched null "
         f"({sim.null_draws} random rotations) {an.null_mean:.3f} / {anp.null_mean:.3f}, 99th percentile "
         f"{an.null_p99:.3f} / {anp.null_p99:.3f}; ICA above it {an.share_above_p99:.0%} / {anp.share_above_p99:.0%}",
-        f"{len(novel)} dark-matter candidates: {novel[:20]}",
+        f"{len(novel)} dark-matter candidates {novel[:20]} — {limit_text(p)}",
     ]
     if floor is not None:
         lines.append(
-            f"noise floor: {floor.control_n_stable} of {ica.k} matched-control components stable, largest control "
-            f"excess kurtosis {floor.control_max_abs_source_excess_kurtosis:.3f}; effective sample size "
-            f"{floor.effective_tokens:,.0f} tokens (design effect {floor.design_effect:.2f})")
+            f"noise floor (the matched null: a norm-matched elliptical surrogate): {floor.control_n_stable} of {ica.k} "
+            f"control components stable, largest control excess kurtosis "
+            f"{floor.control_max_abs_source_excess_kurtosis:.3f} (95% of bootstrap draws {ica.floor_interval[0]:.3f}–"
+            f"{ica.floor_interval[1]:.3f}); effective sample size {floor.effective_tokens:,.0f} tokens (design effect "
+            f"{floor.design_effect:.2f})")
+    if p.amplitude is not None:
+        a = p.amplitude
+        lines.append(f"amplitude error: {a.share_in_active_span:.1%} of the residual's energy lies along the active "
+                     f"latents' decoder rows (null, as many rows of latents that did not fire: "
+                     f"{a.share_in_null_span:.1%}); refitting their amplitudes lowers FVU {a.fvu:.4f} → "
+                     f"{a.fvu_refit:.4f} ({a.amplitude_share:.1%} of the residual is amplitude error)")
     if p.groundtruth is not None:
         g = p.groundtruth
         lines.append(f"planted ground truth, {len(g.dark_features)} dark features: found at |cos| > {g.found_cos}: "
@@ -170,12 +202,14 @@ def aggregate(config: dict[str, Any], p: Parts, steps: list[StepRecord], arrays:
         candidate_dark_matter_components=novel, setup=p.setup, sae_training=p.sae_training,
         sae_stats=p.sae_stats, diagnostics=p.diagnostics, ica=p.ica, similarity=p.similarity,
         statistics=p.statistics, groundtruth=p.groundtruth, noise_floor=floor, linear_split=p.linear_split,
-        causal=p.causal,
+        causal=p.causal, completeness=p.completeness, amplitude=p.amplitude, detection_limit=limit_text(p),
         components=[ComponentRow(component=c.component, max_abs_cos_to_sae=s.max_abs_cos,
                                  max_abs_cos_to_sae_projected=s.max_abs_cos_projected,
-                                 best_sae_feature=s.best_feature, stability=f.stability, settled=f.settled,
+                                 best_sae_feature=s.best_feature, stability=f.stability,
+                                 stability_status=f.stability_status, settled=f.settled,
                                  excess_kurtosis=f.source_excess_kurtosis, above_floor=f.above_floor,
                                  candidate=s.candidate, not_candidate_because=s.not_candidate_because,
+                                 labels=f.artifact.labels,
                                  top_tokens=[t for t, _ in c.token_histogram[:5]], linear_share=c.linear_share,
                                  gap_closed=c.causal.add_back.share if c.causal else None)
                     for c, s, f in zip(p.bank.components, p.similarity.components, p.ica.components)],

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from darkmatter.analysis.amplitude import Amplitude
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.groundtruth import GroundTruthScores
+from darkmatter.analysis.injection import CompletenessResult
 from darkmatter.analysis.linear_split import LinearSplit
 from darkmatter.analysis.tails import TailComparison
 from darkmatter.experiments.training import SAETrainingResult
@@ -167,6 +169,7 @@ RESULT_FILES: dict[type, str] = {
     ResidualDiagnostics: "diagnostics.json", ICAResult: "ica.json", SimilarityResult: "similarity.json",
     GroundTruthScores: "groundtruth.json", FeatureBank: "feature_bank.json", CausalResult: "causal.json",
     TailComparison: "statistics.json", LinearSplitResult: "linear_split.json",
+    CompletenessResult: "completeness.json", Amplitude: "amplitude.json",
 }
 
 

@@ -82,8 +82,10 @@ class BankEntry:
     """One component: its statistics, verdicts, examples, readings and causal figures.
 
     Attributes:
-        source_excess_kurtosis, kurtosis_se, stability, stable, settled, above_floor: from ica.json.
-        artifact: why its top activations look like an artifact ("" when they do not).
+        source_excess_kurtosis, kurtosis_se, stability (reappearance frequency), stability_status, stable, settled,
+            above_floor: from ica.json.
+        artifact: where its strongest activations concentrate: "first positions" (a positional artifact,
+            excluded), "one token", "one document" (labels); "" when nowhere.
         max_abs_cos, max_abs_cos_projected: to the SAE decoder rows (raw, projected); novelty = 1 − max_abs_cos.
         candidate, not_candidate_because: the candidate rule's verdict (similarity.json).
         rate_above, rate_below: share of tokens whose source is above +2 / below −2 (a Gaussian: 2.3% each).
@@ -100,6 +102,7 @@ class BankEntry:
     source_excess_kurtosis: float
     kurtosis_se: float
     stability: float
+    stability_status: str
     stable: bool
     settled: bool
     above_floor: bool

@@ -8,9 +8,10 @@ import numpy as np
 from darkmatter.analysis.stats import tail_fraction
 from darkmatter.analysis.tails import ALIVE_FREQUENCY, compare_tails
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import plots
+from darkmatter.pipeline import completeness, plots
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import CollectResult, ICAResult
+from darkmatter.pipeline.s04_ica import search_options
 
 
 def run(ctx: StepContext) -> None:
@@ -39,6 +40,21 @@ def run(ctx: StepContext) -> None:
             features.excess_kurtosis_active, features.frequency,
             control.source_excess_kurtosis_max_abs if control else None,
             f"ICA sources of the residual vs SAE features ({n:,} tokens)"))
+    found = completeness.run(ctx, search_options(ctx))
+    if found is not None:
+        with store.transaction():
+            ctx.write(found)
+            store.save_figure("completeness.png", plots.completeness(
+                found.cells, found.limits, f"Injection–recovery on {n:,} tokens: {found.grid['runs']} runs, "
+                f"{len(found.features)} injected features",
+                found.statement + f" ({found.seconds:.0f} s)"))
+        print(found.statement)
+        for r in found.runs:
+            print(f"  injection run {r.run} ({r.arm}): k = {r.k}, {r.n_candidates} candidates ({r.other_candidates} "
+                  f"not an injected feature), {r.seconds:.0f} s")
+    else:
+        with store.transaction():
+            ctx.discard_unless(set(), "completeness.json", "completeness.png")
     sae = result.sae_excess_kurtosis
     med = [s.median if s else float("nan") for s in (sae.summary, sae.summary_zeros_only, sae.summary_active)]
     print(f"excess kurtosis: ICA median {np.median(ica_k):.2f} (max {ica_k.max():.1f}); SAE features firing ≥ "

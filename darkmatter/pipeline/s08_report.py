@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from darkmatter.analysis.amplitude import Amplitude
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.groundtruth import GroundTruthScores
+from darkmatter.analysis.injection import CompletenessResult
 from darkmatter.analysis.tails import TailComparison
 from darkmatter.pipeline import autointerp_step, dashboard, report, table
 from darkmatter.pipeline.context import StepContext
@@ -36,7 +38,9 @@ def run(ctx: StepContext) -> None:
         groundtruth=ctx.read(GroundTruthScores) if ctx.exists(GroundTruthScores) else None,
         sae_training=ctx.read(TrainingRecord) if ctx.exists(TrainingRecord) else None,
         linear_split=ctx.read(LinearSplitResult) if ctx.exists(LinearSplitResult) else None,
-        causal=ctx.read(CausalResult) if ctx.exists(CausalResult) else None)
+        causal=ctx.read(CausalResult) if ctx.exists(CausalResult) else None,
+        completeness=ctx.read(CompletenessResult) if ctx.exists(CompletenessResult) else None,
+        amplitude=ctx.read(Amplitude) if ctx.exists(Amplitude) else None)
     timings = store.read_json("timings.json") if store.exists("timings.json") else {}
     steps = [StepRecord(number=s.number, script=s.script, summary=s.summary,
                         outputs=[f for f in s.writes if store.exists(f)],

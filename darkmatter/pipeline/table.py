@@ -152,7 +152,7 @@ register(Step(
     "FVU, per-dimension excess kurtosis against a Gaussian surrogate with the document design effect, "
     "the full PCA spectrum of the residual; the decision-point verdict.",
     reads=("config.json", "setup.json", "sae_stats.json", "activations.npy", "residuals.npy", "token_index.npy"),
-    writes=("diagnostics.json", "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy",
+    writes=("diagnostics.json", "amplitude.json", "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy",
             "residual_kurtosis.png", "residual_pca.png")))
 register(Step(
     4, "run_ica", "darkmatter.pipeline.s04_ica",
@@ -189,8 +189,11 @@ register(Step(
     7, "statistics", "darkmatter.pipeline.s07_statistics",
     "Excess kurtosis of ICA sources against SAE features like for like, beside the matched control; the "
     "detection limit (injection–recovery).",
-    reads=("config.json", "sae_stats.json", "ica.json", "ica_activations.npy", "sae_feature_moments.npy"),
-    writes=("statistics.json", "ica_vs_sae_kurtosis.png")))
+    reads=("config.json", "sae_stats.json", "ica.json", "ica_activations.npy", "sae_feature_moments.npy",
+           "activations.npy", "residuals.npy", "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy",
+           "token_index.npy"),
+    writes=("statistics.json", "ica_vs_sae_kurtosis.png", "completeness.json", "completeness.png"),
+    owns=("completeness",)))
 register(Step(
     8, "save_report", "darkmatter.pipeline.s08_report",
     "Aggregate every step's results into ica_dark_matter_results.json and report.md; the static dashboard "
