@@ -570,7 +570,8 @@ def main() -> None:
             print_records([*earlier, (Path(args.report).stem, record)])
         cost_model(record, more_micro=earlier[-1][1].get("micro") if earlier else None)
     elif args.out_of_core:
-        overrides = {"n_components": args.n_components, "stability_splits": args.stability_splits, "ica_max_iter": args.ica_max_iter}
+        overrides = {"n_components": args.n_components, "stability_splits": args.stability_splits,
+                     "ica_max_iter": args.ica_max_iter}
         record = out_of_core(args.outputs, [int(x) for x in args.out_of_core.split(",")], args.d_model, overrides,
                              args.window, args.json, {int(x) for x in args.micro.split(",") if x},
                              {name: SETTINGS[name] for name in args.settings.split(",") if name})

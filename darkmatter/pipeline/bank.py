@@ -88,7 +88,8 @@ def build(ctx: StepContext, setup: SetupResult, ica: ICAResult, similarity: Simi
         entries.append(BankEntry(
             component=c, source_excess_kurtosis=f.source_excess_kurtosis, kurtosis_se=f.kurtosis_se,
             stability=f.stability, stability_status=f.stability_status, stable=f.stable, settled=f.settled,
-            above_floor=f.above_floor, artifact=f.artifact.reason, max_abs_cos=s.max_abs_cos, max_abs_cos_projected=s.max_abs_cos_projected,
+            above_floor=f.above_floor, artifact=f.artifact.reason, max_abs_cos=s.max_abs_cos,
+            max_abs_cos_projected=s.max_abs_cos_projected,
             novelty=1.0 - s.max_abs_cos, candidate=s.candidate, not_candidate_because=s.not_candidate_because,
             rate_above=float(above[c]), rate_below=float(below[c]),
             histogram=Histogram(edges=edges[c].tolist(), counts=counts[c].tolist()),
