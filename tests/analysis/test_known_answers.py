@@ -7,7 +7,7 @@ import pytest
 
 from darkmatter.analysis import compare, directions, ica, resampling, stats
 from darkmatter.analysis.decompose import choose_k, decompose, default_k, sweep_ks
-from darkmatter.analysis.ksweep import fit_k
+from darkmatter.analysis.ksweep import FitOptions, fit_k
 from darkmatter.sources import planted
 
 from helpers import oracle_residual
@@ -49,14 +49,15 @@ def test_capped_k_misses_them_and_the_sweep_finds_them(faint_residual):
     ks, top = sweep_ks(pca, N)
     assert top == 32 and ks[-1] == 32
     units = np.arange(N) // 8  # windows of 8 rows
-    restarts = resampling.restart_rows(units, 2, 0.5, seed=0)
+    opts = FitOptions(seed=0, splits=1)
+    restarts = resampling.restart_rows(units, opts.n_restarts, 0.5, seed=0)
     z = ica.whiten_rows(r, ica.pca_whitening(pca, mean, 32))
-    fits = {k: fit_k(z, pca, mean, k, [0, 1, 2], units, restarts, 200, 1e-6) for k in (20, 32)}
-    k, rule = choose_k([20, 32], [fits[k].n_reproducible(0.9) for k in (20, 32)])
+    fits = {k: fit_k(z, pca, mean, k, units, restarts, opts) for k in (20, 32)}
+    k, rule = choose_k([20, 32], [fits[k].n_reproducible for k in (20, 32)])
     assert k == 32 and "k sweep" in rule
     found = _best_cos(fits[32].decomposition.directions)
     assert (found > 0.9).sum() == 6
-    assert fits[32].n_reproducible(0.9) > fits[20].n_reproducible(0.9)
+    assert fits[32].n_reproducible > fits[20].n_reproducible
 
 
 def test_matched_null_gives_chance_on_a_residual_without_dark_features():
