@@ -4,7 +4,7 @@ artifact flags."""
 import numpy as np
 import pytest
 
-from darkmatter.analysis import artifacts, candidates, resampling
+from darkmatter.analysis import candidates, resampling
 
 
 def test_units_follow_document_separators_across_windows(monkeypatch):
