@@ -17,7 +17,7 @@ from simple_parsing import field
 
 SMOLLM2_MODEL = "SmolLM2-135M-Instruct"
 
-PresetName = Literal["smollm2-135m-local", "gpt2-small-res-jb", "planted"]
+PresetName = Literal["smollm2-135m-local", "smollm2-135m-2m", "gpt2-small-res-jb", "planted"]
 SourceKind = Literal["transformer_lens", "smollm2_gguf", "local_hooked", "planted", "cached"]
 Architecture = Literal["standard", "topk", "batchtopk", "jumprelu"]
 PlantedMode = Literal["withheld", "capacity"]

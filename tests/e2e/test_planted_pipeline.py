@@ -134,3 +134,27 @@ def test_the_planted_preset_keeps_its_headline_numbers(tmp_path):
     # the candidate rule's list is exactly the dark features ICA found
     dark = {c["component"] for c in truth["per_component"] if c["is_dark"] and c["abs_cos"] > 0.9}
     assert sim["candidates"] == sorted(dark) and len(dark) == 16
+
+
+def test_the_search_in_one_call_reproduces_steps_04_and_05(small_run):
+    """The completeness step reruns "the unchanged procedure": analysis.search must give what steps
+    03-05 gave on the same residual (same k, same verdicts, the same directions)."""
+    from darkmatter.analysis.search import search
+    from darkmatter.pipeline.s04_ica import search_options
+    from darkmatter.pipeline.validate import config_from_dict
+    from darkmatter.sources.saes import decoder_rows, load_sae
+
+    from helpers import context
+
+    cfg = config_from_dict(json.loads((small_run / "config.json").read_text()), "config.json")
+    ctx = context(cfg, 4)
+    units, _ = ctx.units()
+    resid = np.load(small_run / "residuals.npy", mmap_mode="r")
+    W_dec = decoder_rows(load_sae("cpu", path=small_run / "sae"), resid.shape[1])
+    out = search(resid, units, None, None, W_dec, search_options(ctx))
+    ica_info = json.loads((small_run / "ica.json").read_text())
+    sim = json.loads((small_run / "similarity.json").read_text())
+    assert out.k == ica_info["k"] and out.candidates == sim["candidates"]
+    assert [why for why in out.verdicts] == [c["not_candidate_because"] for c in sim["components"]]
+    np.testing.assert_allclose(np.abs((out.directions * np.load(small_run / "ica_directions.npy")).sum(1)), 1.0,
+                               atol=1e-4)
