@@ -31,7 +31,7 @@ from darkmatter.pipeline.results_ica import ComponentFit, ComponentMatch, ICARes
 from darkmatter.sources.base import HookInfo
 from darkmatter.sources.collect import SAEMetrics, ThroughputRecord
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 __all__ = ["ComponentFit", "ComponentMatch", "ICAResult", "KSweepPoint", "SimilarityResult",  # re-exported
            "BankEntry", "CausalResult", "Example", "FeatureBank", "Histogram", "LogitLens", "NearestFeature"]
 

@@ -100,7 +100,7 @@ def test_output_shapes_and_numbers(run_dir):
     assert split["k"] == K and sum(split["counts"].values()) == K and len(split["components"]) == K
     assert split["split"]["n_train"] + split["split"]["n_test"] == N_TOKENS
     results = json.loads((run_dir / "ica_dark_matter_results.json").read_text())
-    assert results["schema_version"] == 5 and results["linear_split"]["k"] == K
+    assert results["schema_version"] == 6 and results["linear_split"]["k"] == K
     assert [s["script"] for s in results["steps"]] == SCRIPTS
     assert all(s["timing"]["seconds"] > 0 for s in results["steps"][:-1])  # 08 is timed after it writes
     assert results["arrays"]["residuals.npy"]["shape"] == [N_TOKENS, TINY_D_MODEL]
@@ -118,7 +118,7 @@ def test_output_shapes_and_numbers(run_dir):
     assert comps[0]["logit_lens"]["top"] and comps[0]["causal"]["output_shift"][0]["up"]
     causal = json.loads((run_dir / "causal.json").read_text())["table"]
     # random weights: splicing costs loss; zero-ablating such a model need not cost more
-    assert causal["clean_loss"] < causal["spliced_loss"] and causal["n_sequences"] == 8
+    assert causal["clean_loss"] < causal["spliced_loss"] and causal["n_sequences"] == 16
     assert causal["subspace_gap_closed"]["share"] > 0 and len(causal["components"]) == K
 
 
