@@ -814,6 +814,31 @@ def top_m_edits(ordered: Sequence[Parts], ms: Sequence[int]) -> tuple[list[Edit]
     return edits, plan
 
 
+def window_passes(n_windows: int, k: int, n_tested: int, null_draws: int, n_scales: int = 2,
+                  logit_windows: int = 2) -> dict[str, int]:
+    """What :func:`causal_tests` costs, in window passes (one held-out window through the layers after
+    the hook for one edit; the clean reference of each batch counts as one), per phase.
+
+    Halves A and B are taken as n_windows / 2 each (they split documents, so they differ by at most
+    a document's windows). ``attribution`` counts windows of half A, each one forward and one
+    backward pass (about three window passes).
+
+    Args:
+        n_windows: held-out windows; k: components; n_tested: components given per-component tests;
+        null_draws: the top-m's matched null draws; n_scales, logit_windows: of the logit effect.
+    Returns:
+        {"splice and components", "attribution", "top-m", "logit effect": window passes}.
+    """
+    moving = sum(not e.identity for e in splice_edits(Parts("", np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1),
+                                                              np.arange(1)), 0))
+    ms = len(m_grid(k)) - 1
+    half = n_windows // 2
+    return {"splice and components": n_windows * (1 + moving + 3 * n_tested),
+            "attribution": half if ms else 0,
+            "top-m": (n_windows - half) * (1 + ms * (2 + null_draws)) if ms else 0,
+            "logit effect": min(logit_windows, n_windows) * (1 + n_scales * n_tested) if n_scales and n_tested else 0}
+
+
 def causal_tests(downstream: Downstream, reconstruct: Callable[[torch.Tensor], torch.Tensor], ica: Parts,
                  pca: Parts, nulls: Sequence[Parts], decode: Callable[[int], str], tested: Sequence[int] = (),
                  component_nulls: Sequence[Parts] = (), test_rule: str = "",
@@ -825,9 +850,9 @@ def causal_tests(downstream: Downstream, reconstruct: Callable[[torch.Tensor], t
     effect; see the module docstring.
 
     Cost in window passes (one window through the layers after the hook for one edit), n windows,
-    T tested components, D null draws, M set sizes: n·(1 + 8 + 3T) for the splice and the
+    T tested components, D null draws, M set sizes: n·(1 + 7 + 3T) for the splice and the
     per-component edits, n/2 forward + backward passes for the order, n/2·(1 + M·(2 + D)) for the
-    top-m, and |scales|·T·2 windows of the logit effect (+ one reference each).
+    top-m, and 2·(1 + |scales|·T) for the logit effect (:func:`window_passes`).
 
     Args:
         ica: the ICA parts (``order`` is refitted); pca: the principal components of the same whitened

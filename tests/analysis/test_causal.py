@@ -250,3 +250,29 @@ def test_readout_units_are_clusters():
     assert causal.gap_closed(t["add 0"], t["spliced"], t["clean"]).clusters == 3
     with pytest.raises(ValueError, match="units"):
         causal.ReadoutDownstream(down.rows, down.B, per=64, units=np.arange(3))
+
+
+def test_window_passes_count_what_the_progress_bars_count():
+    down, reconstruct, parts, E = _setup(n_seq=8)
+    white = dewhite = E[2:]
+    pca = causal.rotated_parts("PCA", white, dewhite, np.eye(2), np.zeros(E.shape[1]))
+    counted: dict[str, list[int]] = {}
+
+    class Bar:
+        def __init__(self, desc, total):
+            self.row = counted[desc] = [total, 0]
+
+        def update(self, n):
+            self.row[1] += n
+
+        def close(self):
+            pass
+
+    causal.causal_tests(down, reconstruct, parts, pca, [pca] * 3, str, tested=[0, 1], component_nulls=[pca, pca],
+                        progress=Bar)
+    assert all(total == done for total, done in counted.values())
+    planned = causal.window_passes(8, 2, 2, 3, n_scales=0)
+    assert [v for v in counted.values()] == [[planned["splice and components"]] * 2, [planned["attribution"]] * 2,
+                                             [planned["top-m"]] * 2]
+    assert causal.window_passes(64, 50, 2, 20) == {"splice and components": 64 * 14, "attribution": 32,
+                                                   "top-m": 32 * 89, "logit effect": 10}
