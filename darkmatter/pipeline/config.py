@@ -22,6 +22,7 @@ SourceKind = Literal["transformer_lens", "smollm2_gguf", "local_hooked", "plante
 Architecture = Literal["standard", "topk", "batchtopk", "jumprelu"]
 PlantedMode = Literal["withheld", "capacity"]
 ICABackend = Literal["torch", "sklearn"]
+CausalComponents = Literal["reproducible", "all"]
 
 
 def _none_or(kind: type) -> Any:
@@ -187,10 +188,17 @@ class InterpretOptions:
     """top and bottom activating contexts kept per component"""
     context_window: int = 10
     """tokens of context shown either side of the marked token"""
-    causal_windows: int = 8
-    """held-out windows the causal tests run on (blocks of 128 rows for planted data); 0 skips the tests"""
-    causal_null_draws: int = 4
-    """matched null rotations each top-m add-back is held against (at the ICA set's variance)"""
+    causal_windows: int = 64
+    """held-out windows the causal tests run on, each starting at a document start, at most two per document, so
+    from at least half as many documents (blocks of 128 rows for planted data); 0 skips the tests"""
+    causal_null_draws: int = 20
+    """matched null rotations each top-m add-back is held against (at the ICA set's variance, paired per document)"""
+    causal_components: CausalComponents = "reproducible"
+    """components given per-component causal tests (add back against a matched null, ablation, logit effect):
+    reproducible = settled and stable ones plus candidates, at most --causal-max-components in the add-back order;
+    all = every component"""
+    causal_max_components: int = 32
+    """at most this many components get per-component causal tests under --causal-components reproducible"""
 
 
 @dataclass(frozen=True)

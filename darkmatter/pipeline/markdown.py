@@ -242,7 +242,7 @@ def components_markdown(bank: FeatureBank) -> str:
     feature_bank.json and the dashboard, outputs/dashboard/index.html)."""
     causal = bank.loss_name is not None
     head = ["component", "candidate", "excess kurtosis", "stability", "novelty (1 − max |cos|)", "linear share"]
-    head += ["gap closed (add back)"] if causal else []
+    head += ["gap closed (add back; its matched null)"] if causal else []
     head += ["nearest SAE feature (cos)", "frequent top tokens", "top context"]
     rows = []
     for c in bank.components:
@@ -250,7 +250,10 @@ def components_markdown(bank: FeatureBank) -> str:
                f"{c.source_excess_kurtosis:.2f}", f"{c.stability:.2f}", f"{c.novelty:.2f}",
                _num(c.linear_share, ".0%")]
         if causal:
-            row.append(f"{c.causal.add_back.share:+.1%}" if c.causal else "–")
+            e = c.causal
+            row.append("–" if e is None or e.add_back is None else
+                       f"{e.add_back.share:+.1%} (null {e.null_add_back.share:+.1%})" if e.null_add_back else
+                       f"{e.add_back.share:+.1%}")
         near = c.nearest_sae_features[0] if c.nearest_sae_features else None
         near_text = "–" if near is None else (
             f"[{near.neuronpedia}](https://www.neuronpedia.org/{near.neuronpedia}) ({near.cos:+.2f})"

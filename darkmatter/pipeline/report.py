@@ -17,6 +17,7 @@ from darkmatter.analysis.directions import ICA
 from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.analysis.injection import CompletenessResult
 from darkmatter.analysis.tails import TailComparison
+from darkmatter.pipeline.causal_table import causal_line
 from darkmatter.pipeline.document import (
     ArrayInfo,
     ComponentRow,
@@ -172,19 +173,6 @@ def headline(p: Parts, novel: list[int], floor: NoiseFloor | None) -> list[str]:
     return lines
 
 
-def causal_line(c: CausalResult) -> str:
-    """The causal tests in one line: the splice, and the largest top-m add-back against its nulls."""
-    t = c.table
-    head = (f"causal ({c.held_out}): {t.loss_name} clean {t.clean_loss:.3f}, SAE spliced {t.spliced_loss:.3f}, zero "
-            f"{t.zero_loss:.3f} (loss recovered {t.loss_recovered:.1%}); the whole {len(t.order)}-subspace closes "
-            f"{t.subspace_gap_closed.share:.1%} of the spliced gap")
-    if not t.top_m:
-        return head
-    b = t.top_m[-1]
-    return head + (f"; top {b.m} ICA components {b.ica.share:.1%} (± {b.ica.se:.1%}) vs PCA {b.pca.share:.1%} and "
-                   f"matched null {b.null_mean:.1%} (max {b.null_max:.1%} of {t.null_draws}) at equal variance")
-
-
 def aggregate(config: dict[str, Any], p: Parts, steps: list[StepRecord], arrays: dict[str, ArrayInfo],
               plots: list[str]) -> Results:
     """Build the results document from the steps' typed results.
@@ -211,7 +199,7 @@ def aggregate(config: dict[str, Any], p: Parts, steps: list[StepRecord], arrays:
                                  candidate=s.candidate, not_candidate_because=s.not_candidate_because,
                                  labels=f.artifact.labels,
                                  top_tokens=[t for t, _ in c.token_histogram[:5]], linear_share=c.linear_share,
-                                 gap_closed=c.causal.add_back.share if c.causal else None)
+                                 gap_closed=c.causal.add_back.share if c.causal and c.causal.add_back else None)
                     for c, s, f in zip(p.bank.components, p.similarity.components, p.ica.components)],
         steps=steps, arrays=arrays, plots=plots)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.pipeline import bank, causal_part, linear_part
+from darkmatter.pipeline.causal_table import causal_line
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.markdown import components_markdown
 from darkmatter.pipeline.results import CollectResult, ICAResult, SetupResult, SimilarityResult
@@ -48,14 +49,7 @@ def run(ctx: StepContext) -> None:
           f"in the linear / nonlinear part / both / neither: " + " / ".join(str(v) for v in split.counts.values())
           + f" ({t_split:.0f} s)")
     if causal is not None:
-        t = causal.table
-        best = max(t.top_m, key=lambda row: row.m) if t.top_m else None
-        print(f"causal tests on {causal.held_out} ({causal.route}, {causal.seconds:.0f} s): {t.loss_name}: clean "
-              f"{t.clean_loss:.3f}, SAE spliced {t.spliced_loss:.3f}, zero {t.zero_loss:.3f}; loss recovered "
-              f"{t.loss_recovered:.1%}; the residual's whole {ica.k}-subspace closes "
-              f"{t.subspace_gap_closed.share:.1%} of the gap"
-              + (f"; top {best.m} ICA components {best.ica.share:.1%} vs PCA {best.pca.share:.1%} and matched null "
-                 f"{best.null_mean:.1%} (max {best.null_max:.1%}) at equal variance" if best else ""))
+        print(causal_line(causal) + f" ({causal.route}, {causal.seconds:.0f} s)")
     else:
         print("causal tests: skipped (" + ("--causal-windows 0" if ctx.cfg.interpret.causal_windows <= 0
                                            else "the source has no model after the hook") + ")")

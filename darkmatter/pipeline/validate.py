@@ -28,7 +28,7 @@ def validate(cfg: Config) -> None:
         problems.append("--context-size must be at least 2")
     for name in ("n_tokens", "batch_size", "sae_chunk_size", "sae_expansion", "sae_l0",
                  "sae_train_tokens", "sae_train_samples", "sae_batch_size", "n_top_contexts", "null_draws",
-                 "causal_null_draws"):
+                 "causal_null_draws", "causal_max_components"):
         if get(cfg, name) < 1:
             problems.append(f"{flag(name)} must be positive")
     if s.seed < 0:

@@ -7,7 +7,6 @@ run through the model to the hook's block (TransformerLens ``run_with_cache`` wi
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from darkmatter.sources.base import GroundTruth, HookInfo, Part, Resume, RowBatc
 from darkmatter.sources.collect import Throughput, hook_rows
 from darkmatter.sources.models import LoadedModel, load_model
 from darkmatter.sources.splice import LMDownstream
-from darkmatter.sources.text import documents, token_windows
+from darkmatter.sources.text import documents, held_out_windows, token_windows
 
 
 def layer_of(hook_name: str) -> int:
@@ -199,17 +198,20 @@ class ModelSource:
         return units_of(index, tokens)
 
     def downstream(self, truth: GroundTruth | None, n_sequences: int, skip: int, device: str) -> LMDownstream:
-        """The model from the hook onward on ``n_sequences`` held-out windows: those that follow the
-        ``skip`` windows step 02 read (its ``tokens.npy``), in the same document stream.
+        """The model from the hook onward on ``n_sequences`` held-out windows of the documents that
+        follow the ``skip`` windows step 02 read (its ``tokens.npy``), in the same document stream:
+        each window starts at a document start, at most two per document
+        (:func:`darkmatter.sources.text.held_out_windows`); ``Batch.unit`` is its document.
 
         Raises:
-            DarkMatterError: the text runs out before ``skip + n_sequences`` windows.
+            DarkMatterError: the text runs out before ``n_sequences`` windows.
         """
-        held = list(itertools.islice(self.windows("analysis"), skip, skip + n_sequences))
-        if len(held) < n_sequences:
-            raise DarkMatterError(f"the text has only {skip + len(held):,} windows; the causal tests need "
-                                  f"{n_sequences} after the {skip:,} analysed: lower --causal-windows or "
-                                  "give more text with --text-files")
-        return LMDownstream(self.model, self.hook_name, self.layer, np.stack(held), device, self.max_norm_ratio,
-                            description=f"{n_sequences} windows of {self.text.describe()} after the {skip:,} "
-                                        "that step 02 read")
+        t = self.text
+        held, doc = held_out_windows(documents(t.text_files, t.dataset, t.column, "analysis", t.split),
+                                     self.model.tokenizer, t.context_size, self.model.bos_id, skip, n_sequences,
+                                     t.prepend_bos)
+        n_docs = len(np.unique(doc))
+        return LMDownstream(self.model, self.hook_name, self.layer, held, device, self.max_norm_ratio, units=doc,
+                            description=f"{n_sequences} windows from {n_docs} documents of {t.describe()} after the "
+                                        f"{skip:,} windows step 02 read (each window starts at a document start, "
+                                        "at most two per document)")

@@ -40,6 +40,8 @@ class LMDownstream:
         max_norm_ratio: positions whose activation norm exceeds this multiple of the batch median
             are left clean, as step 02 leaves them out (None: none).
         batch_windows: windows per batch; description: the held-out windows, in words.
+        units: int64[n_windows] each window's document (the clusters of the standard errors); None:
+            each window its own.
     """
 
     loss_name = "next-token cross-entropy (nats/token)"
@@ -47,9 +49,13 @@ class LMDownstream:
     output_name = "logit"
 
     def __init__(self, model: LoadedModel, hook_name: str, layer: int, windows: np.ndarray, device: str,
-                 max_norm_ratio: float | None = None, batch_windows: int = 4, description: str = "held-out windows"):
+                 max_norm_ratio: float | None = None, batch_windows: int = 4, description: str = "held-out windows",
+                 units: np.ndarray | None = None):
         self.model, self.hook_name, self.layer = model, hook_name, layer
         self.windows, self.device = np.asarray(windows, dtype=np.int64), device
+        self.units = np.arange(len(self.windows)) if units is None else np.asarray(units, dtype=np.int64)
+        if len(self.units) != len(self.windows):
+            raise ValueError(f"units has {len(self.units)} entries for {len(self.windows)} windows")
         self.max_norm_ratio, self.batch_windows = max_norm_ratio, batch_windows
         self.route: str | None = None
         self.description = description
@@ -58,24 +64,33 @@ class LMDownstream:
     def decode(self, token_id: int) -> str:
         return self.model.decode(token_id)
 
-    def batches(self, n_sequences: int | None = None) -> Iterator[Batch]:
-        n = len(self.windows) if n_sequences is None else min(n_sequences, len(self.windows))
-        for start in range(0, n, self.batch_windows):
-            tokens = torch.as_tensor(self.windows[start:min(start + self.batch_windows, n)], device=self.device)
+    def batches(self, select: np.ndarray | None = None) -> Iterator[Batch]:
+        """Batches of the windows ``select`` (indices, in that order; None: all). ``splice``: not BOS
+        and not massive; ``edit_tokens``: not BOS (SAELens's splice); scores: where a next token follows."""
+        idx = np.arange(len(self.windows)) if select is None else np.asarray(select, dtype=np.int64)
+        for start in range(0, len(idx), self.batch_windows):
+            rows = idx[start:start + self.batch_windows]
+            tokens = torch.as_tensor(self.windows[rows], device=self.device)
             x = self.model.activations(tokens, self.hook_name, self.layer)
-            splice = tokens != self.model.bos_id
+            not_bos = tokens != self.model.bos_id
+            splice = not_bos.clone()
             if self.max_norm_ratio is not None and bool(splice.any()):
                 norms = x.norm(dim=-1)
                 splice &= norms <= self.max_norm_ratio * norms[splice].median()
-            score = splice.clone()
+            score, score_tokens = splice.clone(), not_bos.clone()
             score[:, -1] = False
-            batch = Batch(x=x, splice=splice, score=score, tokens=tokens, unit=np.arange(start, start + len(tokens)))
+            score_tokens[:, -1] = False
+            batch = Batch(x=x, splice=splice, score=score, tokens=tokens, unit=self.units[rows],
+                          edit_tokens=not_bos, score_tokens=score_tokens)
             if self.route is None:
                 self.route = self._choose_route(batch)
             yield batch
 
     @torch.no_grad()
     def outputs(self, acts: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self._forward(acts, batch)
+
+    def _forward(self, acts: torch.Tensor, batch: Batch) -> torch.Tensor:
         reps = len(acts) // len(batch.x)
         assert batch.tokens is not None
         tokens = batch.tokens.repeat(reps, 1)
@@ -84,6 +99,18 @@ class LMDownstream:
         if self.route == "hf_layers":
             return self._hf_suffix(acts, tokens)
         return self._whole(acts, tokens)
+
+    def loss_gradient(self, acts: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """∂/∂acts of the next-token cross-entropy summed over ``batch.score``: float32[b, ctx, d_model]
+        (the layers after the hook with autograd on; the model's weights get no gradient)."""
+        assert batch.tokens is not None
+        with torch.enable_grad():
+            leaf = acts.detach().clone().requires_grad_(True)
+            logp = torch.log_softmax(self._forward(leaf, batch).float(), -1)
+            nll = -logp[:, :-1].gather(-1, batch.tokens[:, 1:, None]).squeeze(-1)
+            loss = (nll * batch.score[:, :-1]).sum()
+            (grad,) = torch.autograd.grad(loss, leaf)
+        return grad
 
     def reference(self, clean: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The clean next-token log-probabilities and probabilities: float32[b, ctx, d_vocab] each."""

@@ -219,3 +219,78 @@ def token_windows(docs: Iterator[str], tokenizer: Any, context_size: int, bos_id
             yield from full()
         buffer.append(bos_id)
         yield from full()
+
+
+def held_out_windows(docs: Iterator[str], tokenizer: Any, context_size: int, bos_id: int, skip: int,
+                     n_windows: int, prepend_bos: bool = True,
+                     per_document: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of the documents that follow the first ``skip`` windows of the stream, each starting
+    at a document start: the held-out text of the causal tests, in clusters of whole documents.
+
+    The stream is the one :func:`token_windows` cuts (documents tokenised in :func:`pieces`, joined
+    by a BOS separator). Its first ``skip`` windows cover ``skip × (context_size − 1)`` tokens (with
+    ``prepend_bos``); documents starting inside them are passed over. From the first document that
+    starts after them, each held-out window is BOS + the stream from a document start, running on
+    into the following documents (BOS-separated) until the window is full, as the stream does. A
+    document longer than one window gives its first ``per_document`` windows (consecutive), a
+    shorter one one window; the next window starts at the first document start after the last
+    window's end. So no two windows share a document unless they are one long document's
+    consecutive windows, and each window's cluster id is the document it starts at.
+
+    Args:
+        docs: the document stream (str); empty documents are skipped, as :func:`token_windows` does.
+        tokenizer: a Hugging Face tokenizer (called without special tokens).
+        context_size: tokens per window, BOS included; bos_id: BOS, also the separator.
+        skip: windows of the stream already read (step 02's ``tokens.npy``).
+        n_windows: held-out windows wanted; per_document: the most windows one document gives.
+        prepend_bos: BOS at position 0 of every window.
+    Returns:
+        (windows: int32[n_windows, context_size], document: int64[n_windows] the index, among the
+        stream's non-empty documents, of the document each window starts at).
+    Raises:
+        DarkMatterError: the text runs out before ``n_windows`` windows.
+    """
+    body = context_size - 1 if prepend_bos else context_size
+    consumed, at = skip * body, 0  # stream tokens step 02 read; stream offset of the next document
+    head = [bos_id] if prepend_bos else []
+    windows: list[np.ndarray] = []
+    document: list[int] = []
+
+    def tokens(doc: str, limit: int) -> list[int]:
+        got: list[int] = []
+        for piece in pieces(doc):
+            got.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
+            if len(got) >= limit:
+                break
+        return got
+
+    stream = enumerate(d for d in docs if d.strip())
+    n_docs = 0
+    for i, doc in stream:
+        if len(windows) >= n_windows:
+            break
+        if at < consumed:  # step 02 read (part of) this document
+            at += len(tokens(doc, 1 << 62)) + 1
+            continue
+        first = tokens(doc, per_document * body + 1)
+        n_w = min(per_document, max(1, -(-len(first) // body)))
+        span = n_w * body
+        buf = first[:span]
+        while len(buf) < span:  # a short document: the window runs on into the next ones
+            buf.append(bos_id)
+            if len(buf) < span:
+                nxt = next(stream, None)
+                if nxt is None:
+                    break
+                buf.extend(tokens(nxt[1], span - len(buf)))
+        if len(buf) < span:
+            break
+        n_docs += 1
+        for w in range(min(n_w, n_windows - len(windows))):
+            windows.append(np.asarray(head + buf[w * body:(w + 1) * body], dtype=np.int32))
+            document.append(i)
+    if len(windows) < n_windows:
+        raise DarkMatterError(f"the text has {len(windows)} held-out windows ({n_docs} documents) after the "
+                              f"{skip:,} windows step 02 read; the causal tests need {n_windows}: lower "
+                              "--causal-windows or give more text (--text-files, --dataset)")
+    return np.stack(windows), np.asarray(document, dtype=np.int64)

@@ -70,3 +70,18 @@ def test_layers_table_has_one_row_per_layer(run_dir):
     assert [r.layer for r in summary.layers] == [0, 6]
     assert text.count("| planted |") == 0 and text.count("`planted`") == 2
     assert " / ".join(set_names()) + " max abs cos to SAE" in text
+
+
+def test_the_causal_section_reports_the_clustered_tests(run_dir):
+    """The planted readout reads 4 dark features: 4 tested components close the gap beyond their null;
+    report.md shows the per-component table, the null range and both losses recovered, named."""
+    results = load(run_dir)
+    assert results.causal is not None
+    t = results.causal.table
+    assert t.n_sequences == t.n_documents == 64 and t.fit_documents + t.score_documents == 64
+    assert sum(e.closes_gap for e in t.components) == 4 and all(e.holm for e in t.components if e.closes_gap)
+    assert t.null_draws == 20 and all(len(r.null) == 20 and r.null_low <= r.null_high for r in t.top_m)
+    md = report_markdown(results)
+    for text in ("Loss recovered by the SAE (SAELens)", "on the analysed positions only", "matched-null part",
+                 "Holm (α = 0.01)", "95% range of 20", "ICA − null (paired)", "random error of norm"):
+        assert text in md, text

@@ -93,3 +93,22 @@ def test_text_paths_refuses_what_is_not_text(tmp_path, make, said):
     with pytest.raises(DarkMatterError, match=said):
         text_paths(str(tmp_path / "*"))
     assert text_paths(str(tmp_path / "ok.txt")) == [tmp_path / "ok.txt"]
+
+
+def test_held_out_windows_start_at_document_starts_at_most_two_per_document():
+    """Stream "abcde|fgh|ij|klmnopq|r|s|tuv" (| = BOS 0), windows of BOS + 3: the 2 windows step 02 read
+    cover "abcde|", so held-out windows start at "fgh"; a long document gives two windows, a short one
+    runs on into the next ("s"), which then starts none."""
+    from darkmatter.sources.text import held_out_windows
+
+    docs = ["abcde", "fgh", "", "ij", "klmnopq", "r", "s", "tuv"]
+    windows, doc = held_out_windows(iter(docs), CharTokenizer(), 4, bos_id=0, skip=2, n_windows=6)
+    assert ["".join(chr(t) if t else "|" for t in w) for w in windows] == [
+        "|fgh", "|ij|", "|klm", "|nop", "|r|s", "|tuv"]
+    assert doc.tolist() == [1, 2, 3, 3, 4, 6] and windows.dtype == np.int32 and windows.shape == (6, 4)
+    # no skip: the first document gives two windows, the second of which ends where "fgh" starts
+    windows, doc = held_out_windows(iter(docs), CharTokenizer(), 4, bos_id=0, skip=0, n_windows=3)
+    assert ["".join(chr(t) if t else "|" for t in w) for w in windows] == ["|abc", "|de|", "|fgh"]
+    assert doc.tolist() == [0, 0, 1]
+    with pytest.raises(DarkMatterError, match="lower --causal-windows"):
+        held_out_windows(iter(docs), CharTokenizer(), 4, bos_id=0, skip=2, n_windows=7)
