@@ -82,21 +82,26 @@ def run_table(r: Results, name: str) -> str:
          f"{d.d_model} residual dimensions exceed that"],
         ["PCA components for 90 / 95 / 99% of residual variance",
          " / ".join(str(v) for v in d.pca_components_for.values()) + f" of {d.d_model}"],
-        ["ICA", f"k = {ica.k} ({ica.k_rule}; keeps {ica.pca_variance_kept:.1%} of residual variance), "
-         f"{len(ica.seeds)} seeds (iterations {', '.join(str(s.n_iter) for s in ica.seeds)}); "
-         f"{ica.n_stable}/{ica.k} stable across {ica.resampling_unit} halves (matched \\|cos\\| ≥ "
-         f"{ica.stable_threshold}), {ica.n_settled} settled, {ica.n_above_floor} above the noise floor, "
-         f"{ica.n_reproducible} all three"],
+        ["documents analysed", f"{ica.n_units:,} {ica.resampling_unit}s; design effect of source kurtosis "
+         f"{ica.design_effect:.2f}, effective sample size {ica.effective_tokens:,.0f} tokens (step 03's, per "
+         f"residual dimension: design effect {d.design_effect:.2f}, {d.effective_tokens:,.0f} tokens)"],
+        ["ICA", f"k = {ica.k} (keeps {ica.pca_variance_kept:.1%} of residual variance), {len(ica.seeds)} fits "
+         f"(all rows, then both halves of {ica.stability_splits} {ica.resampling_unit} splits); {ica.n_stable}/{ica.k} "
+         f"stable (reappear in ≥ {ica.stable_frequency:.0%} of the half-fits that can tell; {ica.n_undetermined} "
+         f"undetermined), {ica.n_settled} settled, {ica.n_above_floor} above the noise floor, {ica.n_reproducible} "
+         "all three"],
         ["k sweep: settled, stable and above the floor",
-         ", ".join(f"k={x.k}: {x.n_reproducible}" for x in ica.k_sweep)
-         + f" (n ≥ {ica.samples_per_parameter:g}·k² allows k ≤ {ica.max_supported_k})"],
+         ", ".join(f"k={x.k}: {x.n_reproducible}" + ("" if x.admissible else " (n_eff too small)")
+                   for x in ica.k_sweep)
+         + f" (n_eff ≥ {ica.samples_per_parameter:g}·k² for the half-fits allows k ≤ {ica.k_bound} at the chosen k; "
+         f"raw n would allow {ica.max_supported_k})"],
     ]
     if r.noise_floor is not None:
         nf = r.noise_floor
         rows.append(["matched control (norm-matched elliptical surrogate; same n, k, seeds, restarts and optimisation)",
-                     f"{nf.control_n_stable}/{ica.k} stable; largest source excess kurtosis "
-                     f"{nf.control_max_abs_source_excess_kurtosis:.3f}; effective sample size "
-                     f"{nf.effective_tokens:,.0f} tokens (design effect {nf.design_effect:.2f})"])
+                     f"{nf.control_n_stable}/{ica.k} stable; largest source excess kurtosis (the floor) "
+                     f"{nf.control_max_abs_source_excess_kurtosis:.3f} (95% of bootstrap draws "
+                     f"{ica.floor_interval[0]:.3f}–{ica.floor_interval[1]:.3f})"])
     an, anp = sim.against_null, sim.against_null_projected
     rows += [
         ["mean max \\|cos\\| to the SAE decoder (raw / projected into the subspace)",
@@ -106,7 +111,11 @@ def run_table(r: Results, name: str) -> str:
          f"{an.share_above_p99:.0%} / {anp.share_above_p99:.0%}"],
         ["excess kurtosis of sources", f"ICA median {st.ica_excess_kurtosis.summary.median:.2f} vs SAE features firing "
          f"on ≥ 0.1% of tokens: median {'n/a' if sae_kurt is None else f'{sae_kurt.median:.0f}'} (with their zeros)"],
-        ["dark-matter candidates (the one rule)", str(len(r.candidate_dark_matter_components))],
+        ["dark-matter candidates (the one rule)", f"{len(r.candidate_dark_matter_components)}; "
+         + (r.detection_limit or "detection limit not measured")],
+        *([["amplitude error (step 03)", f"{r.amplitude.share_in_active_span:.1%} of the residual's energy along the "
+            f"active latents' decoder rows (null {r.amplitude.share_in_null_span:.1%}); refitting their amplitudes: "
+            f"FVU {r.amplitude.fvu:.3f} → {r.amplitude.fvu_refit:.3f}"]] if r.amplitude else []),
         *([["linear part (Engels et al. 2024; held-out documents)",
             f"{r.linear_split.split.variance_predicted:.1%} of residual variance, R² "
             f"{r.linear_split.split.norm_predicted:.2f} of its norm; per band (PCs "
@@ -141,22 +150,43 @@ def noise_floor_table(runs: dict[str, Results]) -> str:
                      nf.control_n_stable, f"{ica.control.stability_max:.2f}",
                      f"{nf.control_max_abs_source_excess_kurtosis:.3f}", f"{nf.n_above_floor} / {ica.k}",
                      f"{nf.n_reproducible}", f"{nf.n_candidates}"])
-    head = ["run", "tokens × k", "real: stable / k", "matched control: stable", "control: best matched \\|cos\\|",
+    head = ["run", "tokens × k", "real: stable / k", "matched control: stable", "control: highest reappearance",
             "control: max \\|source excess kurtosis\\|", "real sources above the floor", "settled, stable and above",
             "candidates"]
     return ("Generated from " + "; ".join(f"{label}: {r.machine}, {r.generated}" for label, r in runs.items())
             + ".\n\n" + table(head, rows) + "\n")
 
 
+def completeness_table(r: Results, name: str) -> str:
+    """Step 07's injection–recovery of one run: the limit per firing rate, then every cell."""
+    c = r.completeness
+    if c is None:
+        raise ValueError(f"docs/runs/{name}.json has no completeness grid: rerun it with --completeness-runs ≥ 1")
+    top = max(c.grid_shares)
+    limits = table(["firing rate", "kept in ≥ 90% from a variance share of", "recovered in ≥ 90% from"],
+                   [[f"{x.rate:.1%}", f"> {top:.2%} (the grid's largest)" if x.kept is None else f"{x.kept:.2%}",
+                     f"> {top:.2%}" if x.recovered is None else f"{x.recovered:.2%}"] for x in c.limits])
+    cells = table(["firing rate", "variance share", "documents", "direction", "injected", "recovered", "kept",
+                   "why not kept"],
+                  [[f"{x.rate:.1%}", f"{x.share:.2%}", x.spread, x.kind, x.trials, x.recovered, x.kept,
+                    ", ".join(f"{k} {v}" for k, v in sorted(x.reasons.items(), key=lambda kv: -kv[1]))]
+                   for x in c.cells])
+    null = ("" if c.null is None else f" The null run (a structureless norm-matched surrogate, nothing injected) "
+            f"gave {c.null.n_candidates} candidates at k = {c.null.k}.")
+    return (_provenance(r, name) + f" {c.grid['runs']} injection runs, {c.seconds:.0f} s.{null}\n\n" + limits
+            + "\n\n" + cells + "\n")
+
+
 def k_sweep_table(r: Results, name: str) -> str:
     """Step 04's k sweep of one run: what each k gave and its wall time (fit + control)."""
     ica = r.ica
     rows = [[x.k, f"{x.variance_kept:.1%}", x.n_settled, x.n_stable, x.n_above_floor, x.n_reproducible,
-             "n/a" if x.control_max_kurtosis is None else f"{x.control_max_kurtosis:.3f}",
+             "n/a" if x.control_max_kurtosis is None else f"{x.control_max_kurtosis:.3f}", f"{x.design_effect:.2f}",
+             f"{x.effective_tokens:,.0f}", f"{x.k_bound}" + ("" if x.admissible else " (not admissible)"),
              f"{x.seconds_fit:.1f}", f"{x.seconds_control:.1f}", f"{x.seconds_fit + x.seconds_control:.1f}"]
             for x in ica.k_sweep]
     head = ["k", "residual variance kept", "settled", "stable", "above floor", "all three", "control max excess kurt.",
-            "fit (s)", "control (s)", "04 time at this k (s)"]
+            "design effect", "n_eff", "allows k ≤", "fit (s)", "control (s)", "04 time at this k (s)"]
     return (f"Generated from `docs/runs/{name}.json` ({r.machine}; {r.generated}; {ica.n_fit_tokens:,} tokens, "
             f"{len(ica.seeds)} seeds, backend {ica.backend}; chosen k = {ica.k}):\n\n" + table(head, rows) + "\n")
 
@@ -216,6 +246,10 @@ TABLES: dict[str, Callable[[Path], str]] = {
                                                    "offline default (docs/runs/offline_default.json)":
                                                        load("offline_default", runs)}),
     "k-sweep": lambda runs: k_sweep_table(load("offline_default", runs), "offline_default"),
+    "completeness": lambda runs: completeness_table(load("offline_default", runs), "offline_default"),
+    "study": lambda runs: run_table(load("study_2m", runs), "study_2m"),
+    "study-completeness": lambda runs: completeness_table(load("study_2m", runs), "study_2m"),
+    "study-k-sweep": lambda runs: k_sweep_table(load("study_2m", runs), "study_2m"),
     "causal": lambda runs: _causal(runs, "offline_default"),
     "toy-sweep": toy_table,
     "planted-sweep": planted_sweep_table,

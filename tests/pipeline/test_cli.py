@@ -24,7 +24,7 @@ def test_each_script_shows_its_own_flags_first_then_the_shared_ones():
     assert "owned by 04_run_ica.py" in text and "run_pipeline.py --help" in text
     first = help_text(1)
     assert first.index("--model") < first.index("--outputs") < first.index("--n-components")
-    assert "{smollm2-135m-local,gpt2-small-res-jb,planted}" in first
+    assert "{smollm2-135m-local,smollm2-135m-2m,gpt2-small-res-jb,planted}" in first
 
 
 def test_run_pipeline_help_lists_every_flag_and_layers():
