@@ -26,9 +26,12 @@ residual dimensions, so its per-document sums stay small at d_model 4,096."""
 AMPLITUDE_ROWS = 20_000
 
 
-def amplitude_error(ctx: StepContext, acts: np.ndarray, d_model: int) -> Amplitude:
+def amplitude_error(ctx: StepContext, acts: np.ndarray, d_model: int) -> Amplitude | None:
     """The residual along the active latents' decoder rows, on a seeded subsample of tokens
-    (:func:`darkmatter.analysis.amplitude.measure`)."""
+    (:func:`darkmatter.analysis.amplitude.measure`); None for a run without an SAE to read (one started
+    at step 03 from given arrays, :mod:`darkmatter.pipeline.synthetic`)."""
+    if ctx.cfg.trains_sae and not ctx.store.exists("sae"):
+        return None
     sae = ctx.sae()
     rows = np.sort(stats.random_rows(acts.shape[0], min(AMPLITUDE_ROWS, acts.shape[0]), ctx.cfg.source.seed + 3))
     x = np.asarray(acts[rows], dtype=np.float32)
@@ -68,16 +71,20 @@ def run(ctx: StepContext) -> None:
         store.save_npy("pca_eigenvalues.npy", pca_res.eigenvalues)
         store.save_npy("pca_components.npy", pca_res.components)
         ctx.write(diag)
-        ctx.write(amp)
+        if amp is not None:
+            ctx.write(amp)
+        ctx.discard_unless({"amplitude.json"} if amp is not None else set(), "amplitude.json")
         store.save_figure("residual_kurtosis.png", plots.residual_kurtosis(
             m_res.excess_kurtosis, m_act.excess_kurtosis, diag.kurtosis_standard_error_effective,
             f"SAE residual vs activations: {title}", diag.gaussian_surrogate.max_abs))
         store.save_figure("residual_pca.png", plots.residual_pca(
             pca_res.eigenvalues, pca_act.eigenvalues, marks, f"PCA of the SAE residual: {title}"))
     print(f"FVU {diag.fvu:.4f}")
-    print(f"amplitude error ({amp.n_rows:,} tokens): {amp.share_in_active_span:.1%} of the residual's energy lies "
-          f"along the active latents' decoder rows (null, as many rows of latents that did not fire: "
-          f"{amp.share_in_null_span:.1%}); refitting their amplitudes lowers FVU {amp.fvu:.4f} → {amp.fvu_refit:.4f} "
-          f"({amp.amplitude_share:.1%} of the residual is amplitude error); {amp.share_shrunk:.0%} of active latents "
-          f"wrote too little (median relative error {amp.relative_error_median:+.3f})")
+    if amp is not None:
+        print(f"amplitude error ({amp.n_rows:,} tokens): {amp.share_in_active_span:.1%} of the residual's energy "
+              f"lies along the active latents' decoder rows (null, as many rows of latents that did not fire: "
+              f"{amp.share_in_null_span:.1%}); refitting their amplitudes lowers FVU {amp.fvu:.4f} → "
+              f"{amp.fvu_refit:.4f} ({amp.amplitude_share:.1%} of the residual is amplitude error); "
+              f"{amp.share_shrunk:.0%} of active latents wrote too little (median relative error "
+              f"{amp.relative_error_median:+.3f})")
     print(f"verdict: {diag.verdict}")

@@ -45,8 +45,11 @@ def test_planted_pipeline_end_to_end(small_run):
 
 
 def test_the_add_back_test_finds_exactly_the_features_the_readout_reads(small_run):
-    """Known answer of the causal tests: the planted readout reads every other dark feature; the
-    components whose add-back closes the gap are exactly those that recover one of them."""
+    """Known answer of the causal tests: the planted readout reads every other dark feature; only
+    components that recover one of them close the gap beyond their matched-null part after Holm, and
+    every one of them beats its null. (A matched-null part of this small subspace, which the dark
+    features fill, itself closes ~13% of the gap, so the weakest read feature can miss Holm's
+    threshold over ~18 tested components.)"""
     from darkmatter.sources.base import GroundTruth
 
     dark = SMALL.withheld()
@@ -56,7 +59,8 @@ def test_the_add_back_test_finds_exactly_the_features_the_readout_reads(small_ru
     causal = json.loads((small_run / "causal.json").read_text())["table"]
     closes = {c["component"] for c in causal["components"] if c["closes_gap"]}
     reads = {i for i, t in truth.items() if t["nearest_true_feature"] in read and t["abs_cos"] > 0.9}
-    assert len(reads) == 4 and closes == reads
+    assert len(reads) == 4 and closes <= reads and len(closes) >= 3
+    assert all(causal["components"][i]["versus_null"]["difference"] > 0 for i in reads)
     shares = [causal["components"][i]["add_back"]["share"] for i in reads]
     assert min(shares) > 0.1 and sum(shares) > 0.8  # together they close most of the readout's error
     others = [c["add_back"]["share"] for c in causal["components"] if c["component"] not in reads]
