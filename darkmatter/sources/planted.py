@@ -582,16 +582,17 @@ def readout(truth: GroundTruth) -> tuple[np.ndarray, np.ndarray]:
     """A linear readout that depends on exactly every other dark feature: the known answer of the
     add-back test.
 
-    The readout vectors are the dual basis of the dark directions D (the columns of its
-    pseudo-inverse, D @ pinv(D) = I) for the features ``truth.dark[::2]``: each reads its own
-    feature's magnitude and is blind to every other dark feature's direction. Adding back an ICA
-    component that recovers one of these features closes part of the readout's error; one that
-    recovers another dark feature closes none.
+    The readout vectors are the dual basis of the dark and positional directions D (the columns of
+    its pseudo-inverse, D @ pinv(D) = I) for the features ``truth.dark[::2]``: each reads its own
+    feature's magnitude and is blind to every other dark feature's direction and to the positional
+    features' (which are in the residual too). Adding back an ICA component that recovers one of
+    these features closes part of the readout's error; one that recovers another dark feature or a
+    positional one closes none.
 
     Returns:
         (B: float64[d_model, n_read], read: int64[n_read] the feature ids it reads).
     """
-    D = truth.directions[truth.dark]
+    D = truth.directions[np.concatenate([truth.dark, truth.positional]).astype(np.int64)]
     dual = np.linalg.pinv(D)
     pick = np.arange(0, len(truth.dark), 2)
     return dual[:, pick], np.asarray(truth.dark)[pick]

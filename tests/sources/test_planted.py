@@ -241,3 +241,14 @@ def test_documents_give_a_design_effect_of_the_dark_sources_kurtosis():
         sources = r @ spec.directions()[spec.withheld()].T
         deff[name], _ = design_effect(sources, doc, seed=0)
     assert deff["documents"] > 3 and deff["iid"] < 1.5  # measured 4.9 and 1.08
+
+
+def test_the_planted_readout_is_blind_to_positional_features():
+    """The causal tests' known answer: each readout vector reads its own dark feature and nothing
+    along the other dark features or the positional ones (which are in the residual too)."""
+    truth = planted.PlantedSource(DOCS).ground_truth(np.zeros((1, 32)))
+    B, read = planted.readout(truth)
+    assert read.tolist() == truth.dark[::2].tolist() and len(truth.positional) == 2
+    np.testing.assert_allclose(truth.directions[read] @ B, np.eye(len(read)), atol=1e-10)
+    others = np.concatenate([np.setdiff1d(truth.dark, read), truth.positional])
+    assert np.abs(truth.directions[others] @ B).max() < 1e-10
