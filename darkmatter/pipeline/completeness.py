@@ -44,7 +44,7 @@ def run(ctx: StepContext, opts: SearchOptions) -> CompletenessResult | None:
     mean = store.load_npy("residual_mean.npy", mmap=False).astype(np.float64)
     index = store.load_npy("token_index.npy", mmap=False)
     tokens = store.load_npy("tokens.npy", mmap=False) if store.exists("tokens.npy") else None
-    positions = index[:, 1] if tokens is not None else None
+    positions = index[:, 1]
     token_ids = tokens[index[:, 0], index[:, 1]] if tokens is not None else None
     units, _ = ctx.units()
     sae = ctx.sae()

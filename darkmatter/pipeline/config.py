@@ -128,6 +128,18 @@ class PlantedOptions:
     """standard deviation of the Gaussian noise per dimension"""
     planted_threshold: float = 0.6
     """JumpReLU threshold of the oracle SAE"""
+    planted_doc_length: int = 0
+    """mean document length in rows (log-normal lengths); 0 = iid rows, no documents"""
+    planted_doc_scale_sigma: float = 0.0
+    """sigma of the log-normal noise scale shared by a document's rows (needs --planted-doc-length); 0 = none"""
+    planted_token_scale_sigma: float = 0.0
+    """sigma of the log-normal noise scale of each row; with the document scale the noise is a Gaussian scale
+    mixture (heavy-tailed); 0 = Gaussian noise"""
+    planted_topic_share: float = 1.0
+    """share of the documents each feature may fire in, at rate p_fire / share there (needs documents); 1 = all"""
+    planted_positional_features: int = 0
+    """extra features, unknown to the oracle SAE, that fire only at positions 1-2 of a document (artifacts,
+    not dark features; needs documents)"""
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,15 @@ PRESETS: dict[str, Config] = {
         hook_name="blocks.6.hook_resid_pre", sae_release="gpt2-small-res-jb", sae_id="blocks.6.hook_resid_pre",
         dataset="Skylion007/openwebtext", n_tokens=1_000_000, context_size=128, batch_size=32,
         neuronpedia_id="gpt2-small/6-res-jb")),
+    # planted data with real text's structure at moderate strength: ~500 documents of ~200 rows (log-normal
+    # lengths) so documents are the resampling unit, a heavy-tailed background (per-document noise scale σ 0.5,
+    # per-row σ 0.3: excess kurtosis ≈ 8.7 per noise coordinate), features confined to 30% of the documents,
+    # and 2 first-position artifacts in the residual. ICA still finds the 16 withheld features at |cos| > 0.98
+    # (k = 48..64, 0 false discoveries; measured on the oracle residual of the 100,000 analysed rows).
     "planted": with_values(Config(), dict(
         preset="planted", model="planted", model_source="planted", hook_name="planted", max_norm_ratio=None,
         n_tokens=100_000, sae_train_tokens=100_000, sae_train_samples=300_000, sae_expansion=1, sae_l0=2.0,
-        causal_windows=64)),
+        causal_windows=64, planted_doc_length=200, planted_doc_scale_sigma=0.5, planted_token_scale_sigma=0.3,
+        planted_topic_share=0.3, planted_positional_features=2)),
 }
 assert set(PRESETS) == set(get_args(PresetName))

@@ -195,7 +195,7 @@ def run(ctx: StepContext) -> None:
         explained = write_sources(resid, dec, sources, chunk)
         sources.flush()
         check_reconstruction(explained, white)
-        positions = index[:, 1] if tokens is not None else None
+        positions = index[:, 1]  # window (or planted document) position; 0 where there is none: never "first"
         token_ids = tokens[index[:, 0], index[:, 1]] if tokens is not None else None
         flags = artifacts.flag(artifacts.top_rows(sources), artifacts.tail_rows(sources), units_all, positions,
                                token_ids, seed=cfg.source.seed)

@@ -132,9 +132,21 @@ def _planted_ranges(cfg: Config) -> list[str]:
         problems.append(f"--planted-withheld must lie in 0..--planted-features ({p.planted_features})")
     if not 0 < p.planted_p_fire <= 1:
         problems.append("--planted-p-fire must lie in (0, 1]")
-    for name in ("planted_magnitude_sigma", "planted_noise", "planted_threshold"):
+    for name in ("planted_magnitude_sigma", "planted_noise", "planted_threshold", "planted_doc_scale_sigma",
+                 "planted_token_scale_sigma", "planted_positional_features"):
         if get(cfg, name) < 0:
             problems.append(f"{flag(name)} must be 0 or more")
+    if p.planted_doc_length < 0 or p.planted_doc_length == 1:
+        problems.append("--planted-doc-length must be 0 (iid rows) or at least 2")
+    if not 0 < p.planted_topic_share <= 1:
+        problems.append("--planted-topic-share must lie in (0, 1]")
+    elif 0 < p.planted_p_fire <= 1 and p.planted_p_fire > p.planted_topic_share:
+        problems.append(f"--planted-p-fire {p.planted_p_fire:g} must not exceed --planted-topic-share "
+                        f"{p.planted_topic_share:g} (features fire at rate p_fire / share inside their documents)")
+    if p.planted_doc_length == 0 and (p.planted_doc_scale_sigma > 0 or p.planted_topic_share < 1
+                                      or p.planted_positional_features > 0):
+        problems.append("--planted-doc-scale-sigma, --planted-topic-share below 1 and --planted-positional-features "
+                        "need documents: pass --planted-doc-length N (e.g. 200)")
     return problems
 
 
@@ -144,7 +156,9 @@ def planted_spec_kwargs(cfg: Config) -> dict[str, Any]:
     return dict(d_model=p.planted_d_model, n_features=p.planted_features,
                 n_withheld=p.planted_withheld if p.planted_mode == "withheld" else 0, p_fire=p.planted_p_fire,
                 magnitude_sigma=p.planted_magnitude_sigma, noise_std=p.planted_noise, seed=cfg.source.seed,
-                oracle_threshold=p.planted_threshold)
+                oracle_threshold=p.planted_threshold, doc_length=p.planted_doc_length,
+                doc_scale_sigma=p.planted_doc_scale_sigma, token_scale_sigma=p.planted_token_scale_sigma,
+                topic_share=p.planted_topic_share, positional_features=p.planted_positional_features)
 
 
 def _fits(value: Any, kind: Any) -> bool:

@@ -85,13 +85,17 @@ class GroundTruth:
 
     Attributes:
         directions: float64[n_features, d_model] unit rows.
-        dark: int64[n_dark] ids of the features that should be found in the residual.
+        dark: int64[n_dark] ids of the features that should be found in the residual and kept.
         rule: how ``dark`` was chosen, in words.
+        positional: int64[n_positional] ids of features that are in the residual too but fire only at
+            the first positions of a document: artifacts the candidate rule should exclude, never
+            among ``dark`` (planted data with ``positional_features``; empty elsewhere).
     """
 
     directions: np.ndarray
     dark: np.ndarray
     rule: str
+    positional: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,8 @@ def test_the_search_in_one_call_reproduces_steps_04_and_05(small_run):
     units, _ = ctx.units()
     resid = np.load(small_run / "residuals.npy", mmap_mode="r")
     W_dec = decoder_rows(load_sae("cpu", path=small_run / "sae"), resid.shape[1])
-    out = search(resid, units, None, None, W_dec, search_options(ctx))
+    positions = np.load(small_run / "token_index.npy")[:, 1]
+    out = search(resid, units, positions, None, W_dec, search_options(ctx))
     ica_info = json.loads((small_run / "ica.json").read_text())
     sim = json.loads((small_run / "similarity.json").read_text())
     assert out.k == ica_info["k"] and out.candidates == sim["candidates"]

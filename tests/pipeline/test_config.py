@@ -70,6 +70,8 @@ def test_the_rerun_hint_names_the_owning_step():
     (("--model-source", "cached"), "needs --activations"),
     (("--planted-withheld", "999", "--preset", "planted"), "--planted-withheld must lie in"),
     (("--planted-withheld", "128", "--preset", "planted"), "at least one known feature"),
+    (("--planted-doc-length", "0", "--preset", "planted"), "need documents: pass --planted-doc-length"),
+    (("--planted-topic-share", "0.005", "--preset", "planted"), "--planted-p-fire 0.01 must not exceed"),
     (("--activations", "x.npy", "--model-source", "transformer_lens"), "only by --model-source cached"),
     (("--tokenizer", "gpt2"), "describe --activations"),
     (("--corpus", "nope"), None),
