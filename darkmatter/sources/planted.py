@@ -558,8 +558,12 @@ class PlantedSource:
                 "readout of every other dark feature")
 
     def downstream(self, truth: GroundTruth | None, n_sequences: int, skip: int, device: str) -> ReadoutDownstream:
-        """A linear readout of every other dark feature (:func:`readout`) on ``n_sequences`` blocks of
-        128 held-out rows (those after the ``skip`` analysed rows of the analysis stream).
+        """A linear readout of every other dark feature (:func:`readout`) on ``n_sequences`` sequences of
+        128 held-out rows after the ``skip`` analysed rows of the analysis stream. With documents each
+        sequence starts at a document start, at most two per document (a long document's first two), the
+        next at the next document start after it, and its document is its cluster for the standard errors
+        (as :func:`darkmatter.sources.text.held_out_windows` builds text windows); without documents they
+        are consecutive blocks, each its own cluster.
 
         Raises:
             ValueError: ``truth`` is None.
@@ -567,11 +571,48 @@ class PlantedSource:
         if truth is None:
             raise ValueError("the planted readout needs the ground truth")
         B, read = readout(truth)
-        n = n_sequences * READOUT_ROWS
-        x = np.concatenate([xb for xb, _ in rows(self.spec, "analysis", n, start=skip)])
-        return ReadoutDownstream(x, B, READOUT_ROWS, device, f"{n:,} planted rows after the {skip:,} analysed "
-                                 f"({n_sequences} blocks of {READOUT_ROWS}), through a linear readout of dark "
-                                 f"features {', '.join(map(str, read))}")
+        per = READOUT_ROWS
+        if not self.spec.doc_length:
+            n = n_sequences * per
+            x = np.concatenate([xb for xb, _ in rows(self.spec, "analysis", n, start=skip)])
+            return ReadoutDownstream(x, B, per, device, f"{n:,} planted rows after the {skip:,} analysed "
+                                     f"({n_sequences} blocks of {per}), through a linear readout of dark "
+                                     f"features {', '.join(map(str, read))}")
+        starts, units = held_out_starts(self.spec, skip, n_sequences, per)
+        x = np.concatenate([np.concatenate([xb for xb, _ in rows(self.spec, "analysis", per, start=int(a))])
+                            for a in starts])
+        return ReadoutDownstream(x, B, per, device, f"{n_sequences} sequences of {per} planted rows from "
+                                 f"{len(np.unique(units))} documents after the {skip:,} analysed rows, each starting "
+                                 f"at a document start, through a linear readout of dark features "
+                                 f"{', '.join(map(str, read))}", units=units)
+
+
+def held_out_starts(spec: PlantedSpec, skip: int, n_sequences: int, per: int) -> tuple[np.ndarray, np.ndarray]:
+    """First rows and documents of held-out sequences of ``per`` rows after row ``skip`` (see
+    :meth:`PlantedSource.downstream`): int64[n_sequences] each."""
+    length = 4 * per * (n_sequences + 1)
+    while True:
+        span = np.arange(skip, skip + length)
+        doc, pos = documents(spec, "analysis", span)
+        firsts = span[pos == 1]
+        starts: list[int] = []
+        units: list[int] = []
+        i = 0
+        while i < len(firsts) and len(starts) < n_sequences:
+            a, end = int(firsts[i]), int(firsts[i]) + per
+            if end > span[-1]:
+                break
+            d = int(doc[a - skip])
+            starts.append(a)
+            units.append(d)
+            if len(starts) < n_sequences and end + per <= span[-1] and int(doc[end - skip]) == d:
+                starts.append(end)  # a long document's second sequence
+                units.append(d)
+                end += per
+            i = int(np.searchsorted(firsts, end))
+        if len(starts) == n_sequences:
+            return np.asarray(starts, dtype=np.int64), np.asarray(units, dtype=np.int64)
+        length *= 2
 
 
 #: Rows per sequence of the planted readout (sequences are the units of its standard errors).

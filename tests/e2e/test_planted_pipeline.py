@@ -71,12 +71,15 @@ def test_the_add_back_test_finds_exactly_the_features_the_readout_reads(small_ru
 
 
 def test_cached_activations_give_the_same_decomposition(small_run, tmp_path):
-    """The third source: the planted run's activations saved to disk plus its oracle SAE folder.
-    02-08 run without a model and reproduce the planted run's ICA exactly."""
+    """The third source: the planted run's activations saved to disk plus its oracle SAE folder and its
+    document ids (--activation-documents). 02-08 run without a model and reproduce the planted run's ICA
+    exactly (restarts and bootstrap draw the same documents)."""
     x = np.load(small_run / "activations.npy")
     np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "docs.npy", np.load(small_run / "token_index.npy")[:, 0])  # the planted documents
     out = tmp_path / "cached"
     assert cli.run_all(["--activations", str(tmp_path / "x.npy"), "--sae-path", str(small_run / "sae"),
+                        "--activation-documents", str(tmp_path / "docs.npy"),
                         "--hook-name", "planted", "--max-norm-ratio", "none", "--n-tokens", "20000",
                         "--stability-splits", "1", "--outputs", str(out)]) == 0
     cfg = json.loads((out / "config.json").read_text())

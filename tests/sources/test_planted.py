@@ -252,3 +252,20 @@ def test_the_planted_readout_is_blind_to_positional_features():
     np.testing.assert_allclose(truth.directions[read] @ B, np.eye(len(read)), atol=1e-10)
     others = np.concatenate([np.setdiff1d(truth.dark, read), truth.positional])
     assert np.abs(truth.directions[others] @ B).max() < 1e-10
+
+
+def test_held_out_sequences_start_at_documents_and_cluster_by_them():
+    """The planted readout's held-out sequences, like text windows, start at document starts (at most two
+    per document), so their standard errors can be clustered by document."""
+    spec = planted.PlantedSpec(doc_length=200)
+    starts, units = planted.held_out_starts(spec, 20_000, 64, 128)
+    doc, pos = planted.documents(spec, "analysis", starts)
+    assert len(starts) == 64 and (starts >= 20_000).all() and (np.diff(starts) >= 128).all()
+    np.testing.assert_array_equal(doc, units)
+    first = np.r_[True, units[1:] != units[:-1]]
+    assert (pos[first] == 1).all() and (pos[~first] == 129).all()  # a second sequence continues its document
+    assert np.bincount(np.unique(units, return_counts=True)[1]).tolist()[3:] == []  # ≤ 2 per document
+    assert len(np.unique(units)) >= 32
+    down = planted.PlantedSource(spec).downstream(
+        planted.PlantedSource(spec).ground_truth(np.zeros((1, spec.d_model))), 64, 20_000, "cpu")
+    np.testing.assert_array_equal(down.units, units)
