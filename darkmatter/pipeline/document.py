@@ -160,6 +160,7 @@ class LayerRow:
     mean_max_abs_cos_to_sae: dict[str, float]
     ica_median_excess_kurtosis: float
     n_candidate_dark_matter: int
+    detection_limit: str | None = None
 
 
 @dataclass(frozen=True)

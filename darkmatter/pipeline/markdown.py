@@ -273,10 +273,11 @@ def layers_markdown(summary: LayersSummary) -> str:
     names = list(summary.layers[0].mean_max_abs_cos_to_sae) if summary.layers else []
     head = ["layer", "hook", "SAE FVU", "L0", "dead", "resid. median excess kurt.", "PCA 90%", "k", "stable",
             "stable in matched control", "stable above noise floor",
-            " / ".join(names) + " max abs cos to SAE", "candidate dark matter"]
+            " / ".join(names) + " max abs cos to SAE", "candidate dark matter", "detection limit"]
     rows = [[r.layer, f"`{r.hook_name}`", f"{r.sae_fvu:.4f}", f"{r.sae_l0:.1f}", f"{r.sae_dead_fraction:.1%}",
              f"{r.residual_median_excess_kurtosis:.2f}", r.pca_components_for_90, r.k, r.n_stable,
              _num(r.control_n_stable, "d"), _num(r.n_stable_above_noise_floor, "d"),
-             " / ".join(f"{r.mean_max_abs_cos_to_sae[n]:.3f}" for n in names), r.n_candidate_dark_matter]
+             " / ".join(f"{r.mean_max_abs_cos_to_sae[n]:.3f}" for n in names), r.n_candidate_dark_matter,
+             r.detection_limit or "not measured"]
             for r in summary.layers]
     return "\n".join(["# ICA dark matter across layers", "", table(head, rows), ""])

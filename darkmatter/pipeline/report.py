@@ -219,5 +219,5 @@ def layers_summary(results: dict[int, Results]) -> LayersSummary:
             n_stable_above_noise_floor=r.ica.n_reproducible,
             mean_max_abs_cos_to_sae={n: s.mean_max_abs_cos for n, s in r.similarity.sets.items()},
             ica_median_excess_kurtosis=r.statistics.ica_excess_kurtosis.summary.median,
-            n_candidate_dark_matter=len(r.candidate_dark_matter_components)))
+            n_candidate_dark_matter=len(r.candidate_dark_matter_components), detection_limit=r.detection_limit))
     return LayersSummary(layers=rows)
