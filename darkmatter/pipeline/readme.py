@@ -157,6 +157,30 @@ def noise_floor_table(runs: dict[str, Results]) -> str:
             + ".\n\n" + table(head, rows) + "\n")
 
 
+def corpus_table(runs: Path, before: str, after: str) -> str:
+    """The offline default before and after the corpus of many documents: documents, design effects,
+    effective sample sizes, k and counts. The earlier snapshot is read as plain JSON (an older schema)."""
+    old = json.loads((runs / f"{before}.json").read_text())
+    new = load(after, runs)
+    oi, od = old["ica"], old["diagnostics"]
+
+    def row(label: str, ica: dict, diag: dict, cands: int, text: str, generated: str) -> list[str]:
+        return [label, text, f"{ica['n_units']:,}", f"{diag['design_effect']:.2f} / {diag['effective_tokens']:,.0f}",
+                f"{ica['design_effect']:.2f} / {ica['effective_tokens']:,.0f}", str(ica["k"]),
+                f"{ica['n_stable']}", str(cands), generated]
+
+    ni = {"n_units": new.ica.n_units, "design_effect": new.ica.design_effect,
+          "effective_tokens": new.ica.effective_tokens, "k": new.ica.k, "n_stable": new.ica.n_stable}
+    nd = {"design_effect": new.diagnostics.design_effect, "effective_tokens": new.diagnostics.effective_tokens}
+    rows = [row(f"`docs/runs/{before}.json`", oi, od, len(old["candidate_dark_matter_components"]),
+                "Python documentation", old["generated"]),
+            row(f"`docs/runs/{after}.json`", ni, nd, len(new.candidate_dark_matter_components),
+                new.setup.hook.text, new.generated)]
+    head = ["run", "text", "documents analysed", "03: design effect / n_eff (per dimension)",
+            "04: design effect / n_eff (source kurtosis)", "k", "stable", "candidates", "date"]
+    return table(head, rows) + "\n"
+
+
 def completeness_table(r: Results, name: str) -> str:
     """Step 07's injection–recovery of one run: the limit per firing rate, then every cell."""
     c = r.completeness
@@ -246,6 +270,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
                                                    "offline default (docs/runs/offline_default.json)":
                                                        load("offline_default", runs)}),
     "k-sweep": lambda runs: k_sweep_table(load("offline_default", runs), "offline_default"),
+    "corpus": lambda runs: corpus_table(runs, "offline_default_python_docs", "offline_default"),
     "completeness": lambda runs: completeness_table(load("offline_default", runs), "offline_default"),
     "study": lambda runs: run_table(load("study_2m", runs), "study_2m"),
     "study-completeness": lambda runs: completeness_table(load("study_2m", runs), "study_2m"),
