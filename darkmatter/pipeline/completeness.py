@@ -22,6 +22,7 @@ from darkmatter.analysis.groundtruth import FOUND_COS
 from darkmatter.analysis.injection import CompletenessResult, InjectedFeature, RunRecord
 from darkmatter.analysis.search import Outcome, SearchOptions, search
 from darkmatter.pipeline.context import StepContext
+from darkmatter.pipeline.results import SetupResult
 from darkmatter.sources.saes import decoder_rows
 
 
@@ -38,8 +39,8 @@ def run(ctx: StepContext, opts: SearchOptions) -> CompletenessResult | None:
     if c.completeness_runs <= 0:
         return None
     t0 = time.perf_counter()
-    setup_d = int(store.load_npy("residual_mean.npy", mmap=False).shape[0])
-    (acts, resid) = ctx.arrays("activations.npy", "residuals.npy", d_model=setup_d)
+    setup_d = ctx.read(SetupResult).d_model
+    acts, resid = ctx.arrays("activations.npy", "residuals.npy", d_model=setup_d)
     pca = stats.PCA(store.load_npy("pca_eigenvalues.npy", mmap=False), store.load_npy("pca_components.npy", mmap=False))
     mean = store.load_npy("residual_mean.npy", mmap=False).astype(np.float64)
     index = store.load_npy("token_index.npy", mmap=False)

@@ -189,7 +189,7 @@ register(Step(
     7, "statistics", "darkmatter.pipeline.s07_statistics",
     "Excess kurtosis of ICA sources against SAE features like for like, beside the matched control; the "
     "detection limit (injection–recovery).",
-    reads=("config.json", "sae_stats.json", "ica.json", "ica_activations.npy", "sae_feature_moments.npy",
+    reads=("config.json", "setup.json", "sae_stats.json", "ica.json", "ica_activations.npy", "sae_feature_moments.npy",
            "activations.npy", "residuals.npy", "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy",
            "token_index.npy"),
     writes=("statistics.json", "ica_vs_sae_kurtosis.png", "completeness.json", "completeness.png"),
