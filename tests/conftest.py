@@ -96,7 +96,7 @@ def tiny_run(tmp_path_factory, tiny_model_dir, text_glob) -> Path:
                "--text-files", text_glob, "--context-size", "32", "--n-tokens", str(TINY_RUN_TOKENS),
                "--sae-train-tokens", "3000", "--sae-train-samples", "12000", "--sae-batch-size", "256",
                "--sae-expansion", "4", "--sae-l0", "4", "--n-components", str(TINY_RUN_K), "--batch-size", "8",
-               "--causal-windows", "16", "--causal-components", "all",
+               "--causal-windows", "16", "--causal-components", "all", "--completeness-runs", "1",
                "--outputs", str(out))
     for name in scripts[1:]:
         run_script(name, "--outputs", str(out))

@@ -31,7 +31,8 @@ from darkmatter.pipeline.store import OutputStore
 from helpers import TINY_HOOK, save_sae
 
 SMALL = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
-         "--n-tokens", "6000", "--stability-splits", "1", "--causal-windows", "4", "--control", "false"]
+         "--n-tokens", "6000", "--stability-splits", "1", "--causal-windows", "4", "--control", "false",
+         "--completeness-runs", "0"]
 #: The tiny local model run: model, hook, SAE folder and text (the conftest fixtures).
 MODEL = ["--model", "{model}", "--hook-name", TINY_HOOK, "--sae-path", "{sae}", "--text-files", "{text}",
          "--context-size", "32", "--n-tokens", "800"]

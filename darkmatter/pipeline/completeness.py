@@ -21,6 +21,7 @@ from darkmatter.analysis import ica, injection, stats
 from darkmatter.analysis.groundtruth import FOUND_COS
 from darkmatter.analysis.injection import CompletenessResult, InjectedFeature, RunRecord
 from darkmatter.analysis.search import Outcome, SearchOptions, search
+from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import SetupResult
 from darkmatter.sources.saes import decoder_rows
@@ -51,6 +52,10 @@ def run(ctx: StepContext, opts: SearchOptions) -> CompletenessResult | None:
     sae = ctx.sae()
     W_dec = decoder_rows(sae, setup_d)
     grid = injection.Grid(runs=c.completeness_runs)
+    per_run = len(grid.rates) * (len(grid.shares) + 1)
+    if 2 * per_run > setup_d:
+        raise DarkMatterError(f"the completeness grid injects {per_run} mutually orthogonal features per run, too "
+                              f"many for d_model {setup_d}: pass --completeness-runs 0")
     n = resid.shape[0]
     seed = cfg.source.seed + 7000
     chunk = opts.chunk

@@ -12,7 +12,7 @@ from darkmatter.sources import planted
 
 SMALL = planted.PlantedSpec(d_model=32, n_features=48, n_withheld=8, magnitude_sigma=0.3, seed=42)
 SMALL_FLAGS = ["--planted-d-model", "32", "--planted-features", "48", "--planted-withheld", "8",
-               "--n-tokens", "20000", "--stability-splits", "1"]
+               "--n-tokens", "20000", "--stability-splits", "1", "--completeness-runs", "1"]
 BASELINES = set_names()[1:]
 
 
@@ -81,6 +81,7 @@ def test_cached_activations_give_the_same_decomposition(small_run, tmp_path):
     assert cli.run_all(["--activations", str(tmp_path / "x.npy"), "--sae-path", str(small_run / "sae"),
                         "--activation-documents", str(tmp_path / "docs.npy"),
                         "--hook-name", "planted", "--max-norm-ratio", "none", "--n-tokens", "20000",
+                        "--completeness-runs", "0",
                         "--stability-splits", "1", "--outputs", str(out)]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["source"]["model_source"] == "cached"
@@ -96,7 +97,7 @@ def test_capacity_mode_scores_the_features_the_trained_sae_missed(tmp_path):
     out = tmp_path / "capacity"
     assert cli.run_all(["--preset", "planted", "--planted-mode", "capacity", "--outputs", str(out),
                         *SMALL_FLAGS, "--sae-expansion", "1", "--sae-l0", "2", "--sae-train-tokens", "10000",
-                        "--sae-train-samples", "40000", "--sae-batch-size", "256",
+                        "--sae-train-samples", "40000", "--sae-batch-size", "256", "--completeness-runs", "0",
                         "--control", "false"]) == 0
     truth = json.loads((out / "groundtruth.json").read_text())
     training = json.loads((out / "sae_training.json").read_text())["result"]

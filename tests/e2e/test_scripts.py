@@ -172,7 +172,7 @@ def test_layers_trains_and_analyses_each_layer(tmp_path, tiny_model_dir, text_gl
                "--layers", "2,6", "--text-files", text_glob, "--context-size", "32", "--n-tokens", "2000",
                "--sae-train-tokens", "2000", "--sae-train-samples", "6000", "--sae-batch-size", "256",
                "--sae-expansion", "4", "--sae-l0", "4", "--n-components", "4", "--batch-size", "8",
-               "--stability-splits", "1", "--causal-windows", "16", "--outputs", str(out))
+               "--stability-splits", "1", "--causal-windows", "16", "--completeness-runs", "0", "--outputs", str(out))
     table = json.loads((out / "layers_summary.json").read_text())["layers"]
     assert [(r["layer"], r["hook_name"]) for r in table] == [(2, "blocks.2.hook_resid_pre"),
                                                             (6, "blocks.6.hook_resid_pre")]

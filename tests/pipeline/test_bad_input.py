@@ -15,7 +15,8 @@ from helpers import TINY_D_MODEL, TINY_HOOK, run_script, save_sae
 
 def base_args(model_dir: Path, sae_dir: Path, text: str, out: Path) -> list[str]:
     return ["--model", str(model_dir), "--hook-name", TINY_HOOK, "--sae-path", str(sae_dir),
-            "--text-files", text, "--context-size", "32", "--n-tokens", "800", "--outputs", str(out)]
+            "--text-files", text, "--context-size", "32", "--n-tokens", "800", "--completeness-runs", "0",
+            "--outputs", str(out)]
 
 
 def fails(capsys, step: int, argv: list[str], *expected: str) -> str:

@@ -22,7 +22,8 @@ from tests.helpers import REPO
 # float32 ULPs (1.9e-6 at |W| ≤ 11.7; k, n_iter and n_stable agree; the collected arrays and
 # token_index.npy are identical), so the exact-sum claim of ica_engine.RowShard does not hold there.
 PLANTED = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
-           "--n-tokens", "40000", "--stability-splits", "1", "--causal-windows", "4", "--planted-doc-length", "0",
+           "--n-tokens", "40000", "--stability-splits", "1", "--causal-windows", "4",
+           "--completeness-runs", "0", "--planted-doc-length", "0",
            "--planted-doc-scale-sigma", "0", "--planted-token-scale-sigma", "0", "--planted-topic-share", "1",
            "--planted-positional-features", "0"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

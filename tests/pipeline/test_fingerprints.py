@@ -22,7 +22,7 @@ def inputs(tmp_path, tiny_model_dir, tiny_sae_dir, text_glob):
     out = tmp_path / "out"
     argv = ["--model", str(tiny_model_dir), "--hook-name", TINY_HOOK, "--sae-path", str(tmp_path / "sae"),
             "--text-files", str(tmp_path / "text" / "*.txt"), "--context-size", "32", "--n-tokens", "800",
-            "--outputs", str(out)]
+            "--completeness-runs", "0", "--outputs", str(out)]
     return tmp_path, out, argv
 
 

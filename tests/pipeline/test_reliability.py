@@ -16,7 +16,8 @@ from darkmatter.pipeline.folder_lock import LOCK_HOLDER
 from darkmatter.pipeline.store import OutputStore
 
 SMALL = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
-         "--n-tokens", "6000", "--stability-splits", "1", "--causal-windows", "4", "--control", "false"]
+         "--n-tokens", "6000", "--stability-splits", "1", "--causal-windows", "4", "--control", "false",
+         "--completeness-runs", "0"]
 
 
 def _snapshot(folder) -> dict[str, tuple[int, float]]:

@@ -12,7 +12,7 @@ from darkmatter.pipeline.markdown import layers_markdown, report_markdown
 from darkmatter.pipeline.results import SCHEMA_VERSION
 
 SMALL = ["--preset", "planted", "--planted-d-model", "32", "--planted-features", "48", "--planted-withheld", "8",
-         "--n-tokens", "20000", "--stability-splits", "1"]
+         "--n-tokens", "20000", "--stability-splits", "1", "--completeness-runs", "1"]
 
 
 @pytest.fixture(scope="module")

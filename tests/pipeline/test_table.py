@@ -15,7 +15,7 @@ from darkmatter.pipeline.results import ICAResult
 from darkmatter.pipeline.store import OutputStore
 
 SMALL = ["--preset", "planted", "--planted-d-model", "32", "--planted-features", "48", "--planted-withheld", "8",
-         "--n-tokens", "20000", "--stability-splits", "1"]
+         "--n-tokens", "20000", "--stability-splits", "1", "--completeness-runs", "0"]
 
 
 @dataclass(frozen=True)

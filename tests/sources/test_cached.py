@@ -70,7 +70,7 @@ def test_the_pipeline_runs_on_the_cache_without_a_model(cache_dir, tiny_sae_dir,
     out = tmp_path / "run"
     assert cli.run_all(["--activations", str(folder), "--hook-name", TINY_HOOK, "--sae-path", str(tiny_sae_dir),
                         "--tokenizer", str(tiny_model_dir), "--n-tokens", "800", "--n-components", "4",
-                        "--outputs", str(out)]) == 0
+                        "--completeness-runs", "0", "--outputs", str(out)]) == 0
     setup = json.loads((out / "setup.json").read_text())
     assert setup["source_kind"] == "cached" and setup["hook"]["d_model"] == TINY_D_MODEL
     bank = json.loads((out / "feature_bank.json").read_text())
