@@ -6,6 +6,7 @@ from typing import Any
 
 from darkmatter.analysis.compare import HIGH, LOW
 from darkmatter.pipeline.causal_table import causal_markdown
+from darkmatter.pipeline.completeness_table import completeness_markdown
 from darkmatter.pipeline.document import LayersSummary, Results
 from darkmatter.pipeline.mdtable import table
 from darkmatter.pipeline.results import FeatureBank
@@ -13,36 +14,6 @@ from darkmatter.pipeline.results import FeatureBank
 
 def _num(value: float | None, spec: str = ".2f") -> str:
     return "n/a" if value is None else format(value, spec)
-
-
-def completeness_markdown(r: Results) -> list[str]:
-    """report.md's injection–recovery section: the limit per firing rate, every cell, the null run."""
-    c = r.completeness
-    if c is None:
-        return ["## Detection limit", "", "Not measured (`--completeness-runs 0`): a count of candidates says nothing "
-                "about what the run could have found.", ""]
-    g = c.grid
-    limits = table(["firing rate", "kept in ≥ 90% from a variance share of", "recovered in ≥ 90% from"],
-                   [[f"{lim.rate:.1%}",
-                     f"> the grid's {max(c.grid_shares):.2%}" if lim.kept is None else f"{lim.kept:.2%}",
-                     "> grid" if lim.recovered is None else f"{lim.recovered:.2%}"] for lim in c.limits])
-    cells = table(["rate", "variance share", "documents", "direction", "injected", "recovered", "kept", "why not kept"],
-                  [[f"{x.rate:.1%}", f"{x.share:.2%}", x.spread, x.kind, x.trials, x.recovered, x.kept,
-                    ", ".join(f"{k} {v}" for k, v in sorted(x.reasons.items(), key=lambda kv: -kv[1]))]
-                   for x in c.cells])
-    runs = table(["run", "arm", "k", "reproducible", "candidates", "not injected", "seconds"],
-                 [[x.run, x.arm, x.k, x.n_reproducible, x.n_candidates, x.other_candidates, f"{x.seconds:.0f}"]
-                  for x in c.runs + ([c.null] if c.null else [])])
-    return ["## Detection limit (injection–recovery)", "",
-            f"{c.statement}.", "",
-            f"Each of {g['runs']} runs adds synthetic sparse features to the activations before the SAE (log-normal "
-            f"magnitudes, non-negative, at mutually orthogonal directions), then reruns the whole search — k sweep, "
-            "restarts, matched control, floor test, the candidate rule — on x' − SAE(x'). A feature is *recovered* "
-            f"when a component lies at |cos| ≥ {g['found_cos']} to its direction and *kept* when that component is a "
-            "candidate. Variance shares are of the residual's total variance "
-            f"({c.residual_variance:.4g}). The null run searches a norm-matched surrogate of the residual with nothing "
-            "injected (every token keeps its norm and document, directions at random): its candidates are false ones.",
-            "", limits, "", cells, "", runs, ""]
 
 
 def report_markdown(r: Results) -> str:
@@ -150,7 +121,10 @@ def report_markdown(r: Results) -> str:
                         f"{sorted(c.source_excess_kurtosis for c in ica.components)[ica.k // 2]:.3f}"]]),
                 "", f"Effective sample size {nf.effective_tokens:,.0f} of {ica.n_fit_tokens:,} tokens (design effect "
                 f"{nf.design_effect:.2f}: tokens of one {ica.resampling_unit} are dependent).", ""]
-    out += completeness_markdown(r)
+    out += (["## Detection limit (injection–recovery)", "", completeness_markdown(r.completeness)]
+            if r.completeness is not None else
+            ["## Detection limit", "", "Not measured (`--completeness-runs 0`): a count of candidates says nothing "
+             "about what the run could have found.", ""])
     if r.amplitude is not None:
         a = r.amplitude
         out += ["## Amplitude error", "",

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from darkmatter.analysis.directions import ICA
 from darkmatter.pipeline.causal_table import causal_markdown
+from darkmatter.pipeline.completeness_table import completeness_markdown
 from darkmatter.pipeline.document import Results
 from darkmatter.pipeline.mdtable import table
 
@@ -182,23 +183,10 @@ def corpus_table(runs: Path, before: str, after: str) -> str:
 
 
 def completeness_table(r: Results, name: str) -> str:
-    """Step 07's injection–recovery of one run: the limit per firing rate, then every cell."""
-    c = r.completeness
-    if c is None:
+    """Step 07's injection–recovery of one run (``completeness_table.completeness_markdown``)."""
+    if r.completeness is None:
         raise ValueError(f"docs/runs/{name}.json has no completeness grid: rerun it with --completeness-runs ≥ 1")
-    top = max(c.grid_shares)
-    limits = table(["firing rate", "kept in ≥ 90% from a variance share of", "recovered in ≥ 90% from"],
-                   [[f"{x.rate:.1%}", f"> {top:.2%} (the grid's largest)" if x.kept is None else f"{x.kept:.2%}",
-                     f"> {top:.2%}" if x.recovered is None else f"{x.recovered:.2%}"] for x in c.limits])
-    cells = table(["firing rate", "variance share", "documents", "direction", "injected", "recovered", "kept",
-                   "why not kept"],
-                  [[f"{x.rate:.1%}", f"{x.share:.2%}", x.spread, x.kind, x.trials, x.recovered, x.kept,
-                    ", ".join(f"{k} {v}" for k, v in sorted(x.reasons.items(), key=lambda kv: -kv[1]))]
-                   for x in c.cells])
-    null = ("" if c.null is None else f" The null run (a structureless norm-matched surrogate, nothing injected) "
-            f"gave {c.null.n_candidates} candidates at k = {c.null.k}.")
-    return (_provenance(r, name) + f" {c.grid['runs']} injection runs, {c.seconds:.0f} s.{null}\n\n" + limits
-            + "\n\n" + cells + "\n")
+    return _provenance(r, name) + "\n\n" + completeness_markdown(r.completeness)
 
 
 def k_sweep_table(r: Results, name: str) -> str:

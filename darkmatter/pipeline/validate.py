@@ -33,6 +33,8 @@ def validate(cfg: Config) -> None:
             problems.append(f"{flag(name)} must be positive")
     if s.seed < 0:
         problems.append("--seed must be 0 or more")
+    if cfg.completeness.completeness_runs < 0:
+        problems.append("--completeness-runs must be 0 or more (0 skips the detection limit)")
     if not cfg.run.memory_gb >= 0:
         problems.append("--memory-gb must be 0 or more (0: always stream step 04's rows from disk)")
     if not cfg.training.sae_lr > 0:
