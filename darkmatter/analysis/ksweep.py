@@ -185,9 +185,10 @@ def sweep(z_top: ica.Rows, pca: PCA, mean: np.ndarray, ks: list[int], units: np.
     """:func:`fit_k` at each k of ``ks`` in ascending order, stopping before a k the effective
     sample size measured at the previous k cannot support (its design effect predicts
     k > :func:`~darkmatter.analysis.decompose.effective_k_bound`); the first k is always fitted.
-    Where the last k fitted exceeds its own bound and no admissible k comes within 80% of that bound,
-    the bound itself (the largest k the effective sample size supports) is fitted too, as
-    :func:`~darkmatter.analysis.decompose.sweep_ks` adds the largest k the raw count supports.
+    Where the sweep stopped early (a k skipped, or the last k fitted above its own bound) and no
+    admissible k comes within 80% of the last bound, the bound itself (the largest k the effective
+    sample size supports) is fitted too, as :func:`~darkmatter.analysis.decompose.sweep_ks` adds
+    the largest k the raw count supports.
 
     Args:
         ks: ascending k (:func:`darkmatter.analysis.decompose.sweep_ks`); the rest as :func:`fit_k`.
@@ -214,6 +215,6 @@ def sweep(z_top: ica.Rows, pca: PCA, mean: np.ndarray, ks: list[int], units: np.
         fit(k)
     last = fits[max(fits)]
     best = max((f.k for f in fits.values() if f.admissible), default=1)
-    if not last.admissible and best < 0.8 * last.k_bound and last.k_bound not in fits:
+    if (skipped or not last.admissible) and best < 0.8 * last.k_bound and last.k_bound not in fits:
         fit(last.k_bound)
     return fits, skipped
