@@ -76,6 +76,9 @@ def test_the_pipeline_runs_on_the_cache_without_a_model(cache_dir, tiny_sae_dir,
     bank = json.loads((out / "feature_bank.json").read_text())
     assert "no logit lens" in bank["note"] and "[[" in bank["components"][0]["top"][0]["context"]
     assert "no causal tests" in bank["note"] and not (out / "causal.json").exists()
+    unit = json.loads((out / "ica.json").read_text())["resampling_unit"]
+    headline = " ".join(json.loads((out / "ica_dark_matter_results.json").read_text())["headline"])
+    assert unit == "document" or f"by {unit}s, not documents" in headline  # stability by rows is said
     assert np.load(out / "tokens.npy").shape[1] == CTX
 
 
@@ -101,3 +104,24 @@ def test_bad_caches_are_one_line_errors(tmp_path):
     (tmp_path / "folder").mkdir()
     with pytest.raises(DarkMatterError, match="saved dataset"):
         CachedSource(str(tmp_path / "folder"), "h").hook()
+
+
+def test_document_ids_of_cached_activations_become_the_resampling_units(tmp_path):
+    """--activation-documents: one id per window (or per row) of the cache; without it, rows are the units
+    of 2-D activations and the run says so."""
+    from darkmatter.sources.cached import CachedSource
+
+    x = np.random.default_rng(0).standard_normal((40, 8, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "docs.npy", np.repeat(np.arange(10), 4))  # 10 documents of 4 windows
+    src = CachedSource(str(tmp_path / "x.npy"), "h", documents_path=str(tmp_path / "docs.npy"))
+    index = np.array([[w, p] for w in range(40) for p in range(8)])
+    units, name = src.units(index, None)
+    assert name == "document" and units.tolist() == np.repeat(np.arange(10), 32).tolist()
+    np.save(tmp_path / "bad.npy", np.arange(7))
+    with pytest.raises(DarkMatterError, match="one id per window or one per row"):
+        CachedSource(str(tmp_path / "x.npy"), "h", documents_path=str(tmp_path / "bad.npy")).units(index, None)
+    flat = tmp_path / "flat.npy"
+    np.save(flat, x.reshape(-1, 4))
+    units, name = CachedSource(str(flat), "h").units(np.c_[np.arange(320), np.zeros(320, int)], None)
+    assert name == "row" and len(np.unique(units)) == 320
