@@ -239,8 +239,10 @@ def completeness(cells: list, limits: list, title: str, note: str) -> Figure:
         for c in cells:
             if (c.spread, c.kind) in markers:
                 m, name = markers[(c.spread, c.kind)]
-                nudge = 1 + 0.08 * (rates.index(c.rate) - 1) if c.rate in rates else 1.0
-                ax.scatter([c.share * nudge], [getattr(c, what) / c.trials], marker=m, s=60,
+                # arms share one variance share: spread them apart by kind (x) and by rate (y)
+                nudge = (0.8, 1.0, 1.25)[list(markers).index((c.spread, c.kind))]
+                lift = 0.012 * (rates.index(c.rate) - (len(rates) - 1) / 2) if c.rate in rates else 0.0
+                ax.scatter([c.share * nudge], [getattr(c, what) / c.trials + lift], marker=m, s=60,
                            color=colors.get(c.rate, "black"), edgecolor="black", zorder=3,
                            label=f"{name} (colour: firing rate)" if name not in seen else None)
                 seen.add(name)
