@@ -31,28 +31,14 @@ GENERATED_FILES = (ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md", ROOT 
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 
-#: The schema version from which ``causal`` holds today's causal table (held-out windows from many
-#: documents, standard errors clustered by document, per-component matched nulls with Holm, top-m
-#: ordered and scored on disjoint halves, SAELens's loss recovered exactly). An older snapshot's
-#: causal figures (per-window standard errors on a few windows of one document) are not read.
-CAUSAL_SINCE = 6
-
-
-def schema_version(name: str, runs: Path = RUNS) -> int:
-    """The ``schema_version`` stamp of ``docs/runs/<name>.json`` (0 where it has none)."""
-    return int(json.loads((runs / f"{name}.json").read_text()).get("schema_version", 0))
-
-
 def load(name: str, runs: Path = RUNS) -> Results:
-    """The results snapshot ``docs/runs/<name>.json``, typed; a snapshot older than
-    :data:`CAUSAL_SINCE` is read without its causal table."""
+    """The results snapshot ``docs/runs/<name>.json``, typed (an older schema's snapshot is read as plain
+    JSON where a table needs it, e.g. :func:`corpus_table`)."""
     from pydantic import TypeAdapter
 
     data = json.loads((runs / f"{name}.json").read_text())
-    version = int(data.pop("schema_version", 0))
+    data.pop("schema_version", None)
     data.pop("run_id", None)
-    if version < CAUSAL_SINCE:
-        data["causal"] = None
     return TypeAdapter(Results).validate_python(data)
 
 
@@ -271,11 +257,6 @@ TABLES: dict[str, Callable[[Path], str]] = {
 
 def _causal(runs: Path, name: str) -> str:
     r = load(name, runs)
-    if r.causal is None and schema_version(name, runs) < CAUSAL_SINCE:
-        return (f"`docs/runs/{name}.json` (schema {schema_version(name, runs)}) was written before the causal "
-                f"tests were rebuilt (schema {CAUSAL_SINCE}), so its causal table is not shown: rerun the preset "
-                f"`{r.config['source']['preset']}` and copy its `ica_dark_matter_results.json` here to fill this "
-                "block.\n")
     if r.causal is None:
         raise ValueError(f"docs/runs/{name}.json has no causal tests: rerun it with step 06")
     return _provenance(r, name) + "\n\n" + causal_markdown(r.causal, r.ica.k)

@@ -13,6 +13,6 @@ def test_readme_tables_match_the_runs():
 
 
 def test_every_snapshot_reads_back_typed():
-    for name in ("offline_default", "planted"):
+    for name in ("offline_default", "planted", "study_2m"):
         r = readme.load(name)
         assert r.generated and r.machine and r.steps
