@@ -13,7 +13,7 @@ PRESETS: dict[str, Config] = {
     # many for the control, in each search: k is capped at 100 and the grid is one injection run (plus the null
     # run); on a GPU pass --max-components none --completeness-runs 3
     "smollm2-135m-2m": with_values(Config(), dict(
-        preset="smollm2-135m-2m", corpus="mixed-large", n_tokens=2_000_000, max_components=100,
+        preset="smollm2-135m-2m", corpus="mixed-large", n_tokens=2_000_000, max_components=50,
         completeness_runs=1)),
     "gpt2-small-res-jb": with_values(Config(), dict(
         preset="gpt2-small-res-jb", model="gpt2", model_source="transformer_lens",
