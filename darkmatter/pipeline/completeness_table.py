@@ -27,7 +27,9 @@ def completeness_markdown(c: CompletenessResult) -> str:
         "magnitudes, non-negative, at mutually orthogonal directions), then reruns the whole search — k sweep, "
         "restarts, matched control, floor test, the candidate rule — on x' − SAE(x'). A feature is *recovered* "
         f"when a component lies at |cos| ≥ {g['found_cos']} to its direction and *kept* when that component is a "
-        f"candidate. Variance shares are of the residual's total variance ({c.residual_variance:.4g}). The null "
-        "run (run −1) searches a norm-matched surrogate of the residual with nothing injected (every token keeps "
-        f"its norm and document, directions at random): its candidates are false ones. {c.seconds:.0f} s in all.",
+        f"candidate. Variance shares are of the residual's total variance ({c.residual_variance:.4g}). "
+        + ("The null run (run −1) searches a norm-matched surrogate of the residual with nothing injected (every "
+           "token keeps its norm and document, directions at random): its candidates are false ones."
+           if c.null else "No null run (`--completeness-null false`): this run counts no false candidates.")
+        + f" {c.seconds:.0f} s in all.",
         "", limits, "", cells, "", runs, ""])
