@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outputs", default="outputs", help="the run's outputs folder (with dashboard/)")
     p.add_argument("--component", type=int, default=0, help="the component page to shoot")
     p.add_argument("--to", default="docs/img", help="folder for dashboard_index.png and dashboard_component.png")
-    p.add_argument("--height", type=int, default=1100, help="viewport height in pixels (the shot's height)")
+    p.add_argument("--height", type=int, default=1600, help="viewport height in pixels (the shot's height)")
     args = p.parse_args(argv)
     index = Path(args.outputs) / "dashboard" / "index.html"
     if not index.is_file():
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         page = browser.new_page(viewport={"width": 1300, "height": args.height})
         page.goto(index.resolve().as_uri())
         page.click("#components th:nth-child(7)")  # sort by gap closed
+        page.evaluate("window.scrollTo(0, 0)")  # the click scrolls to the table; the shot starts at the headline
         page.screenshot(path=str(out / "dashboard_index.png"))
         page.goto((index.parent / "components" / f"{args.component}.html").resolve().as_uri())
         page.screenshot(path=str(out / "dashboard_component.png"))

@@ -137,7 +137,7 @@ def headline(p: Parts, novel: list[int], floor: NoiseFloor | None) -> list[str]:
         f"{sim.sets['ICA'].mean_max_abs_cos:.3f} / {sim.sets_projected['ICA'].mean_max_abs_cos:.3f}; matched null "
         f"({sim.null_draws} random rotations) {an.null_mean:.3f} / {anp.null_mean:.3f}, 99th percentile "
         f"{an.null_p99:.3f} / {anp.null_p99:.3f}; ICA above it {an.share_above_p99:.0%} / {anp.share_above_p99:.0%}",
-        f"{len(novel)} dark-matter candidates {novel[:20]} — {limit_text(p)}",
+        f"{len(novel)} dark-matter candidates" + (f" {novel[:20]}" if novel else "") + f" — {limit_text(p)}",
     ]
     if floor is not None:
         lines.append(
