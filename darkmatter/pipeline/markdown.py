@@ -45,7 +45,8 @@ def report_markdown(r: Results) -> str:
             f"({r.similarity.null_draws} draws): what chance gives there.",
             f"- **candidate**: {r.similarity.candidate_rule}. Concentration of a component's strongest tokens on one "
             "token or one document is shown as a label, not an exclusion.",
-            f"- **detection limit**: {r.detection_limit or 'not measured'}.", "",
+            "- **detection limit**" + (r.detection_limit.removeprefix("detection limit") if r.detection_limit
+                                       else ": not measured") + ".", "",
             "## Verdict", "", r.verdict, "",
             f"Effect sizes first: the residual's per-dimension excess kurtosis has median "
             f"{r.diagnostics.residual_excess_kurtosis.median:.2f} (activations "
