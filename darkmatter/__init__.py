@@ -11,4 +11,12 @@ Analysis. The package is layered; each layer imports only the ones above it in t
 The numbered scripts in ``scripts/`` call :func:`darkmatter.pipeline.cli.main`.
 """
 
+import os as _os
+
+# idle OpenMP threads spin briefly, then sleep: on a shared machine long-spinning threads take the
+# cores the busy ones need (darkmatter.threads; benchmarks/bench_busy.py). Set before torch starts
+# libgomp; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
 __version__ = "0.2.0"

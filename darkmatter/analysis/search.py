@@ -22,7 +22,7 @@ from darkmatter.analysis import directions as direction_sets
 from darkmatter.analysis.candidates import classify, novelty_cut
 from darkmatter.analysis.compare import LOW, decoder_match, project_rows
 from darkmatter.analysis.decompose import choose_k, k_rule_text, sweep_ks, write_sources
-from darkmatter.analysis.ica_engine import RowShard
+from darkmatter.analysis.ica_engine import RowShard, default_chunk
 from darkmatter.analysis.ksweep import FitOptions, KFit, Scratch, sweep
 
 
@@ -196,7 +196,7 @@ def search(residual: np.ndarray, units: np.ndarray, positions: np.ndarray | None
 
     z = ica.whiten_rows(residual, white_top, None, opts.chunk, out=array("whitened", (n, white_top.k)))
     data = z if isinstance(z, np.memmap) else torch.as_tensor(z, device=device)
-    z_top = RowShard(data, n_rows=n, chunk=opts.chunk, device=device)
+    z_top = RowShard(data, n_rows=n, chunk=max(opts.chunk, default_chunk(device)), device=device)
     restarts = resampling.restart_rows(units, opts.fit.n_restarts, opts.fit.resample, opts.fit.seed)
     ctrl_scratch: Scratch | None = (None if not isinstance(z, np.memmap) or scratch is None
                                     else (lambda shape: scratch("control", shape)))

@@ -68,12 +68,14 @@ def run_step(step: table.Step, given: dict) -> int:
 
 
 def _run_step(step: table.Step, given: dict) -> int:
+    from darkmatter import threads
     from darkmatter.distributed import current, init_from_env
     from darkmatter.pipeline import inputs
     from darkmatter.pipeline.context import StepContext
     from darkmatter.pipeline.store import OutputStore
 
     _quiet_environment()
+    threads.configure()
     start = time.perf_counter()
     reset_peak_rss()
     outputs = given.get("outputs", Config().run.outputs)

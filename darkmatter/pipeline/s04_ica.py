@@ -24,7 +24,7 @@ from darkmatter.analysis import artifacts, ica, resampling, stats
 from darkmatter.analysis.candidates import ALPHA
 from darkmatter.analysis.decompose import check_reconstruction, write_sources
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
-from darkmatter.analysis.ica_engine import RowShard
+from darkmatter.analysis.ica_engine import RowShard, default_chunk
 from darkmatter.analysis.ksweep import FitOptions, KFit, sweep
 from darkmatter.analysis.search import SearchOptions, choose, sweep_plan
 from darkmatter.distributed import chunk_range, current
@@ -110,7 +110,10 @@ def _whitened(ctx: StepContext, resid: np.ndarray, white: ica.Whitening, fit_row
         print(f"  rank {comm.rank}: {shape[0]:,} × {shape[1]} whitened rows ({out.nbytes / 2**30:.1f} GB) exceed "
               f"--memory-gb {ctx.cfg.run.memory_gb:g}: streamed from disk each iteration")
     data = torch.as_tensor(out, device=ctx.device) if in_memory else out
-    return RowShard(data, lo=lo, n_rows=n_fit, comm=comm, chunk=chunk, device=ctx.device)
+    # one process: the engine's products in the device's own chunk (CUDA: 1M rows); sharded: the
+    # ranks' common chunk grid, so every rank's sums are the same whatever the sharding
+    step = chunk if comm.sharded else max(chunk, default_chunk(ctx.device))
+    return RowShard(data, lo=lo, n_rows=n_fit, comm=comm, chunk=step, device=ctx.device)
 
 
 def run(ctx: StepContext) -> None:
