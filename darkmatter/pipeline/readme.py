@@ -23,6 +23,7 @@ from darkmatter.pipeline.causal_table import causal_markdown
 from darkmatter.pipeline.completeness_table import completeness_markdown
 from darkmatter.pipeline.document import Results
 from darkmatter.pipeline.mdtable import table
+from darkmatter.pipeline.speed_table import speed_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "docs" / "runs"
@@ -252,6 +253,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "causal": lambda runs: _causal(runs, "offline_default"),
     "toy-sweep": toy_table,
     "planted-sweep": planted_sweep_table,
+    "speed": lambda runs: speed_markdown(load("offline_default_before_speed", runs), load("offline_default", runs),
+                                         ("offline_default_before_speed", "offline_default")),
 }
 
 

@@ -120,28 +120,38 @@ class LMDownstream:
         return logits, torch.exp(logits - lse[..., None]), lse
 
     def score(self, out: torch.Tensor, batch: Batch,
-              reference: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+              reference: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+              rows: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the next token and KL(clean ‖ edited), per position: float32[e·b, ctx] each.
 
         Per edit, from the change of the logits d = out − clean: the log-partition moves by
         Δ = log Σ p e^d, so KL = Δ − Σ p d and the cross-entropy is lse + Δ − out[next token].
         Both are exact rewrites of the log-softmax forms, accurate for small edits (nothing of the
-        logits' size cancels), and need a few d_vocab-sized temporaries of one edit at a time
-        instead of the log-softmax of every stacked edit and two products with it."""
+        logits' size cancels: against float64, cross-entropy within 1.9e-6 where the log-softmax
+        form gave 2.0e-5). They run ``rows`` positions at a time, so every d_vocab-sized temporary
+        stays in the CPU's cache: at 16 windows × 49k tokens, 0.10 s a call against 0.48 s for whole
+        edits and 0.52 s for the log-softmax of every stacked edit."""
         assert batch.tokens is not None
         logits, p, lse = reference
         b, ctx = batch.tokens.shape
-        o = out.float().reshape(-1, b, ctx, out.shape[-1])
-        nll, kl = [], []
-        for e in o:
-            d = e - logits
-            top = d.amax(-1, keepdim=True)
-            # products and sums, not einsum: its matmul reduction lost ~5e-6 here, pairwise sums 4e-9
-            shift = torch.log((p * torch.exp_(d - top)).sum(-1)) + top[..., 0]
-            kl.append(shift - (p * d).sum(-1))
-            nll.append(lse[:, :-1] + shift[:, :-1] - e[:, :-1].gather(-1, batch.tokens[:, 1:, None]).squeeze(-1))
-        nll_t = torch.nn.functional.pad(torch.stack(nll), (0, 1))
-        return nll_t.reshape(-1, ctx), torch.stack(kl).clamp_min(0.0).reshape(-1, ctx)
+        n, V = b * ctx, out.shape[-1]
+        o = out.float().reshape(-1, n, V)
+        L, P, LSE = logits.reshape(n, V), p.reshape(n, V), lse.reshape(n)
+        following = torch.nn.functional.pad(batch.tokens[:, 1:], (0, 1)).reshape(n, 1)
+        nll = torch.empty(len(o), n, device=out.device)
+        kl = torch.empty(len(o), n, device=out.device)
+        for j, e in enumerate(o):
+            for s in range(0, n, rows):
+                at = slice(s, s + rows)
+                d = e[at] - L[at]
+                top = d.amax(-1, keepdim=True)
+                # products and sums, not einsum: its matmul reduction lost ~5e-6 here, pairwise sums 4e-9
+                shift = torch.log((P[at] * torch.exp_(d - top)).sum(-1)) + top[:, 0]
+                kl[j, at] = shift - (P[at] * d).sum(-1)
+                nll[j, at] = LSE[at] + shift - e[at].gather(-1, following[at]).squeeze(-1)
+        nll = nll.reshape(-1, b, ctx)
+        nll[:, :, -1] = 0.0  # no next token
+        return nll.reshape(-1, ctx), kl.clamp_min(0.0).reshape(-1, ctx)
 
     # ---- routes -------------------------------------------------------------------------------
     def _choose_route(self, batch: Batch) -> str:

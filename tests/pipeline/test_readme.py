@@ -16,3 +16,29 @@ def test_every_snapshot_reads_back_typed():
     for name in ("offline_default", "planted", "study_2m"):
         r = readme.load(name)
         assert r.generated and r.machine and r.steps
+
+
+def test_the_faster_offline_default_gives_the_same_results_within_their_standard_errors():
+    from darkmatter.pipeline.speed_table import agreement
+
+    before, after = readme.load("offline_default_before_speed"), readme.load("offline_default")
+    checks = agreement(before, after)
+    assert len(checks) >= 12
+    assert [c.quantity for c in checks if not c.ok] == []
+    # the after run is the faster one (the per-step seconds the RESULTS.md table shows)
+    seconds = [sum(s.timing.seconds for s in r.steps if s.timing) for r in (before, after)]
+    assert seconds[1] < seconds[0]
+
+
+def test_agreement_flags_a_run_whose_results_moved():
+    from darkmatter.pipeline.speed_table import agreement
+
+    from dataclasses import replace
+
+    before = readme.load("offline_default")
+    gap = before.causal.table.subspace_gap_closed
+    table = replace(before.causal.table, subspace_gap_closed=replace(gap, share=gap.share + 10 * gap.se))
+    moved = replace(before, ica=replace(before.ica, floor=before.ica.floor_interval[1] * 2),
+                    causal=replace(before.causal, table=table))
+    bad = {c.quantity for c in agreement(before, moved) if not c.ok}
+    assert bad == {"noise floor (largest control |excess kurtosis|)", "gap closed by the whole k-subspace"}
