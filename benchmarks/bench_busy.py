@@ -14,12 +14,14 @@ before the timed section and stopped after it; the machine's load is printed bes
 The slowdown is busy / idle per iteration (per window) for the same configuration, measured in
 one run. A fair share of 2 cores with one 2-thread competitor is 2×.
 
-Configurations: ``threads`` (torch threads; ``auto`` = the project's default,
-:func:`darkmatter.threads.configure`) and the OpenMP wait policy (``OMP_WAIT_POLICY``; ``active``
-threads spin between parallel regions, ``passive`` ones sleep).
+Configurations: ``threads`` (torch threads; ``auto`` = :func:`darkmatter.threads.configure`) and
+how idle OpenMP threads wait between parallel regions: ``GOMP_SPINCOUNT`` (libgomp's default is
+300,000 spins before sleeping; the project sets 1,000) or ``OMP_WAIT_POLICY`` (``passive``: sleep
+at once). ``--what fits`` times the project's way of running FastICA restarts: two fits side by
+side, one thread each (:func:`darkmatter.analysis.ica.fit_seeds`), per iteration of one fit.
 
     python benchmarks/bench_busy.py                     # engine k = 25 and 47, forward; every config
-    python benchmarks/bench_busy.py --what engine --k 25 --configs 2:active,auto
+    python benchmarks/bench_busy.py --what engine --k 25 --configs 2:spin300000,2:spin1000
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import sys
 import time
 
 CHILD = r"""
+import darkmatter  # first, as the scripts do: it sets GOMP_SPINCOUNT unless the environment has one
 import json, os, sys, time
 import numpy as np, torch
 what, k, iters, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -43,7 +46,8 @@ if threads == "auto":
     th.configure()
 else:
     torch.set_num_threads(int(threads))
-if what == "engine":
+if what in ("engine", "fits"):
+    from concurrent.futures import ThreadPoolExecutor
     from darkmatter.analysis import ica_engine as E
     rng = np.random.default_rng(0)
     s = rng.laplace(size=(200_000, k)) * rng.lognormal(0, 0.5, size=(200_000, 1))
@@ -55,10 +59,18 @@ if what == "engine":
     for _ in range(3):
         E._update(zt, W)
     print("READY", flush=True); sys.stdin.readline()
+    def steps(W):
+        for _ in range(iters):
+            W = E._update(zt, W)
+        return W
     t = time.perf_counter()
-    for _ in range(iters):
-        W = E._update(zt, W)
-    per = (time.perf_counter() - t) / iters
+    if what == "engine":
+        steps(W)
+        per = (time.perf_counter() - t) / iters
+    else:
+        with th.one_thread_per_task(), ThreadPoolExecutor(2) as pool:
+            list(pool.map(steps, [W, W]))
+        per = (time.perf_counter() - t) / (2 * iters)
 else:
     from darkmatter.sources.models import load_model
     m = load_model("smollm2_gguf", "", "cpu")
@@ -89,7 +101,7 @@ def measure(what: str, k: int, iters: int, threads: str, policy: str, busy: bool
     env.pop("GOMP_SPINCOUNT", None)
     if policy.startswith("spin"):
         env["GOMP_SPINCOUNT"] = policy[4:]
-    elif policy != "default":
+    else:
         env["OMP_WAIT_POLICY"] = policy.upper()
     proc = subprocess.Popen([sys.executable, "-c", CHILD, what, str(k), str(iters), threads], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -116,11 +128,15 @@ def measure(what: str, k: int, iters: int, threads: str, policy: str, busy: bool
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--what", default="engine,forward")
+    p.add_argument("--what", default="engine,fits,forward",
+                   help="engine: one fit's steps on THREADS threads; fits: two fits side by side, one thread each "
+                        "(per step of one fit); forward: the model to the hook (per window)")
     p.add_argument("--k", default="25,47", help="engine k values")
     p.add_argument("--iters", type=int, default=60, help="engine iterations timed (forward: passes / 10)")
-    p.add_argument("--configs", default="2:default,2:passive,auto",
-                   help="THREADS[:POLICY]: THREADS a number or 'auto' (darkmatter.threads.configure); POLICY default (unset: libgomp spins a while, then sleeps), active, passive (the default here) or spinN (GOMP_SPINCOUNT=N)")
+    p.add_argument("--configs", default="2:spin300000,2:spin1000,2:passive",
+                   help="THREADS:POLICY, THREADS a number or 'auto' (darkmatter.threads.configure); POLICY spinN "
+                        "(GOMP_SPINCOUNT=N: 300000 is libgomp's default, 1000 the project's), active or passive "
+                        "(OMP_WAIT_POLICY)")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
     print(f"# {platform.node()}, {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
@@ -129,11 +145,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     for what in args.what.split(","):
-        for k in ([int(v) for v in args.k.split(",")] if what == "engine" else [0]):
+        for k in ([int(v) for v in args.k.split(",")] if what != "forward" else [0]):
             for cfg in args.configs.split(","):
                 threads, _, policy = cfg.partition(":")
-                policy = policy or "passive"
-                iters = args.iters if what == "engine" else max(2, args.iters // 10)
+                policy = policy or "spin1000"
+                iters = args.iters if what != "forward" else max(2, args.iters // 10)
                 idle = measure(what, k, iters, threads, policy, busy=False)
                 busy = measure(what, k, iters, threads, policy, busy=True)
                 row = dict(what=what, k=k, threads=threads, used_threads=idle["threads"], policy=policy,

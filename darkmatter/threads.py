@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+
 def usable_cpus() -> int:
     """CPUs this process may run on: its affinity mask, capped by a cgroup v2 ``cpu.max`` quota.
 

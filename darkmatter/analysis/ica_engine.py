@@ -231,8 +231,8 @@ def _update(z: RowShard, W: torch.Tensor) -> torch.Tensor:
     gp = torch.zeros(W.shape[0], dtype=torch.float64, device=W.device)
     Wd = W.to(z.dtype)
     for zc in z.blocks():
-        g = torch.tanh_(zc @ Wd.T)
-        gz += (g.T @ zc).double()
+        g = torch.tanh_((zc @ Wd.T).float())  # bfloat16 products: tanh and Σ (1 − g²) in float32
+        gz += (g.to(zc.dtype).T @ zc).double()
         gp += (1.0 - g * g).sum(0).double()
     gz, gp = z.comm.sum(gz), z.comm.sum(gp)
     return z.comm.agree(_sym_decorrelate(gz / n - (gp / n)[:, None] * W))

@@ -204,10 +204,8 @@ class InterpretOptions:
     """held-out windows the causal tests run on, each starting at a document start, at most two per document, so
     from at least half as many documents (blocks of 128 rows for planted data); 0 skips the tests"""
     causal_null_draws: int = 10
-    """matched null rotations each top-m add-back is held against (at the ICA set's variance, paired per document).
-    Each draw costs a window pass per set size and held-out window; the paired difference's standard error is set by
-    the documents: on the offline default the draws' spread over √10 adds under 3% to it (1.4% at 20 draws), while
-    halving the draws takes a third off step 06"""
+    """matched null rotations each top-m add-back is held against (at the ICA set's variance, paired per document);
+    the documents set the paired difference's standard error (the draws' spread adds under 1/30 to it at 10)"""
     causal_components: CausalComponents = "reproducible"
     """components given per-component causal tests (add back against a matched null, ablation, logit effect):
     reproducible = settled and stable ones plus candidates, at most --causal-max-components in the add-back order;

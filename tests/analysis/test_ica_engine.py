@@ -90,3 +90,57 @@ def test_float32_ill_conditioned_input_does_not_fail_silently():
     G /= np.linalg.norm(G, axis=1, keepdims=True)
     assert fit.converged
     assert np.abs(G).max(0).min() > 0.99
+
+
+def _laplace(n: int, k: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((k, k)))
+    z = rng.laplace(size=(n, k)) @ q
+    return ((z - z.mean(0)) / z.std(0)).astype(np.float32)
+
+
+def test_a_gathered_shard_takes_the_same_steps():
+    """Chunks gathered once (a subset of rows, the first k columns) give bit-identical updates."""
+    z = _laplace(40_000, 10, 0)
+    rows = np.sort(np.random.default_rng(1).choice(len(z), 17_000, replace=False))
+    shard = ica_engine.RowShard(torch.as_tensor(z), n_rows=len(z), chunk=4096).restrict(rows).columns(6)
+    gathered = shard.gathered()
+    assert gathered.cached is not None and shard.cached is None
+    W = ica_engine._sym_decorrelate(torch.as_tensor(np.random.default_rng(2).standard_normal((6, 6))))
+    assert torch.equal(ica_engine._update(shard, W), ica_engine._update(gathered, W))
+    assert shard.gathered(max_bytes=1000).cached is None  # too big to copy: left streamed
+
+
+def test_restarts_side_by_side_are_the_sequential_fits(monkeypatch):
+    """fit_seeds on two threads (one intra-op thread each) gives the fits one process makes alone."""
+    from darkmatter import threads
+
+    z = _laplace(30_000, 8, 3)
+    restarts = [np.arange(0, 30_000, 2), np.arange(1, 30_000, 2)]
+    torch.set_num_threads(2)
+    side = ica.fit_seeds(z, [42, 43, 44], 200, 1e-6, restarts)
+    assert torch.get_num_threads() == 2  # restored after the pool
+    monkeypatch.setattr(threads, "fit_workers", lambda tasks: 1)
+    alone = ica.fit_seeds(z, [42, 43, 44], 200, 1e-6, restarts)
+    for a, b in zip(side, alone):
+        assert a.n_iter == b.n_iter
+        assert np.abs((a.W * b.W).sum(1)).min() > 1 - 1e-6
+    assert all(f.converged for f in side)
+
+
+def test_threads_follow_the_usable_cpus(monkeypatch):
+    import os
+
+    from darkmatter import threads
+
+    usable = threads.usable_cpus()
+    assert 1 <= usable <= len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * usable))
+        assert threads.configure() == 1  # more ranks on this machine than CPUs: one thread each
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert threads.configure() == 3 == torch.get_num_threads()  # the user's (or torchrun's) setting wins
+    finally:
+        torch.set_num_threads(before)

@@ -122,7 +122,7 @@ def test_output_shapes_and_numbers(run_dir):
     assert causal["n_sequences"] == 16 and 8 <= causal["n_documents"] <= 16
     assert sorted(causal["tested"]) == list(range(K))
     assert np.isfinite(causal["loss_recovered"]) and causal["saelens_positions"] >= causal["n_positions"]
-    assert len(causal["components"]) == K and len(causal["top_m"]) == len([1, 3]) and causal["null_draws"] == 20
+    assert len(causal["components"]) == K and len(causal["top_m"]) == len([1, 3]) and causal["null_draws"] == 10
 
 
 def _without_wall_times(data: bytes) -> bytes:

@@ -31,9 +31,9 @@ def test_the_faster_offline_default_gives_the_same_results_within_their_standard
 
 
 def test_agreement_flags_a_run_whose_results_moved():
-    from darkmatter.pipeline.speed_table import agreement
-
     from dataclasses import replace
+
+    from darkmatter.pipeline.speed_table import agreement
 
     before = readme.load("offline_default")
     gap = before.causal.table.subspace_gap_closed

@@ -153,3 +153,28 @@ def test_held_out_windows_of_a_model_source_start_at_document_starts(tiny_model_
         assert list(w[1:1 + len(expect)]) == expect
     batch = next(down.batches(np.array([2, 5])))
     assert list(batch.unit) == [units[2], units[5]]
+
+
+def test_the_chunked_scores_are_the_log_softmax_cross_entropy_and_kl():
+    """LMDownstream.score (Δ = log Σ p e^d, 16 positions at a time) against float64 log-softmax forms,
+    for small and large edits and a window length that is not a multiple of the chunk."""
+    from darkmatter.analysis.causal import Batch
+    from darkmatter.sources.splice import LMDownstream
+
+    gen = torch.Generator().manual_seed(0)
+    b, ctx, vocab = 3, 21, 300
+    clean = 4 * torch.randn(b, ctx, vocab, generator=gen)
+    out = torch.cat([clean + s * torch.randn(b, ctx, vocab, generator=gen) for s in (1e-3, 0.1, 3.0)])
+    tokens = torch.randint(0, vocab, (b, ctx), generator=gen)
+    batch = Batch(x=torch.zeros(b, ctx, 4), splice=torch.ones(b, ctx, dtype=torch.bool),
+                  score=torch.ones(b, ctx, dtype=torch.bool), tokens=tokens, unit=np.arange(b))
+    down = LMDownstream.__new__(LMDownstream)
+    nll, kl = down.score(out, batch, down.reference(clean, batch))
+    logp = torch.log_softmax(clean.double(), -1)
+    q = torch.log_softmax(out.double(), -1).reshape(3, b, ctx, vocab)
+    want_kl = (logp.exp() * (logp - q)).sum(-1).reshape(-1, ctx)
+    want_nll = -q[:, :, :-1].gather(-1, tokens[:, 1:, None].expand(3, -1, -1, -1)).squeeze(-1)
+    assert torch.allclose(kl.double(), want_kl, rtol=1e-4, atol=1e-6)
+    assert float(want_kl.reshape(3, -1).mean(1)[0]) < 1e-5 < float(want_kl.reshape(3, -1).mean(1)[2])
+    assert torch.allclose(nll.reshape(3, b, ctx)[:, :, :-1].double(), want_nll, rtol=1e-5, atol=1e-5)
+    assert float(nll.reshape(3, b, ctx)[:, :, -1].abs().max()) == 0.0
