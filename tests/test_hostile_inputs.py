@@ -284,6 +284,8 @@ NUMERIC = [
     ("--causal-null-draws", "0", 6),
     ("--batch-size", "0", 3), ("--sae-chunk-size", "0", 3), ("--sae-chunk-size", "-1", 5),
     ("--memory-gb", "-1", 4),
+    ("--samples-per-parameter", "nan", 4), ("--samples-per-parameter", "inf", 4), ("--ica-tol", "nan", 4),
+    ("--planted-noise", "nan", 1), ("--max-norm-ratio", "inf", 1),
 ]
 CASES += [Case(f"range{flag}={value}", step, ((*SMALL,) if step == 1 else ()) + (flag, value, *OUT), (flag,))
           for flag, value, step in NUMERIC]

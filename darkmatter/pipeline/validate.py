@@ -22,6 +22,13 @@ from darkmatter.pipeline.flags import flag
 def validate(cfg: Config) -> None:
     """Raise DarkMatterError on values that cannot make a run."""
     s, problems = cfg.source, []
+    for section in dataclasses.fields(cfg):  # NaN and ±inf pass every range test below and are not JSON
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            value = getattr(getattr(cfg, section.name), f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{flag(f.name)} must be a finite number, not {value}")
+    if problems:  # the range tests below would compute with them
+        raise DarkMatterError("; ".join(problems))
     if (s.sae_release is None) != (s.sae_id is None):
         problems.append("--sae-release and --sae-id go together")
     if s.context_size < 2:
