@@ -34,6 +34,7 @@ class Comm:
     rank: int = 0
     world: int = 1
     backend: str = "none"
+    timeout_s: float = 600.0
 
     @property
     def sharded(self) -> bool:
@@ -49,12 +50,30 @@ class Comm:
             return t.cuda() if t.device.type != "cuda" else t
         return t.cpu() if t.device.type != "cpu" else t
 
+    def _watch(self) -> None:
+        """Before a collective: a barrier that names any rank that does not arrive within
+        ``timeout_s`` (``DARKMATTER_RANK_TIMEOUT`` minutes; gloo's ``monitored_barrier``), so a
+        stopped or hung rank ends the job with one line instead of hanging it.
+
+        Raises:
+            PeerLost: a rank did not answer in time, or the connection to one was lost.
+        """
+        if self.backend != "gloo":
+            return
+        import torch.distributed as dist
+
+        try:
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=self.timeout_s), wait_all_ranks=True)
+        except RuntimeError as exc:
+            raise PeerLost.of(exc, self) from None
+
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """The element-wise sum of ``t`` over ranks (``t`` itself when not sharded)."""
         if not self.sharded:
             return t
         import torch.distributed as dist
 
+        self._watch()
         w = self._wire(t).clone()
         dist.all_reduce(w, op=dist.ReduceOp.SUM)
         return w.to(t.device)
@@ -77,14 +96,17 @@ class Comm:
         dist.broadcast(w, src=0)
         return w.to(t.device)
 
-    def gather_ints(self, values: list[int]) -> np.ndarray:
-        """int64[world, len(values)]: every rank's ``values`` (the same length on every rank)."""
+    def gather_ints(self, values: list[int], watch: bool = True) -> np.ndarray:
+        """int64[world, len(values)]: every rank's ``values`` (the same length on every rank).
+        ``watch=False``: no time limit (ranks waiting for rank 0 to run a step alone)."""
         local = np.asarray(values, dtype=np.int64)[None]
         if not self.sharded:
             return local
         import torch
         import torch.distributed as dist
 
+        if watch:
+            self._watch()
         t = self._wire(torch.as_tensor(local))
         out = [torch.zeros_like(t) for _ in range(self.world)]
         dist.all_gather(out, t)
@@ -95,6 +117,36 @@ class Comm:
             import torch.distributed as dist
 
             dist.barrier()
+
+
+class PeerLost(DarkMatterError):
+    """Another rank stopped, hung or died: an interruption of a sharded run, not its failure
+    (step 02 keeps its checkpoint; rerunning the same command resumes)."""
+
+    @classmethod
+    def of(cls, exc: BaseException, comm: Comm) -> PeerLost:
+        import re
+
+        text = str(exc)
+        ranks = sorted({int(r) for r in re.findall(r"[Rr]ank (\d+)", text)} - {comm.rank})
+        who = f"rank {', '.join(map(str, ranks))}" if ranks else "another rank"
+        first = text.strip().splitlines()[0][:100] if text.strip() else type(exc).__name__
+        return cls(f"rank {comm.rank}: {who} stopped answering ({first}); the other ranks stop too. Rerun the "
+                   "same command: step 02 resumes from its last checkpoint (DARKMATTER_RANK_TIMEOUT sets the "
+                   f"minutes a rank may be silent: {comm.timeout_s / 60:g})")
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch.distributed's report of a lost, hung or dead peer."""
+    if isinstance(exc, PeerLost):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    names = {c.__name__ for c in type(exc).__mro__}
+    text = str(exc)
+    return bool(names & {"DistError", "DistBackendError", "DistNetworkError", "DistStoreError"}) or any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out",
+                            "monitoredBarrier", "gloo", "ProcessGroup"))
 
 
 SINGLE = Comm()
@@ -131,7 +183,14 @@ def init_from_env(device: str = "cpu") -> Comm:
         except (RuntimeError, ValueError) as exc:
             raise DarkMatterError(f"could not join the torch.distributed group of {world} ranks "
                                   f"({str(exc).splitlines()[0][:120]}): launch with torchrun") from None
-    comm = Comm(rank=dist.get_rank(), world=dist.get_world_size(), backend=backend)
+    try:
+        minutes = float(os.environ.get("DARKMATTER_RANK_TIMEOUT", "10"))
+    except ValueError:
+        minutes = float("nan")
+    if not minutes > 0 or minutes == float("inf"):
+        raise DarkMatterError(f"DARKMATTER_RANK_TIMEOUT={os.environ.get('DARKMATTER_RANK_TIMEOUT')!r}: give the "
+                              "minutes a rank may be silent, a positive number (default 10)")
+    comm = Comm(rank=dist.get_rank(), world=dist.get_world_size(), backend=backend, timeout_s=60 * minutes)
     _CURRENT[0] = comm
     return comm
 
@@ -142,7 +201,10 @@ def shutdown() -> None:
     if comm.sharded:
         import torch.distributed as dist
 
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer is gone: leave without waiting for it
+            pass
         dist.destroy_process_group()
         _CURRENT[0] = SINGLE
 

@@ -8,7 +8,6 @@ the bundled Python documentation, and SAEs are SAELens objects saved to folders.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -24,11 +23,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from helpers import (  # noqa: E402
     TINY_D_MODEL,
     TINY_HOOK,
-    TINY_LAYERS,
     TINY_RUN_K,
     TINY_RUN_TOKENS,
+    make_tiny_model,
     run_script,
     save_sae,
+    write_text_files,
 )
 
 
@@ -39,44 +39,16 @@ def _seed_everything():
     torch.manual_seed(0)
 
 
-def _bundled_text() -> list[str]:
-    from pydoc_data.topics import topics
-
-    return [topics[k] for k in sorted(topics)]
-
-
 @pytest.fixture(scope="session")
 def text_glob(tmp_path_factory) -> str:
     """Glob over 40 local text files (pydoc topics)."""
-    folder = tmp_path_factory.mktemp("text")
-    for i, doc in enumerate(_bundled_text()[:40]):
-        (folder / f"doc{i:02d}.txt").write_text(doc)
-    return str(folder / "*.txt")
+    return write_text_files(tmp_path_factory.mktemp("text"))
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A local_hooked model folder: hooked_config.json, weights.pt and a 512-token BPE tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformers import PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny_model")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(_bundled_text(), trainers.BpeTrainer(
-        vocab_size=512, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
-                                     eos_token="<|endoftext|>")
-    hf_tok.save_pretrained(folder)
-    cfg = dict(n_layers=TINY_LAYERS, d_model=TINY_D_MODEL, n_heads=2, d_head=16, d_mlp=64, n_ctx=64,
-               d_vocab=len(hf_tok), act_fn="gelu_new", normalization_type="LN", seed=0)
-    (folder / "hooked_config.json").write_text(json.dumps(cfg))
-    torch.manual_seed(0)
-    torch.save(HookedTransformer(HookedTransformerConfig(**cfg)).state_dict(), folder / "weights.pt")
-    return folder
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,59 @@ TINY_HOOK = "blocks.6.hook_resid_pre"  # the GPT-2 preset's hook
 TINY_RUN_TOKENS, TINY_RUN_K = 3000, 6  # the tiny end-to-end run (conftest.tiny_run)
 
 
+def bundled_text() -> list[str]:
+    """The Python documentation's topics (shipped with CPython): offline text for tests."""
+    from pydoc_data.topics import topics
+
+    return [topics[k] for k in sorted(topics)]
+
+
+def write_text_files(folder: Path, n: int = 40) -> str:
+    """``n`` text files of :func:`bundled_text` in ``folder``; returns the glob over them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, doc in enumerate(bundled_text()[:n]):
+        (folder / f"doc{i:02d}.txt").write_text(doc)
+    return str(folder / "*.txt")
+
+
+def make_tiny_model(folder: Path) -> Path:
+    """A local_hooked model folder: hooked_config.json, weights.pt (seeded random weights) and a
+    512-token byte-level BPE tokenizer trained on :func:`bundled_text`."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(bundled_text(), trainers.BpeTrainer(
+        vocab_size=512, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                     eos_token="<|endoftext|>")
+    hf_tok.save_pretrained(folder)
+    cfg = dict(n_layers=TINY_LAYERS, d_model=TINY_D_MODEL, n_heads=2, d_head=16, d_mlp=64, n_ctx=64,
+               d_vocab=len(hf_tok), act_fn="gelu_new", normalization_type="LN", seed=0)
+    (folder / "hooked_config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    torch.save(HookedTransformer(HookedTransformerConfig(**cfg)).state_dict(), folder / "weights.pt")
+    return folder
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Hidden files a finished or failed step left in ``folder``: anything but the lock and the
+    store's manifest (staging and scratch folders, a journal) is a leftover."""
+    if not folder.exists():
+        return []
+    out = [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name not in (".lock", ".darkmatter")]
+    home = folder / ".darkmatter"
+    inside = [f".darkmatter/{p.name}" for p in home.iterdir() if p.name != "manifest.json"] if home.is_dir() else []
+    return out + inside
+
+
 def save_sae(folder: Path, d_in: int, d_sae: int, seed: int = 0) -> Path:
     """A randomly initialised SAELens StandardSAE saved with ``save_model``."""
     from sae_lens import StandardSAE, StandardSAEConfig

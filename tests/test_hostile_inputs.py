@@ -262,6 +262,74 @@ CASES = [
          ("{case}/nomodel", "--model"), model=True, in_run=False, before_model=True),
 ]
 
+
+
+def symlinked_dashboard(out: Path) -> None:
+    """dashboard/ moved beside the run and replaced by a symbolic link to it."""
+    os.replace(out / "dashboard", out.parent / "dashboard_elsewhere")
+    (out / "dashboard").symlink_to(out.parent / "dashboard_elsewhere")
+
+
+def timings_folder(out: Path) -> None:
+    (out / "timings.json").unlink()
+    (out / "timings.json").mkdir()
+
+
+def cached_activations(tokens: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], None]:
+    """acts.npy (40 windows × 16 positions × 32) and toks.npy (edited by ``tokens``) in the case folder."""
+    def breaks(case: Path) -> None:
+        rng = np.random.default_rng(0)
+        np.save(case / "acts.npy", rng.standard_normal((40, 16, 32)).astype(np.float32))
+        np.save(case / "toks.npy", tokens(rng.integers(1, 400, size=(40, 16)).astype(np.int32)))
+    return breaks
+
+
+def damaged_arrow_cache(case: Path) -> None:
+    """A SAELens activation cache (save_to_disk) whose arrow shard is cut in half."""
+    from datasets import Dataset
+
+    rng = np.random.default_rng(0)
+    Dataset.from_dict({"hook": rng.standard_normal((40, 16 * 4)).astype(np.float32).tolist()}).save_to_disk(
+        str(case / "cache"))
+    halve(next((case / "cache").glob("*.arrow")))
+
+
+def fifo_in(folder: Path) -> None:
+    os.mkfifo(folder / "pipe.txt")
+
+
+def user_folder(case: Path) -> None:
+    (case / "thesis").mkdir()
+    (case / "thesis" / "notes.txt").write_text("mine")
+
+
+CACHED = ("--activations", "{case}/acts.npy", "--activation-tokens", "{case}/toks.npy", "--tokenizer", "{model}",
+          "--hook-name", "cached", "--max-norm-ratio", "none", "--n-tokens", "300", *OUT)
+CASES += [
+    # ---- the trust review's 14 bad cases that are inputs (7-14) and its harmless ones
+    Case("timings_json_is_a_folder", 3, OUT, ("timings.json", "nothing was changed"), timings_folder),
+    Case("dashboard_is_a_symlink", 8, OUT, ("dashboard", "symbolic link", "nothing was changed"),
+         symlinked_dashboard),
+    Case("context_size_above_n_ctx", 1, (*MODEL[:-4], "--n-tokens", "800", "--context-size", "100", *OUT),
+         ("--context-size 100", "n_ctx 64"), model=True, in_run=False),
+    Case("negative_token_ids", 1, CACHED, ("token ids", "-1", "0 or more"),
+         cached_activations(lambda t: np.where(t == t[3, 5], -1, t)), model=True, in_run=False),
+    Case("token_ids_beyond_the_vocabulary", 1, CACHED, ("9999", "--tokenizer"),
+         cached_activations(lambda t: np.where(t == t[3, 5], 9999, t)), model=True, in_run=False),
+    Case("truncated_arrow_shard", 1, ("--activations", "{case}/cache", "--hook-name", "hook", *OUT),
+         ("{case}/cache", "damaged", "cache the activations again"), damaged_arrow_cache, model=True, in_run=False),
+    Case("n_tokens_beyond_the_disk", 2, (*OUT, "--n-tokens", "1000000000000"), ("no room", "MiB free")),
+    Case("text_glob_matches_a_fifo", 1, (*MODEL, "--text-files", "{case}/text/*", *OUT),
+         ("{case}/text/pipe.txt", "not a regular file", "--text-files"),
+         text_folder_with(fifo_in), model=True, in_run=False, before_model=True),
+    Case("null_draws_1", 5, (*OUT, "--null-draws", "1"), ("--null-draws 1", "at least 2 draws")),
+    Case("causal_null_draws_1", 6, (*OUT, "--causal-null-draws", "1"), ("--causal-null-draws 1", "at least 2")),
+    Case("outputs_empty", 1, (*SMALL, "--outputs", ""), ("--outputs is empty",)),
+    Case("outputs_a_users_folder", 1, (*SMALL, "--outputs", "{case}/thesis"),
+         ("{case}/thesis", "not a run's", "notes.txt"), user_folder, in_run=False),
+    Case("outputs_new_nested_folders", 3, ("--outputs", "{case}/a/b/c"), ("config.json is missing",)),
+]
+
 #: Every numeric flag and a value out of its range: (flag, value, the step that owns it).
 NUMERIC = [
     ("--context-size", "1", 1), ("--context-size", "-4", 1), ("--max-norm-ratio", "0.5", 1), ("--seed", "-1", 1),
@@ -452,4 +520,25 @@ def test_messages_name_the_folder_read_not_the_one_config_json_recorded(planted_
     line = check_one_error(code, said.out, said.err, ("outputs/residuals.npy is missing",
                                                       "run scripts/02_collect_activations.py"))
     assert str(planted_run) not in line
+    assert snapshot(tmp_path) == before
+
+
+def test_ranks_given_other_flags_are_refused_in_one_line(planted_run, tmp_path, monkeypatch, capsys):
+    """Under torchrun a rank given another --n-components used to abort in C++ (exit 134): every rank's
+    configuration is compared with rank 0's first."""
+    from darkmatter import distributed
+
+    out = tmp_path / "out"
+    shutil.copytree(planted_run, out)
+    before = snapshot(tmp_path)
+
+    class TwoRanks(distributed.Comm):
+        def gather_ints(self, values, watch=True):  # rank 1 reports another configuration's fingerprint
+            return np.array([values, [v + 1 for v in values]], dtype=np.int64)
+
+    monkeypatch.setattr("darkmatter.distributed.init_from_env", lambda device: TwoRanks(rank=0, world=2))
+    code = cli.run_step(cli.table.step(4), {"outputs": str(out), "n_components": 5})
+    said = capsys.readouterr()
+    assert code == 2
+    check_one_error(code, said.out, said.err, ("rank(s) 1 were given other flags than rank 0",))
     assert snapshot(tmp_path) == before

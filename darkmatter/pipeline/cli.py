@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import flags, resolve, table
@@ -40,19 +41,26 @@ def _resolve(step: table.Step, given: dict) -> Config:
 
 @contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's or ``kill``'s stop) unwinds like Ctrl-C, so staged files are removed."""
+    """SIGTERM (a scheduler's or ``kill``'s stop) and SIGHUP (a closed terminal) unwind like Ctrl-C,
+    so staged files are removed; once unwinding, further Ctrl-Cs are ignored (exit 130, not -2)."""
     def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         raise KeyboardInterrupt
 
     try:
-        old = signal.signal(signal.SIGTERM, interrupt)
+        old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+PEER_LOST = 3
+"""Exit code of a rank whose peer stopped, hung or died (step 02's checkpoint is kept)."""
 
 
 def run_step(step: table.Step, given: dict) -> int:
@@ -62,16 +70,25 @@ def run_step(step: table.Step, given: dict) -> int:
     Under torchrun (``WORLD_SIZE`` > 1) every rank calls this: steps 02-04 are sharded, the
     others run on rank 0 while the rest wait; rank 0 holds the folder's lock, and every rank
     returns the worst exit code of any rank."""
-    from darkmatter.distributed import current
+    from darkmatter.distributed import current, is_peer_failure
+
     code = _run_step(step, given)
-    return int(current().gather_ints([code]).max()) if current().sharded else code
+    if not current().sharded or code == PEER_LOST:
+        return code
+    try:  # the ranks that waited for rank 0 wait without a time limit
+        return int(current().gather_ints([code], watch=False).max())
+    except RuntimeError as exc:
+        if not is_peer_failure(exc):
+            raise
+        return 2
 
 
 def _run_step(step: table.Step, given: dict) -> int:
     from darkmatter import threads
-    from darkmatter.distributed import current, init_from_env
+    from darkmatter.distributed import PeerLost, current, init_from_env, is_peer_failure
     from darkmatter.pipeline import inputs
     from darkmatter.pipeline.context import StepContext
+    from darkmatter.pipeline.folder_lock import claim
     from darkmatter.pipeline.store import OutputStore
 
     _quiet_environment()
@@ -81,13 +98,16 @@ def _run_step(step: table.Step, given: dict) -> int:
     outputs = given.get("outputs", Config().run.outputs)
     try:
         with _terminate_as_interrupt():
-            if os.path.exists(outputs) and not os.path.isdir(outputs):
-                raise DarkMatterError(f"--outputs {outputs} is a file, not a folder: pass a folder")
+            if not str(outputs).strip():
+                raise DarkMatterError("--outputs is empty: name a new, empty or run folder (e.g. --outputs outputs)")
+            claim(Path(outputs))
             cfg = _resolve(step, given)
             comm = init_from_env(cfg.resolved_device())
+            _same_flags_on_every_rank(cfg, comm)
             if comm.sharded and step.number not in table.SHARDED_STEPS and not comm.is_main:
                 return 0
             store = OutputStore(cfg.run.outputs)
+            store.script, store.timing = step.script, (step.script, start)
             with store.lock(step.script) if comm.is_main else nullcontext():
                 store.require(*step.reads)  # the table's inputs: "run X first" before any work
                 read = inputs.inputs_for(step, cfg, store)  # text, model, SAE: checked, unchanged
@@ -95,7 +115,12 @@ def _run_step(step: table.Step, given: dict) -> int:
                 step.function()(StepContext(cfg=cfg, store=store, step=step, inputs=read))
     except DarkMatterError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return PEER_LOST if is_peer_failure(exc) else 2
+    except RuntimeError as exc:
+        if not (current().sharded and is_peer_failure(exc)):
+            raise
+        print(f"error: {PeerLost.of(exc, current())}", file=sys.stderr)
+        return PEER_LOST
     except KeyboardInterrupt:
         print(f"interrupted: {step.script} stopped; {outputs} is as it was before it (rerun it to "
               f"{'resume from its last checkpoint' if step.number == 2 else 'finish'})", file=sys.stderr)
@@ -107,10 +132,27 @@ def _run_step(step: table.Step, given: dict) -> int:
               "were: free space, fix the permissions, or pass another --outputs", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
-    if current().is_main:
-        store.record_timing(step.script, {"seconds": round(elapsed, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
+    if current().is_main:  # timings.json was committed with the step's outputs
         print(f"[{step.script}] done in {elapsed:.1f} s (peak RAM {peak_rss_mb():.0f} MiB)")
     return 0
+
+
+def _same_flags_on_every_rank(cfg: Config, comm: object) -> None:
+    """Ranks given different flags would compute different things and deadlock in C++: refuse.
+
+    Raises:
+        DarkMatterError: naming the ranks whose configuration differs from rank 0's.
+    """
+    from darkmatter.distributed import Comm
+
+    assert isinstance(comm, Comm)
+    if not comm.sharded:
+        return
+    ids = comm.gather_ints([int(resolve.run_id(cfg, max(s.number for s in table.steps()))[:12], 16)])[:, 0]
+    other = [r for r in range(comm.world) if ids[r] != ids[0]]
+    if other:
+        raise DarkMatterError(f"rank(s) {', '.join(map(str, other))} were given other flags than rank 0: give every "
+                              "rank the same command")
 
 
 def main(step_number: int, argv: Sequence[str] | None = None) -> int:
@@ -129,49 +171,31 @@ def run_all(argv: Sequence[str]) -> int:
     """Entry point of ``run_pipeline.py``: every step of the table in this process with the same
     flags (``--layers 0,6,11``: once per layer, see :func:`run_layers`)."""
     from darkmatter.distributed import shutdown
+    from darkmatter.pipeline.currency import recorded_unless_given
 
     parsed = flags.parse(list(argv), None)
     try:
+        try:
+            given = recorded_unless_given(parsed.given)
+        except DarkMatterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         if parsed.pipeline.layers is not None:
-            return run_layers(parsed.given, parsed.pipeline.layers, parsed.pipeline.force)
-        return _run_steps(parsed.given, parsed.pipeline.force)
+            return run_layers(given, parsed.pipeline.layers, parsed.pipeline.force)
+        return _run_steps(given, parsed.pipeline.force)
     finally:
         shutdown()
 
 
-def is_current(step: table.Step, given: dict) -> bool:
-    """The step's result file exists, is stamped with this tool's schema and the ``run_id`` the
-    flags and today's inputs give (text, model and SAE fingerprints: changed text is redone), and
-    is newer than every input it reads: rerunning it would rewrite the same files."""
-    from darkmatter.pipeline.inputs import current_inputs
-    from darkmatter.pipeline.resolve import run_id
-    from darkmatter.pipeline.results import SCHEMA_VERSION
-    from darkmatter.pipeline.store import OutputStore
-
-    result = next((w for w in step.writes if w.endswith(".json") and w != "config.json"), None)
-    try:
-        cfg = _resolve(step, given)
-        store = OutputStore(cfg.run.outputs)
-        if result is None or not store.exists(result):
-            return False
-        stamps = store.read_json(result)
-        read = current_inputs(step, cfg, store)
-        newest_input = max((store.mtime(r) for r in step.reads if store.exists(r)), default=0.0)
-    except (DarkMatterError, OSError, AttributeError):
-        return False
-    return (isinstance(stamps, dict) and stamps.get("schema_version") == SCHEMA_VERSION
-            and stamps.get("run_id") == run_id(cfg, step.number, read)
-            and store.path(result).stat().st_mtime >= newest_input)
-
-
 def _run_steps(given: dict, force: bool = False) -> int:
+    from darkmatter.pipeline.currency import is_current
     from darkmatter.sources.models import model_cache
 
     total = time.perf_counter()
     ran = False
     with model_cache():  # 01, 02 and 06 share one model load
         for step in table.steps():
-            if not (force or ran) and is_current(step, given):
+            if not (force or ran) and is_current(step, given, _resolve):
                 print(f"=== {step.script}: skipped, its outputs are current (--force reruns it) ===", flush=True)
                 continue
             ran = True  # every later step reruns after one that ran
@@ -203,6 +227,7 @@ def run_layers(given: dict, layers_text: str, force: bool = False) -> int:
     """
     from darkmatter.pipeline import report
     from darkmatter.pipeline.document import Results
+    from darkmatter.pipeline.folder_lock import claim
     from darkmatter.pipeline.markdown import layers_markdown
     from darkmatter.pipeline.store import OutputStore
 
@@ -219,6 +244,8 @@ def run_layers(given: dict, layers_text: str, force: bool = False) -> int:
                                   "an SAE per layer, or use a release whose ids name the hook")
         if s.sae_id is not None and not re.search(r"blocks\.\d+\.", s.sae_id):
             raise DarkMatterError(f"--layers: cannot find the layer in --sae-id {s.sae_id!r}")
+        claim(Path(base.run.outputs))  # the parent of the layer folders is a run folder from now on
+        (Path(base.run.outputs) / ".darkmatter").mkdir(parents=True, exist_ok=True)
     except DarkMatterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -43,16 +43,19 @@ def reserve(path: Path, root: Path, name: str) -> None:
 def scratch(root: Path) -> Iterator[Callable[[str, tuple[int, ...]], np.memmap]]:
     """``make(tag, shape)`` → a float32 memmap in a hidden file of ``root`` (reserved on disk), for
     data too large for memory; every one is deleted on exit however the step ends (a killed
-    process's are removed by the next writer: their names carry its PID).
+    process's are removed by the next writer: their folder's name carries its PID).
 
     Raises:
         DarkMatterError: not enough free space (with the numbers).
     """
+    from darkmatter.pipeline.journal import scratch_dir
+
     made: list[Path] = []
+    folder = scratch_dir(root)
 
     def make(tag: str, shape: tuple[int, ...]) -> np.memmap:
-        root.mkdir(parents=True, exist_ok=True)
-        path = root / f".scratch-{tag}.tmp{os.getpid()}.npy"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{tag}.npy"
         made.append(path)
         arr = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
         reserve(path, root, f"scratch data {tag} {shape}")
@@ -63,3 +66,5 @@ def scratch(root: Path) -> Iterator[Callable[[str, tuple[int, ...]], np.memmap]]
     finally:
         for path in made:
             path.unlink(missing_ok=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from darkmatter.analysis.compare import HIGH, LOW
 from darkmatter.pipeline.causal_table import causal_markdown
 from darkmatter.pipeline.completeness_table import completeness_markdown
 from darkmatter.pipeline.document import LayersSummary, Results
-from darkmatter.pipeline.mdtable import table
+from darkmatter.pipeline.mdtable import code, esc, table
 from darkmatter.pipeline.results import FeatureBank
 
 
@@ -21,11 +22,11 @@ def report_markdown(r: Results) -> str:
     plots, the step table with timings, and every array."""
     cfg, m, ica = r.config, r.sae_stats.metrics, r.ica
     name = cfg["source"]["model"] if r.setup.source_kind == "model" else f"{r.setup.source_kind} activations"
-    out = [f"# ICA dark matter report: {name} `{r.setup.hook.hook_name}`", "",
-           f"Source: {r.setup.description}.", "",
-           f"Preset `{cfg['source']['preset']}`; SAE {r.setup.sae.source} (d_sae {m.d_sae:,}); "
-           f"{r.diagnostics.n_tokens:,} tokens. Built {r.generated} on {r.machine}.", "",
-           "## Headline", ""] + [f"- {line}" for line in r.headline]
+    out = [f"# ICA dark matter report: {esc(name)} {code(r.setup.hook.hook_name)}", "",
+           f"Source: {esc(r.setup.description)}.", "",
+           f"Preset {code(cfg['source']['preset'])}; SAE {code(r.setup.sae.source)} (d_sae {m.d_sae:,}); "
+           f"{r.diagnostics.n_tokens:,} tokens. Built {r.generated} on {esc(r.machine)}.", "",
+           "## Headline", ""] + [f"- {esc(line)}" for line in r.headline]
     ex = r.sae_stats
     with_ex = ex.metrics_with_excluded
     out += ["", "## How to read this report", "",
@@ -47,7 +48,7 @@ def report_markdown(r: Results) -> str:
             "token or one document is shown as a label, not an exclusion.",
             "- **detection limit**" + (r.detection_limit.removeprefix("detection limit") if r.detection_limit
                                        else ": not measured") + ".", "",
-            "## Verdict", "", r.verdict, "",
+            "## Verdict", "", esc(r.verdict), "",
             f"Effect sizes first: the residual's per-dimension excess kurtosis has median "
             f"{r.diagnostics.residual_excess_kurtosis.median:.2f} (activations "
             f"{r.diagnostics.activation_excess_kurtosis.median:.2f}), against ±"
@@ -140,7 +141,7 @@ def report_markdown(r: Results) -> str:
     rows = [[c.component, f"{c.excess_kurtosis:.2f}", f"{c.stability:.2f} ({c.stability_status})",
              "yes" if c.settled else "**unsettled**", "yes" if c.above_floor else "no", f"{c.max_abs_cos_to_sae:.3f}",
              f"{c.max_abs_cos_to_sae_projected:.3f}", "**yes**" if c.candidate else ", ".join(c.not_candidate_because),
-             ", ".join(c.labels), ", ".join(c.top_tokens[:3])]
+             esc(", ".join(c.labels)), ", ".join(code(t) for t in c.top_tokens[:3])]
             for c in r.components[:40]]
     out += ["## Components", "", "The first 40 by excess kurtosis; all of them in [components.md](components.md), "
             "`feature_bank.json` and the dashboard ([dashboard/index.html](dashboard/index.html)).", "",
@@ -207,11 +208,6 @@ def _dagostino(r: Results) -> str:
             "any visible departure, so it says little beyond the effect sizes.")
 
 
-def _code(text: str) -> str:
-    """Inline code that survives backticks inside ``text``."""
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
-
-
 def components_markdown(bank: FeatureBank) -> str:
     """components.md: a short index of the feature bank, one line per component (the detail is in
     feature_bank.json and the dashboard, outputs/dashboard/index.html)."""
@@ -231,15 +227,15 @@ def components_markdown(bank: FeatureBank) -> str:
                        f"{e.add_back.share:+.1%}")
         near = c.nearest_sae_features[0] if c.nearest_sae_features else None
         near_text = "–" if near is None else (
-            f"[{near.neuronpedia}](https://www.neuronpedia.org/{near.neuronpedia}) ({near.cos:+.2f})"
+            f"[{esc(near.neuronpedia)}](https://www.neuronpedia.org/{quote(near.neuronpedia)}) ({near.cos:+.2f})"
             if near.neuronpedia else f"{near.feature} ({near.cos:+.2f})")
-        toks = ", ".join(repr(t) for t, _ in c.token_histogram[:4])
+        toks = ", ".join(code(t) for t, _ in c.token_histogram[:4])
         ctx = c.top[0].context[:80] if c.top else ""
-        rows.append(row + [near_text, toks, _code(ctx) if ctx else ""])
-    return "\n".join([f"# ICA components of the SAE residual: {bank.description} `{bank.hook_name}`", "",
+        rows.append(row + [near_text, toks, code(ctx) if ctx else ""])
+    return "\n".join([f"# ICA components of the SAE residual: {esc(bank.description)} {code(bank.hook_name)}", "",
                       "Everything else about each component (histogram, top/bottom/quantile contexts one per "
                       "document, logit lens, nearest SAE features, causal figures) is in `feature_bank.json` and "
-                      "on its page of `dashboard/index.html`." + (f" {bank.note}." if bank.note else ""), "",
+                      "on its page of `dashboard/index.html`." + (f" {esc(bank.note)}." if bank.note else ""), "",
                       table(head, rows), ""])
 
 
@@ -249,7 +245,7 @@ def layers_markdown(summary: LayersSummary) -> str:
     head = ["layer", "hook", "SAE FVU", "L0", "dead", "resid. median excess kurt.", "PCA 90%", "k", "stable",
             "stable in matched control", "stable above noise floor",
             " / ".join(names) + " max abs cos to SAE", "candidate dark matter", "detection limit"]
-    rows = [[r.layer, f"`{r.hook_name}`", f"{r.sae_fvu:.4f}", f"{r.sae_l0:.1f}", f"{r.sae_dead_fraction:.1%}",
+    rows = [[r.layer, code(r.hook_name), f"{r.sae_fvu:.4f}", f"{r.sae_l0:.1f}", f"{r.sae_dead_fraction:.1%}",
              f"{r.residual_median_excess_kurtosis:.2f}", r.pca_components_for_90, r.k, r.n_stable,
              _num(r.control_n_stable, "d"), _num(r.n_stable_above_noise_floor, "d"),
              " / ".join(f"{r.mean_max_abs_cos_to_sae[n]:.3f}" for n in names), r.n_candidate_dark_matter,

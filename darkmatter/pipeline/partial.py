@@ -3,12 +3,13 @@
 Collection is the long step, so it writes into ``<outputs>/.collect-partial/`` rather than into
 the transaction's temporary files: the arrays of each rank (``activations.r0of1.npy`` …), and
 every :data:`CHECKPOINT_ROUNDS` rounds of batches a checkpoint of everything accumulated
-(``state.r0of1.npz``: the running sums in float64, the rows written, where the stream stood).
-A rerun with the same configuration (the same step-02 ``run_id`` and number of ranks) resumes
-after the last checkpoint, recomputing nothing before it, and ends with the same bytes as an
-uninterrupted run. Anything else found there (another configuration, a torn checkpoint) is
-discarded with a line that says so. The folder goes when step 02 commits or fails on an error;
-only an interrupt leaves it.
+(``state.r0of1.g31.npz``: the running sums in float64, the rows written, where the stream stood;
+each rank keeps its last two). A rerun with the same configuration (the same step-02 ``run_id``)
+and the same number of ranks resumes after the latest round every rank has a checkpoint of,
+recomputing nothing before it, and ends with the same bytes as an uninterrupted run. Another
+configuration or an unreadable checkpoint is discarded with a line that says which; the same
+collection with another number of ranks is refused and kept. The folder goes when step 02
+commits or fails on an error of its own; an interrupt, a kill or a lost peer rank leaves it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from numpy.lib.format import open_memmap
 from darkmatter.distributed import Comm
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline.diskspace import reserve
+from darkmatter.pipeline.journal import failpoint
 from darkmatter.pipeline.shards import shard_file
 from darkmatter.sources.base import Resume
 from darkmatter.sources.collect import CollectState
@@ -32,7 +35,7 @@ from darkmatter.sources.collect import CollectState
 FOLDER = ".collect-partial"
 CHECKPOINT_ROUNDS = 32
 """Rounds of batches (one batch per rank each) between checkpoints: with 16 windows of 128 tokens
-per batch, about 65k tokens per rank."""
+per batch, about 65k tokens per rank (``DARKMATTER_CHECKPOINT_ROUNDS`` sets another count)."""
 
 ARRAYS = {"activations.npy": (np.float32, None), "residuals.npy": (np.float32, None), "token_index.npy": (np.int32, 2)}
 
@@ -55,47 +58,86 @@ class Partial:
     def file(self, name: str) -> Path:
         return self.folder / shard_file(name, self.comm.rank, self.comm.world)
 
-    def _state_path(self) -> Path:
-        return self.folder / f"state.r{self.comm.rank}of{self.comm.world}.npz"
+    def _state_path(self, generation: int) -> Path:
+        return self.folder / f"state.r{self.comm.rank}of{self.comm.world}.g{generation}.npz"
 
-    def _saved(self) -> CollectState | None:
-        """This rank's checkpoint when the folder is this configuration's and it is readable."""
+    def _generations(self) -> list[int]:
+        """The rounds this rank has checkpoints of, oldest first (at most two are kept)."""
+        prefix = f"state.r{self.comm.rank}of{self.comm.world}.g"
+        found = [p.name[len(prefix):-len(".npz")] for p in self.folder.glob(prefix + "*.npz")]
+        return sorted(int(g) for g in found if g.isdigit())
+
+    def _why_not(self) -> str | None:
+        """Why this folder's checkpoints are not this run's (None: they are)."""
         try:
             meta = json.loads((self.folder / "meta.json").read_text())
-            if meta != self.meta:
-                return None
-            with np.load(self._state_path()) as z:
+        except (OSError, ValueError):
+            return "its record (meta.json) is missing or unreadable"
+        if not isinstance(meta, dict) or meta.get("run_id") != self.run_id:
+            return "it is an interrupted collection of another configuration"
+        if meta != self.meta:
+            return f"it was written for {meta.get('n_tokens')} tokens of width {meta.get('d_model')}"
+        return None
+
+    def _load(self, generation: int, d_sae: int) -> CollectState | None:
+        try:
+            with np.load(self._state_path(generation)) as z:
                 state = CollectState.from_arrays(int(z["d_sae"]), self.d_model, dict(z))
+            if state.stats.d_sae != d_sae or state.batch // self.comm.world != generation:
+                return None
             if any(np.load(self.file(name), mmap_mode="r").shape[0] < state.row for name in ARRAYS):
                 return None
             return state
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a torn or damaged .npz
             return None
 
+    def _refuse_other_world(self) -> None:
+        try:
+            meta = json.loads((self.folder / "meta.json").read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(meta, dict) and meta.get("run_id") == self.run_id and meta.get("world") != self.comm.world:
+            w = meta.get("world")
+            raise DarkMatterError(f"{self.folder} holds a checkpoint of this collection written by {w} rank(s); this "
+                                  f"run has {self.comm.world}: rerun with {w} (torchrun --nproc_per_node {w}, or one "
+                                  f"process for 1) to resume it, or delete {self.folder} to start over")
+
     def open(self, d_sae: int) -> tuple[CollectState | None, Resume | None]:
-        """Open this rank's arrays: resumed from the checkpoint when every rank has one at the same
-        batch, else fresh (the folder emptied first). Returns the state to continue and where the
-        stream resumes (both None when fresh)."""
-        state = self._saved()
-        if state is not None and state.stats.d_sae != d_sae:
-            state = None
-        marks = self.comm.gather_ints([state.batch if state else -2])[:, 0]
-        resume_ok = bool((marks == marks[0]).all() and marks[0] >= 0)
+        """Open this rank's arrays: resumed from the latest round every rank has a readable checkpoint
+        of (ranks run in lockstep, so one of the two kept per rank is common), else fresh (the folder
+        emptied first, with a line that says why). Returns the state to continue and where the
+        stream resumes (both None when fresh).
+
+        Raises:
+            DarkMatterError: the folder holds this collection's checkpoint for another number of ranks
+                (it is kept: the message says how to resume it).
+        """
+        if self.comm.is_main and self.folder.exists():
+            self._refuse_other_world()
+        why = self._why_not() if self.folder.exists() else "none"
+        gens = self._generations() if why is None else []
+        every = self.comm.gather_ints((gens[-2:] + [-2, -2])[:2])
+        common = set(every[0].tolist()).intersection(*(set(r.tolist()) for r in every[1:])) - {-2}
+        state = self._load(max(common), d_sae) if common else None
+        resume_ok = bool(self.comm.gather_ints([state is not None])[:, 0].all())
         if resume_ok and state is not None:
             self.arrays = {name: open_memmap(self.file(name), mode="r+") for name in ARRAYS}
             if self.comm.is_main:
                 print(f"resuming step 02 from its checkpoint: {state.done:,} of {self.n:,} tokens were collected "
-                      f"(batches 0..{state.batch}); {self.folder} is kept until the step finishes")
-            return state, Resume(batches=state.batch + 1, rows=state.done)
+                      f"(rounds 0..{max(common)} of {self.comm.world} batch(es)); {self.folder} is kept until the "
+                      "step finishes")
+            return state, Resume(batches=(max(common) + 1) * self.comm.world, rows=state.done)
+        if why is None:
+            why = "no checkpoint common to every rank is readable" if gens else "it holds no checkpoint yet"
         need = self.n * (2 * self.d_model * 4 + 2 * 4)  # activations, residuals, token index of every rank
         free = int(self.comm.gather_ints([shutil.disk_usage(self.root).free if self.comm.is_main else 0])[0, 0])
-        if self.comm.sharded and free < need:  # one process reserves its memmaps instead (posix_fallocate)
-            raise DarkMatterError(f"no room for step 02's shards ({need / 2**20:,.0f} MiB) in {self.root}: "
+        if free < need:  # before any memmap: a size beyond the filesystem's limit is EINVAL, not ENOSPC
+            raise DarkMatterError(f"no room for step 02's arrays ({need / 2**20:,.0f} MiB) in {self.root}: "
                                   f"{free / 2**20:,.0f} MiB free; free space or pass another --outputs")
         self.comm.barrier()
         if self.comm.is_main:
             if self.folder.exists():
-                print(f"discarding {self.folder}: an interrupted collection of another configuration")
+                print(f"discarding {self.folder}: {why}")
                 shutil.rmtree(self.folder)
             self.folder.mkdir(parents=True)
             (self.folder / "meta.json").write_text(json.dumps(self.meta))
@@ -108,15 +150,21 @@ class Partial:
         return None, None
 
     def checkpoint(self, state: CollectState) -> None:
-        """Save ``state`` (atomically) at the end of every :data:`CHECKPOINT_ROUNDS`-th round."""
-        if (state.batch // self.comm.world + 1) % CHECKPOINT_ROUNDS:
+        """Save ``state`` (atomically) at the end of every :data:`CHECKPOINT_ROUNDS`-th round, keeping
+        this rank's previous checkpoint too (a peer killed mid-round may not have written this one)."""
+        generation = state.batch // self.comm.world
+        if (generation + 1) % int(os.environ.get("DARKMATTER_CHECKPOINT_ROUNDS") or CHECKPOINT_ROUNDS):
             return
         for arr in self.arrays.values():
             arr.flush()
-        tmp = self._state_path().with_suffix(".tmp.npz")
+        path = self._state_path(generation)
+        tmp = path.with_suffix(".tmp.npz")
         arrays: dict[str, Any] = {"d_sae": np.array(state.stats.d_sae), **state.arrays()}
         np.savez(tmp, **arrays)
-        os.replace(tmp, self._state_path())
+        os.replace(tmp, path)
+        failpoint("checkpoint")
+        for old in self._generations()[:-2]:
+            self._state_path(old).unlink(missing_ok=True)
 
     def close(self) -> None:
         for arr in self.arrays.values():
@@ -136,4 +184,5 @@ class Partial:
         self.close()
         for name in ARRAYS:
             shrink_npy(self.file(name), rows)
-        self._state_path().unlink(missing_ok=True)
+        for generation in self._generations():
+            self._state_path(generation).unlink(missing_ok=True)

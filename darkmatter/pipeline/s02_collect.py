@@ -6,12 +6,11 @@ decoded and reduced to running sums (FVU, L0, per-feature power sums) before the
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
 
-from darkmatter.distributed import Comm, current
+from darkmatter.distributed import Comm, current, is_peer_failure
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import shards
 from darkmatter.pipeline.context import StepContext
@@ -44,8 +43,11 @@ def run(ctx: StepContext) -> None:
         a = partial.arrays
         state = collect_rows(rows, sae, cfg.run.sae_chunk_size, a["activations.npy"], a["residuals.npy"],
                              a["token_index.npy"], clock, state, partial.checkpoint)
-    except Exception:  # an error, a full disk: nothing to resume; only an interrupt keeps the checkpoint
-        partial.discard()
+    except Exception as exc:  # an error, a full disk: nothing to resume; an interrupt or a lost peer keeps it
+        if comm.sharded and is_peer_failure(exc):
+            partial.close()
+        else:
+            partial.discard()
         raise
     clock.total = now(ctx.device) - t0
     got = collected(state, comm)
@@ -73,7 +75,7 @@ def run(ctx: StepContext) -> None:
             ctx.write(result)
             if comm.sharded:
                 np.save(partial.folder / "segments.npy", segments)
-                (partial.folder / "meta.json").unlink()
+                store.remove_on_commit(store.path(shards.FOLDER) / "meta.json")  # once adopted, with the commit
                 for name in shards.ARRAYS:
                     if store.path(name).exists():
                         store.discard(name)
@@ -84,8 +86,7 @@ def run(ctx: StepContext) -> None:
                 ctx.discard_unless(set(), shards.MANIFEST, shards.FOLDER)
                 for name in shards.ARRAYS:
                     store.adopt(partial.file(name), name)
-        if not comm.sharded:
-            shutil.rmtree(partial.folder, ignore_errors=True)
+                store.remove_on_commit(partial.folder)
         _print(result, n, comm.world)
     comm.barrier()
 

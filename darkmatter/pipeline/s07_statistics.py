@@ -33,28 +33,27 @@ def run(ctx: StepContext) -> None:
                                      control.n_stable if control else None, ica.n_above_floor,
                                      control.source_excess_kurtosis if control else None)
     ica_k = m_ica.excess_kurtosis
-    with store.transaction():
+    found = completeness.run(ctx, search_options(ctx))
+    with store.transaction():  # the step's outputs land as one unit
         ctx.write(result)
         store.save_figure("ica_vs_sae_kurtosis.png", plots.kurtosis_vs_sae(
             ica_k, np.array(control.source_excess_kurtosis) if control else None, features.excess_kurtosis,
             features.excess_kurtosis_active, features.frequency,
             control.source_excess_kurtosis_max_abs if control else None,
             f"ICA sources of the residual vs SAE features ({n:,} tokens)"))
-    found = completeness.run(ctx, search_options(ctx))
-    if found is not None:
-        with store.transaction():
+        if found is not None:
             ctx.write(found)
             store.save_figure("completeness.png", plots.completeness(
                 found.cells, found.limits, f"Injection–recovery on {n:,} tokens: {found.grid['runs']} runs, "
                 f"{len(found.features)} injected features",
-                found.statement + f" ({found.seconds:.0f} s)"))
+                found.statement))
+        else:
+            ctx.discard_unless(set(), "completeness.json", "completeness.png")
+    if found is not None:
         print(found.statement)
         for r in found.runs:
             print(f"  injection run {r.run} ({r.arm}): k = {r.k}, {r.n_candidates} candidates ({r.other_candidates} "
                   f"not an injected feature), {r.seconds:.0f} s")
-    else:
-        with store.transaction():
-            ctx.discard_unless(set(), "completeness.json", "completeness.png")
     sae = result.sae_excess_kurtosis
     med = [s.median if s else float("nan") for s in (sae.summary, sae.summary_zeros_only, sae.summary_active)]
     print(f"excess kurtosis: ICA median {np.median(ica_k):.2f} (max {ica_k.max():.1f}); SAE features firing ≥ "

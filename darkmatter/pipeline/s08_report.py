@@ -43,7 +43,7 @@ def run(ctx: StepContext) -> None:
         amplitude=ctx.read(Amplitude) if ctx.exists(Amplitude) else None)
     timings = store.read_json("timings.json") if store.exists("timings.json") else {}
     steps = [StepRecord(number=s.number, script=s.script, summary=s.summary,
-                        outputs=[f for f in s.writes if store.exists(f)],
+                        outputs=list(s.writes) if s == ctx.step else [f for f in s.writes if store.exists(f)],
                         timing=Timing(**timings[s.script]) if s.script in timings else None)
              for s in table.steps()]
     arrays = {}

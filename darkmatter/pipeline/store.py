@@ -1,8 +1,9 @@
 """The outputs folder: the only code that knows paths, memmaps, atomic writes and JSON encoding.
 
-Steps share state only through files here. Every write goes to a temporary
-name first and is renamed into place when the whole step succeeds, so a crash
-never leaves a half-written or half-updated set of outputs. File names are the
+Steps share state only through files here. Every write is staged and the whole
+step's outputs are committed as one unit by a journal written last
+(:mod:`darkmatter.pipeline.journal`, ``docs/commits.md``): a crash anywhere
+leaves either the old outputs or the new ones, never a mixture. File names are the
 step table's (:mod:`darkmatter.pipeline.table`), which also says which script
 writes each one, for the "run X first" messages. Typed results (frozen
 dataclasses) are written with :meth:`OutputStore.write_result` and read back,
@@ -16,6 +17,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +26,7 @@ import numpy as np
 from numpy.lib.format import open_memmap
 
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import diskspace, table
+from darkmatter.pipeline import diskspace, journal, table
 
 PLOT_DPI = 150
 T = TypeVar("T")
@@ -40,6 +42,8 @@ class OutputStore:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
         self._pending: list[tuple[Path, Path]] | None = None
+        self.script = "other"  # whose outputs a commit holds (the manifest's key)
+        self.timing: tuple[str, float] | None = None  # (script, perf_counter at its start): timings.json
 
     # ---- paths -----------------------------------------------------------------
     def path(self, name: str) -> Path:
@@ -49,6 +53,7 @@ class OutputStore:
         return self.root / name
 
     def exists(self, name: str) -> bool:
+        journal.settle(self.root)
         return self.path(name).exists() or self.sharded(name) is not None
 
     def mtime(self, name: str) -> float:
@@ -86,36 +91,51 @@ class OutputStore:
     # ---- transactions ----------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[OutputStore]:
-        """Stage every write; rename all into place on success, delete all on error."""
+        """Stage every write; commit all on success (:mod:`darkmatter.pipeline.journal`), delete all on error.
+
+        Raises:
+            DarkMatterError: the folder is not one the tool may write (:func:`folder_lock.claim`), or the
+                commit failed (the message says whether the folder is as it was).
+        """
+        from darkmatter.pipeline.folder_lock import claim
+
         if self._pending is not None:
             raise RuntimeError("transactions do not nest")
-        self.root.mkdir(parents=True, exist_ok=True)
+        claim(self.root)
+        journal.settle(self.root)
+        stage = journal.stage_dir(self.root)
+        _remove(stage)
+        stage.mkdir(parents=True)
         self._pending = []
         self._discarded: list[Path] = []
         self._adopted: list[tuple[Path, Path]] = []
+        self._cleanup: list[Path] = []
         try:
             yield self
             self._commit()
         finally:
-            for tmp, _ in self._pending:
-                _remove(tmp)
+            if not (journal.home(self.root) / journal.JOURNAL).exists():  # past the commit point it stays
+                _remove(stage)
+                if not any(journal.home(self.root).iterdir()):
+                    journal.home(self.root).rmdir()
             self._pending = None
 
     def _commit(self) -> None:
         assert self._pending is not None
-        for path in self._discarded:
-            _remove(path)
-        self._pending.extend(self._adopted)
-        while self._pending:
-            tmp, final = self._pending[0]
-            if final.is_dir() and not final.is_symlink():
-                old = final.with_name(f".{final.name}.old{os.getpid()}")
-                os.replace(final, old)  # a directory cannot be replaced in one rename
-                os.replace(tmp, final)
-                _remove(old)
-            else:
-                os.replace(tmp, final)
-            self._pending.pop(0)
+        if self.timing is not None:  # timings.json lands with the step's outputs
+            script, start = self.timing
+            path = self.path("timings.json")
+            try:
+                timings = json.loads(path.read_text()) if path.is_file() else {}
+            except (OSError, ValueError, UnicodeDecodeError):  # unreadable: started afresh
+                timings = {}
+            from darkmatter.pipeline.procstat import peak_rss_mb
+
+            timings = timings if isinstance(timings, dict) else {}
+            timings[script] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
+            self.write_json("timings.json", dict(sorted(timings.items())))
+        journal.commit(self.root, self.script, [*self._pending, *self._adopted], self._discarded, self._cleanup)
+        self._pending = []
 
     def discard(self, name: str) -> None:
         """Delete ``name`` when the transaction commits (an output this run no longer makes)."""
@@ -130,14 +150,19 @@ class OutputStore:
             raise RuntimeError("adopt must happen inside store.transaction()")
         self._adopted.append((path, self.path(name)))
 
+    def remove_on_commit(self, path: Path) -> None:
+        """Delete ``path`` (inside the folder) as part of the commit (step 02's work in progress)."""
+        if self._pending is None:
+            raise RuntimeError("remove_on_commit must happen inside store.transaction()")
+        self._cleanup.append(path)
+
     def _staged(self, name: str) -> Path:
         final = self.path(name)
-        stem, dot, ext = final.name.partition(".")
-        tmp = final.with_name(f".{stem}.tmp{os.getpid()}{dot}{ext}")
-        _remove(tmp)
         if self._pending is None:
             raise RuntimeError("writes must happen inside store.transaction()")
-        self._pending.append((tmp, final))
+        tmp = journal.stage_dir(self.root) / final.name
+        _remove(tmp)
+        self._pending = [(t, f) for t, f in self._pending if t != tmp] + [(tmp, final)]
         return tmp
 
     # ---- writers ---------------------------------------------------------------
@@ -185,19 +210,10 @@ class OutputStore:
         tmp.mkdir(parents=True)
         return tmp
 
-    def record_timing(self, script: str, entry: dict[str, float]) -> None:
-        """Set ``script``'s entry in timings.json (atomic read-modify-write, outside transactions)."""
-        path = self.path("timings.json")
-        timings = json.loads(path.read_text()) if path.exists() else {}
-        timings[script] = entry
-        tmp = path.with_name(f".timings.tmp{os.getpid()}.json")
-        tmp.write_text(json.dumps(dict(sorted(timings.items())), indent=2) + "\n")
-        os.replace(tmp, path)
-
     # ---- readers ---------------------------------------------------------------
     def read_json(self, name: str) -> Any:
         """Parsed JSON of ``name``. Raises DarkMatterError when missing or unreadable."""
-        self.require(name)
+        self.require(name)  # settles a half-applied commit first (journal.settle)
         try:
             return json.loads(self.path(name).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

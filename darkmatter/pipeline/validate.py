@@ -29,6 +29,8 @@ def validate(cfg: Config) -> None:
                 problems.append(f"{flag(f.name)} must be a finite number, not {value}")
     if problems:  # the range tests below would compute with them
         raise DarkMatterError("; ".join(problems))
+    if not cfg.run.outputs.strip():
+        problems.append("--outputs is empty: name a new, empty or run folder (e.g. --outputs outputs)")
     if (s.sae_release is None) != (s.sae_id is None):
         problems.append("--sae-release and --sae-id go together")
     if s.context_size < 2:
@@ -38,6 +40,10 @@ def validate(cfg: Config) -> None:
                  "causal_null_draws", "causal_max_components"):
         if get(cfg, name) < 1:
             problems.append(f"{flag(name)} must be positive")
+    for name in ("null_draws", "causal_null_draws"):
+        if get(cfg, name) == 1:
+            problems.append(f"{flag(name)} 1: a percentile of the null needs at least 2 draws (the default is "
+                            f"{get(Config(), name)})")
     if s.seed < 0:
         problems.append("--seed must be 0 or more")
     if cfg.completeness.completeness_runs < 0:

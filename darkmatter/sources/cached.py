@@ -99,6 +99,9 @@ class CachedSource:
         if tokens is not None and tokens.shape != acts.shape[:2]:
             raise DarkMatterError(f"token ids have shape {tokens.shape} but the activations hold "
                                   f"{acts.shape[:2]} windows × positions: pass the matching --activation-tokens")
+        if tokens is not None and tokens.size and int(tokens.min()) < 0:
+            raise DarkMatterError(f"the token ids ({self.tokens_path or self.path}) hold {int(tokens.min())}: token "
+                                  "ids are 0 or more; pass the ids the activations were computed from")
         return acts, tokens
 
     @cached_property
@@ -137,8 +140,20 @@ class CachedSource:
         with hub_guard(f"tokenizer {self.tokenizer_name}"):
             return AutoTokenizer.from_pretrained(self.tokenizer_name)
 
+    def check_vocabulary(self) -> None:
+        """Token ids beyond the tokenizer's vocabulary are refused before any step decodes them.
+
+        Raises:
+            DarkMatterError: the largest id and the vocabulary size.
+        """
+        tokens, tok = self._data[1], self.tokenizer
+        if tokens is not None and tok is not None and tokens.size and int(tokens.max()) >= len(tok):
+            raise DarkMatterError(f"the token ids hold {int(tokens.max())}, beyond the {len(tok):,} tokens of "
+                                  f"--tokenizer {self.tokenizer_name}: pass the tokenizer the ids come from")
+
     @property
     def bos_id(self) -> int | None:
+        self.check_vocabulary()
         tok = self.tokenizer
         return None if tok is None or tok.bos_token_id is None else int(tok.bos_token_id)
 
@@ -255,10 +270,17 @@ def _read_saelens_cache(folder: Path, hook_name: str) -> tuple[np.ndarray, np.nd
     except (FileNotFoundError, ValueError) as exc:
         raise DarkMatterError(f"--activations {folder} is neither an .npy file nor a saved dataset "
                               f"(SAELens activation cache): {exc}") from exc
+    except OSError as exc:  # a truncated or damaged arrow shard
+        raise DarkMatterError(f"--activations {folder}: the activation cache is damaged ({str(exc)[:120]}): "
+                              "cache the activations again") from None
     if hook_name not in ds.column_names:
         raise DarkMatterError(f"the activation cache at {folder} has columns {ds.column_names}, none named "
                               f"{hook_name!r}: pass --hook-name with the cached hook")
-    ds = ds.with_format("numpy")
-    acts = np.asarray(ds[hook_name], dtype=np.float32)
-    tokens = np.asarray(ds["token_ids"]) if "token_ids" in ds.column_names else None
+    try:
+        ds = ds.with_format("numpy")
+        acts = np.asarray(ds[hook_name], dtype=np.float32)
+        tokens = np.asarray(ds["token_ids"]) if "token_ids" in ds.column_names else None
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DarkMatterError(f"--activations {folder}: the activation cache is damaged ({str(exc)[:120]}): "
+                              "cache the activations again") from None
     return acts, tokens

@@ -128,6 +128,10 @@ class ModelSource:
     def model(self) -> LoadedModel:
         model = load_model(*self._load)
         model.check_hook(self.hook_name)
+        n_ctx = getattr(getattr(model.model, "cfg", None), "n_ctx", None)
+        if isinstance(n_ctx, int) and self.text.context_size > n_ctx:
+            raise DarkMatterError(f"--context-size {self.text.context_size} is longer than the model's context "
+                                  f"(n_ctx {n_ctx}): pass --context-size {n_ctx} or less")
         return model
 
     @property

@@ -98,6 +98,9 @@ def text_paths(pattern: str) -> list[Path]:
         if Path(path).is_dir():
             raise DarkMatterError(f"--text-files {pattern!r} matches {path}, a folder, not a file: narrow the "
                                   "pattern to the text files (e.g. *.txt)")
+        if not Path(path).is_file():  # a FIFO, socket or device: reading it could block forever
+            raise DarkMatterError(f"--text-files {pattern!r} matches {path}, not a regular file (a pipe or "
+                                  "device?): narrow the pattern to the text files (e.g. *.txt)")
         try:
             with open(path, "rb") as fh:
                 head = fh.read(SNIFF_BYTES)

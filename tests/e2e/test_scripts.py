@@ -11,7 +11,7 @@ import pytest
 from darkmatter.analysis.directions import set_names
 from darkmatter.pipeline import table
 
-from helpers import TINY_D_MODEL, TINY_HOOK, TINY_RUN_K, TINY_RUN_TOKENS, run_script
+from helpers import TINY_D_MODEL, TINY_HOOK, TINY_RUN_K, TINY_RUN_TOKENS, leftovers, run_script
 
 SCRIPTS = [s.script for s in table.steps()]
 N_TOKENS, K = TINY_RUN_TOKENS, TINY_RUN_K
@@ -33,8 +33,8 @@ def run_dir(tiny_run) -> Path:
 def test_every_output_is_written(run_dir):
     missing = [name for name in EXPECTED if not (run_dir / name).exists()]
     assert not missing
-    left = [p.name for p in run_dir.iterdir() if p.name.startswith(".") and p.name != ".lock"]
-    assert not left, "temporary files left"
+    assert not leftovers(run_dir), "temporary files left"
+    assert (run_dir / ".darkmatter" / "manifest.json").is_file()
 
 
 def test_the_trained_sae_carries_saelens_metadata(run_dir):

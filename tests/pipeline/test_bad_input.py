@@ -10,7 +10,7 @@ import torch
 
 from darkmatter.pipeline import cli
 
-from helpers import TINY_D_MODEL, TINY_HOOK, run_script, save_sae
+from helpers import TINY_D_MODEL, TINY_HOOK, leftovers, run_script, save_sae
 
 
 def base_args(model_dir: Path, sae_dir: Path, text: str, out: Path) -> list[str]:
@@ -31,7 +31,7 @@ def fails(capsys, step: int, argv: list[str], *expected: str) -> str:
 
 
 def no_temporary_files(folder: Path) -> bool:
-    return not folder.exists() or not [p for p in folder.iterdir() if p.name.startswith(".") and p.name != ".lock"]
+    return not leftovers(folder)
 
 
 def test_missing_earlier_step(tmp_path, capsys):

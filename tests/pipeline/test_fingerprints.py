@@ -82,3 +82,46 @@ def test_a_changed_sae_or_model_is_refused_by_later_steps(inputs, capsys, tiny_m
     assert cli.main(3, ["--outputs", str(out)]) == 2
     assert "rerun scripts/02_collect_activations.py" in capsys.readouterr().err
     assert cli.main(2, ["--outputs", str(out)]) == 0 and cli.main(3, ["--outputs", str(out)]) == 0
+
+
+def test_every_config_field_is_in_a_run_id_or_listed_as_changing_no_output():
+    """Each field either changes the run_id of the step that first uses it (and every later step's),
+    or is listed, with its reason, as changing no output: a resume or a skipped step can never
+    mix two configurations."""
+    import dataclasses
+
+    from darkmatter.pipeline import table
+    from darkmatter.pipeline.config import SECTIONS, Config
+    from darkmatter.pipeline.resolve import NOT_IN_RUN_ID, SHARED_DATA_FIELDS, run_id
+
+    base = Config()
+    last = max(s.number for s in table.steps())
+    for section in dataclasses.fields(base):
+        owner = table.owner(section.name)
+        for f in dataclasses.fields(getattr(base, section.name)):
+            name = f.name
+            if name in NOT_IN_RUN_ID:
+                assert owner is None and name not in SHARED_DATA_FIELDS
+                continue
+            first = owner.number if owner else SHARED_DATA_FIELDS.get(name)
+            assert first is not None, f"{section.name}.{name} is in no run_id and not listed in NOT_IN_RUN_ID"
+            value = getattr(getattr(base, section.name), name)
+            other = _another_value(value, f.type)
+            changed = dataclasses.replace(base, **{section.name: dataclasses.replace(
+                getattr(base, section.name), **{name: other})})
+            for n in range(1, last + 1):
+                same = run_id(base, n) == run_id(changed, n)
+                assert same == (n < first), f"{section.name}.{name}: run_id of step {n}"
+    assert set(SECTIONS) >= {s.name for s in dataclasses.fields(base)}
+
+
+def _another_value(value, annotation):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if value is None:
+        return 3
+    if isinstance(value, str):
+        return value + "x"
+    raise AssertionError(f"no other value for {value!r} ({annotation})")

@@ -21,7 +21,9 @@ SMALL = ["--preset", "planted", "--planted-d-model", "16", "--planted-features",
 
 
 def _snapshot(folder) -> dict[str, tuple[int, float]]:
-    return {p.name: (p.stat().st_size, p.stat().st_mtime) for p in folder.iterdir() if not p.name.startswith(".lock")}
+    """Every output's size and time, and the store's manifest (its folder's own time moves with staging)."""
+    paths = [p for p in folder.iterdir() if not p.name.startswith((".lock", ".darkmatter"))]
+    return {p.name: (p.stat().st_size, p.stat().st_mtime) for p in [*paths, *folder.glob(".darkmatter/*")]}
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +99,20 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
     assert not list(tmp_path.iterdir())  # a folder holding nothing else keeps no lock file
 
 
-def test_files_staged_by_a_killed_run_are_cleaned_up(tmp_path):
+def test_only_the_stores_own_leftovers_of_a_killed_run_are_cleaned_up(tmp_path):
     dead = ctx_dead_pid()
-    for name in (f".residuals.tmp{dead}.npy", f".sae.old{dead}", f".config.tmp{dead}.json"):
-        (tmp_path / name).mkdir() if name.endswith(f"old{dead}") else (tmp_path / name).write_bytes(b"x" * 10)
-    mine = tmp_path / f".ica.tmp{os.getpid()}.json"
-    mine.write_text("staged by a live run")
-    (tmp_path / "keep.json").write_text("{}")
+    home = tmp_path / ".darkmatter"
+    for name in (f"stage.{dead}", f"scratch.{dead}", f"stage.{os.getpid()}"):
+        (home / name).mkdir(parents=True)
+        (home / name / "residuals.npy").write_bytes(b"x" * 10)
+    (tmp_path / "config.json").write_text("{}")  # a run folder
+    users = [f".notes.tmp{dead}.txt", f".thesis.old{dead}", f".config.tmp{dead}.json", "keep.json"]
+    for name in users:  # names that look like the old staged ones are the user's: never touched
+        (tmp_path / name).mkdir() if "thesis" in name else (tmp_path / name).write_text("mine")
     with OutputStore(tmp_path).lock("test"):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", mine.name, "keep.json"])
+    assert sorted(p.name for p in home.iterdir()) == [f"stage.{os.getpid()}"]  # a live process's stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".darkmatter", ".lock", "config.json", *users])
 
 
 def ctx_dead_pid() -> int:
@@ -193,3 +199,44 @@ def test_arrays_must_match_their_json_and_flags_the_machine(run, tmp_path, capsy
         err = capsys.readouterr().err
         assert said in err and _one_error(err), argv
     assert (tmp_path / "afile").read_text() == "x" and not (tmp_path / "d1").exists()
+
+
+def test_a_deleted_or_changed_output_is_not_current(run, capsys):
+    """run_pipeline.py checks each skipped step's files against its commit's manifest, not only the stamps."""
+    (run / "pca_components.npy").unlink()
+    (run / "dashboard" / "index.html").write_text("edited")
+    assert cli.run_all([*SMALL, "--outputs", str(run)]) == 0
+    said = capsys.readouterr().out
+    skipped = [s.number for s in table.steps() if f"{s.script}: skipped" in said]
+    assert skipped == [1, 2]  # 03 wrote pca_components.npy: it and every later step rerun
+    assert (run / "pca_components.npy").exists() and "edited" not in (run / "dashboard" / "index.html").read_text()
+
+
+def test_run_pipeline_on_a_run_folder_without_flags_reuses_its_configuration(run, capsys):
+    assert cli.run_all(["--outputs", str(run)]) == 0
+    said = capsys.readouterr().out
+    assert f"reusing the configuration recorded in {run / 'config.json'} (preset planted" in said
+    assert said.count("skipped, its outputs are current") == len(table.steps())
+
+
+def test_a_second_ctrl_c_or_a_hangup_still_exits_130(run, monkeypatch, capsys):
+    step = table.step(5)
+    real = step.function()
+
+    def interrupted_twice(ctx):
+        with ctx.store.transaction():
+            ctx.store.write_text("similarity.json", "half")
+            try:
+                os.kill(os.getpid(), signal.SIGHUP)
+                time.sleep(5)
+            finally:  # the clean-up is interrupted again
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+
+    before = _snapshot(run)
+    monkeypatch.setattr(table.Step, "function", lambda self: interrupted_twice if self.number == 5 else real)
+    assert cli.run_step(step, {"outputs": str(run)}) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted: 05_compare_sae.py" in err
+    assert _snapshot(run) == before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -86,3 +86,47 @@ def test_the_causal_section_reports_the_clustered_tests(run_dir):
     for text in ("Loss recovered by the SAE (SAELens)", "on the analysed positions only", "matched-null part",
                  "Holm (α = 0.01)", "95% range of 10", "ICA − null (paired)", "random error of norm"):
         assert text in md, text
+
+
+PROBES = ["<img src=x onerror=alert(1)>", "``<script>alert(1)</script>``", "a\n<img src=y onerror=alert(2)>",
+          "](javascript:alert(3)) ![x](http://x/y.png)", "| <b>cell</b> |"]
+
+
+def _live_html(markdown: str) -> list[str]:
+    """Raw HTML tags a CommonMark + GFM-tables renderer would emit from ``markdown``."""
+    import re
+
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").enable("table").render(markdown)
+    ours = {f'src="{p}"' for p in report.PLOTS}  # the report's own plots
+    tags = [t for t in re.findall(r"<(?:img|script|b)\b[^>]*>", rendered) if not any(o in t for o in ours)]
+    return tags + re.findall(r'(?:href|src)="javascript', rendered)
+
+
+def test_generated_markdown_escapes_what_comes_from_data(run_dir):
+    """Contexts, tokens, paths, descriptions and labels from a hostile corpus stay text in
+    components.md and report.md (the probe strings of the trust review)."""
+    import dataclasses
+
+    from darkmatter.pipeline.markdown import components_markdown
+    from darkmatter.pipeline.results import FeatureBank
+
+    bank = TypeAdapter(FeatureBank).validate_python(
+        {k: v for k, v in json.loads((run_dir / "feature_bank.json").read_text()).items()
+         if k not in ("schema_version", "run_id")})
+    probe = " ".join(PROBES)
+    comps = [dataclasses.replace(c, top=[dataclasses.replace(t, context=probe) for t in c.top],
+                                 token_histogram=[(p, 1) for p in PROBES]) for c in bank.components]
+    hostile = dataclasses.replace(bank, components=comps, description=probe, hook_name=probe, note=probe)
+    text = components_markdown(hostile)
+    assert _live_html(text) == [] and "&lt;img src=x onerror=alert(1)&gt;" in \
+        __import__("markdown_it").MarkdownIt("commonmark").enable("table").render(text)
+    results = load(run_dir)
+    setup = dataclasses.replace(results.setup, description=probe,
+                                sae=dataclasses.replace(results.setup.sae, source=probe),
+                                hook=dataclasses.replace(results.setup.hook, hook_name=probe))
+    comps = [dataclasses.replace(c, labels=PROBES, top_tokens=PROBES) for c in results.components]
+    hostile_results = dataclasses.replace(results, setup=setup, components=comps, machine=probe,
+                                          headline=[*results.headline, probe], verdict=probe)
+    assert _live_html(report_markdown(hostile_results)) == []

@@ -107,3 +107,38 @@ def test_a_checkpoint_of_another_configuration_is_discarded(tmp_path, monkeypatc
     assert "discarding" in said and "resuming" not in said
     assert OutputStore(out).load_npy("residuals.npy").shape == (30000, 16)
     assert not (out / ".collect-partial").exists()
+
+
+@pytest.mark.parametrize("how", ["truncated", "batch-size"])
+def test_a_damaged_checkpoint_or_another_batch_size_is_named_and_not_resumed(tmp_path, monkeypatch, capsys, how):
+    """A truncated checkpoint is called unreadable (not "another configuration"); another
+    --batch-size is another configuration (it is in the run_id of 01 and every later step)."""
+    out = tmp_path / "planted"
+    assert cli.main(1, ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24",
+                        "--planted-withheld", "4", "--n-tokens", "40000", "--outputs", str(out)]) == 0
+    monkeypatch.setattr(partial, "CHECKPOINT_ROUNDS", 1)
+    from darkmatter.sources import planted
+
+    real, seen = planted.block, []
+
+    def block(spec, part, index, directions=None):
+        seen.append(index)
+        if index == 3 and len(seen) < 5:
+            raise KeyboardInterrupt
+        return real(spec, part, index, directions)
+
+    monkeypatch.setattr(planted, "block", block)
+    assert cli.main(2, ["--outputs", str(out)]) == 130
+    states = sorted((out / ".collect-partial").glob("state.r0of1.g*.npz"))
+    assert [p.name for p in states] == ["state.r0of1.g1.npz", "state.r0of1.g2.npz"]  # the last two are kept
+    capsys.readouterr()
+    if how == "truncated":
+        for p in states:
+            p.write_bytes(p.read_bytes()[:100])
+        assert cli.main(2, ["--outputs", str(out)]) == 0
+        assert "discarding" in (said := capsys.readouterr().out) and "no checkpoint common to every rank is readable" \
+            in said
+    else:  # the windows per batch are step 01's too (its SAE's training rows): refused, the checkpoint kept
+        assert cli.main(2, ["--outputs", str(out), "--batch-size", "4"]) == 2
+        assert "setup.json was written by a differently configured run" in capsys.readouterr().err
+        assert states[-1].exists()

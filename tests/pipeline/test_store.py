@@ -17,7 +17,8 @@ def test_transaction_commits_all_files_together(tmp_path):
         assert not store.exists("ica.json")  # staged, not yet visible
     assert store.read_json("ica.json") == {"k": 3}
     assert store.load_npy("residuals.npy").sum() == pytest.approx(45.0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ica.json", "residuals.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".darkmatter", "ica.json", "residuals.npy"]
+    assert [p.name for p in (tmp_path / ".darkmatter").iterdir()] == ["manifest.json"]  # no staging left
 
 
 def test_failed_transaction_leaves_nothing_and_keeps_old_files(tmp_path):
@@ -30,7 +31,8 @@ def test_failed_transaction_leaves_nothing_and_keeps_old_files(tmp_path):
             store.save_npy("ica_directions.npy", np.zeros((2, 2)))
             raise RuntimeError("crash mid-step")
     assert store.read_json("ica.json") == {"k": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ica.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".darkmatter", "ica.json"]
+    assert [p.name for p in (tmp_path / ".darkmatter").iterdir()] == ["manifest.json"]
 
 
 def test_missing_input_names_the_script(tmp_path):
