@@ -181,9 +181,12 @@ def one_point(ref: dict[str, Any], step: int, mode: str, value: float) -> dict[s
     before = snaps / str(step - 1) if step > 1 else None
     restore(before, out)
     argv = step_argv(step, ref["flags"], out)
+    between = False
     if mode == "failpoint":
         code, _ = run_step(step, argv, kill_at=int(value))
-        where = ref["steps"][step]["labels"][int(value) - 1]
+        labels = ref["steps"][step]["labels"]
+        where = labels[int(value) - 1]
+        between = where == "rename" and int(value) < len(labels) and labels[int(value)] == "rename"
     else:
         code, _ = run_step(step, argv, kill_after=value)
         where = f"{value:.2f} s"
@@ -204,7 +207,8 @@ def one_point(ref: dict[str, Any], step: int, mode: str, value: float) -> dict[s
     clean = clean and not (out / ".collect-partial").exists()
     intact = user_files_intact(out, inside=before is not None)
     mismatched = sorted(k for k in set(now) | set(new) if contents(out).get(k) != new.get(k))[:5]
-    return {"config": ref["name"], "step": step, "mode": mode, "where": where, "killed": code == -signal.SIGKILL,
+    return {"config": ref["name"], "step": step, "mode": mode, "where": where, "between_two_renames": between,
+            "killed": code == -signal.SIGKILL,
             "exit": code, "state_after_kill": "old" if got_old and not got_new else "new" if got_new else "mixed",
             "consistent": consistent, "rerun_exit": rerun, "identical": identical, "clean": clean,
             "user_files_intact": intact, "mismatched": mismatched if not identical else [],
@@ -258,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "date": datetime.date.today().isoformat(), "machine": f"{platform.node()}, {os.cpu_count()} CPUs",
         "points": len(results), "failed": len(failed), "killed": sum(r["killed"] for r in results),
-        "between_two_renames": sum(r["where"] == "rename" for r in results),
+        "between_two_renames": sum(r["between_two_renames"] for r in results),
+        "at_failpoints": sum(r["mode"] == "failpoint" for r in results),
         "per_step": {str(s): sum(r["step"] == s for r in results) for s in range(1, 9)},
         "states_after_kill": {k: sum(r["state_after_kill"] == k for r in results) for k in ("old", "new", "mixed")},
         "seconds": round(time.perf_counter() - t0, 1), "seconds_reference": round(t_ref, 1),

@@ -128,7 +128,8 @@ class PeerLost(DarkMatterError):
         import re
 
         text = str(exc)
-        ranks = sorted({int(r) for r in re.findall(r"[Rr]ank (\d+)", text)} - {comm.rank})
+        found = re.findall(r"[Rr]anks? (\d+(?:\s*,\s*\d+)*)", text)
+        ranks = sorted({int(r) for group in found for r in re.split(r"\s*,\s*", group)} - {comm.rank})
         who = f"rank {', '.join(map(str, ranks))}" if ranks else "another rank"
         first = text.strip().splitlines()[0][:100] if text.strip() else type(exc).__name__
         return cls(f"rank {comm.rank}: {who} stopped answering ({first}); the other ranks stop too. Rerun the "

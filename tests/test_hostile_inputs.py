@@ -15,8 +15,10 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from darkmatter.pipeline import cli
+from darkmatter.pipeline import cli, table
 from darkmatter.pipeline.store import OutputStore
 
 from helpers import TINY_HOOK, save_sae
@@ -542,3 +544,73 @@ def test_ranks_given_other_flags_are_refused_in_one_line(planted_run, tmp_path, 
     assert code == 2
     check_one_error(code, said.out, said.err, ("rank(s) 1 were given other flags than rank 0",))
     assert snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------- the trust review's harmless ones (not exit 2)
+def _copy_run(planted_run: Path, tmp_path: Path) -> Path:
+    """The run's copy, its config pointing at the copy (run_pipeline.py reuses it)."""
+    out = tmp_path / "out"
+    shutil.copytree(planted_run, out)
+    path = out / "config.json"
+    st = path.stat()
+    cfg = json.loads(path.read_text())
+    cfg["run"]["outputs"] = str(out)
+    path.write_text(json.dumps(cfg))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as old as before: the steps stay current
+    return out
+
+
+def test_a_deleted_or_changed_output_is_not_current(planted_run, tmp_path, capsys):
+    """run_pipeline.py checks each skipped step's files against its commit's manifest, not only the stamps."""
+    run = _copy_run(planted_run, tmp_path)
+    (run / "pca_components.npy").unlink()
+    (run / "dashboard" / "index.html").write_text("edited")
+    assert cli.run_all([*SMALL, "--outputs", str(run)]) == 0
+    said = capsys.readouterr().out
+    skipped = [s.number for s in table.steps() if f"{s.script}: skipped" in said]
+    assert skipped == [1, 2]  # 03 wrote pca_components.npy: it and every later step rerun
+    assert (run / "pca_components.npy").exists() and "edited" not in (run / "dashboard" / "index.html").read_text()
+
+
+def test_run_pipeline_on_a_run_folder_without_flags_reuses_its_configuration(planted_run, tmp_path, capsys):
+    run = _copy_run(planted_run, tmp_path)
+    assert cli.run_all(["--outputs", str(run)]) == 0
+    said = capsys.readouterr().out
+    assert f"reusing the configuration recorded in {run / 'config.json'} (preset planted" in said
+    assert said.count("skipped, its outputs are current") == len(table.steps())
+
+
+def test_a_second_ctrl_c_or_a_hangup_still_exits_130(planted_run, tmp_path, monkeypatch, capsys):
+    run = _copy_run(planted_run, tmp_path)
+    step = table.step(5)
+    real = step.function()
+
+    def interrupted_twice(ctx):
+        with ctx.store.transaction():
+            ctx.store.write_text("similarity.json", "half")
+            try:
+                os.kill(os.getpid(), signal.SIGHUP)
+                time.sleep(5)
+            finally:  # the clean-up is interrupted again
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+
+    before = snapshot(run)
+    monkeypatch.setattr(table.Step, "function", lambda self: interrupted_twice if self.number == 5 else real)
+    assert cli.run_step(step, {"outputs": str(run)}) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted: 05_compare_sae.py" in err
+    assert snapshot(run) == before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_outputs_may_hold_version_control_placeholders(tmp_path):
+    """The repository's own outputs/ holds .gitkeep: a folder with only such files counts as empty."""
+    from darkmatter.pipeline.folder_lock import claim
+
+    for name in (".gitkeep", ".gitignore", ".DS_Store"):
+        (tmp_path / name).write_text("")
+    claim(tmp_path)  # no error
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(cli.DarkMatterError, match="notes.txt"):
+        claim(tmp_path)

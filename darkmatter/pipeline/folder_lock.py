@@ -20,6 +20,8 @@ from darkmatter.pipeline import journal
 LOCK, LOCK_HOLDER = ".lock", ".lock.pid"
 #: Names the tool itself makes in an outputs folder besides the declared outputs.
 OURS = {LOCK, LOCK_HOLDER, journal.HOME, ".collect-partial"}
+#: Placeholders a version-controlled or browsed folder holds: such a folder counts as empty.
+PLACEHOLDERS = {".gitkeep", ".gitignore", ".DS_Store"}
 #: A folder holding one of these is a run folder (its config, or the store's own folder).
 RUN_MARKS = ("config.json", journal.HOME)
 
@@ -37,7 +39,7 @@ def claim(root: Path) -> None:
         raise DarkMatterError(f"--outputs {root} is a file, not a folder: pass a folder")
     if not root.is_dir() or any((root / m).exists() for m in RUN_MARKS):
         return
-    foreign = sorted(p.name for p in root.iterdir() if p.name not in OURS)
+    foreign = sorted(p.name for p in root.iterdir() if p.name not in OURS | PLACEHOLDERS)
     if foreign:
         raise DarkMatterError(f"--outputs {root} holds files that are not a run's ({', '.join(foreign[:3])}"
                               f"{', …' if len(foreign) > 3 else ''}): pass a new or empty folder, or a run folder")

@@ -40,6 +40,10 @@ per batch, about 65k tokens per rank (``DARKMATTER_CHECKPOINT_ROUNDS`` sets anot
 ARRAYS = {"activations.npy": (np.float32, None), "residuals.npy": (np.float32, None), "token_index.npy": (np.int32, 2)}
 
 
+class OtherWorld(DarkMatterError):
+    """The folder holds this collection's checkpoint for another number of ranks: kept, not discarded."""
+
+
 class Partial:
     """This rank's files in the work-in-progress folder of ``root``.
 
@@ -98,7 +102,7 @@ class Partial:
             return
         if isinstance(meta, dict) and meta.get("run_id") == self.run_id and meta.get("world") != self.comm.world:
             w = meta.get("world")
-            raise DarkMatterError(f"{self.folder} holds a checkpoint of this collection written by {w} rank(s); this "
+            raise OtherWorld(f"{self.folder} holds a checkpoint of this collection written by {w} rank(s); this "
                                   f"run has {self.comm.world}: rerun with {w} (torchrun --nproc_per_node {w}, or one "
                                   f"process for 1) to resume it, or delete {self.folder} to start over")
 
@@ -112,7 +116,7 @@ class Partial:
             DarkMatterError: the folder holds this collection's checkpoint for another number of ranks
                 (it is kept: the message says how to resume it).
         """
-        if self.comm.is_main and self.folder.exists():
+        if self.folder.exists():  # every rank reads the same record, so every rank stops
             self._refuse_other_world()
         why = self._why_not() if self.folder.exists() else "none"
         gens = self._generations() if why is None else []

@@ -22,13 +22,15 @@ from darkmatter.analysis.directions import ICA
 from darkmatter.pipeline.causal_table import causal_markdown
 from darkmatter.pipeline.completeness_table import completeness_markdown
 from darkmatter.pipeline.document import Results
+from darkmatter.pipeline.kill_table import kill_markdown
 from darkmatter.pipeline.mdtable import table
 from darkmatter.pipeline.speed_table import speed_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "docs" / "runs"
 #: Files with generated blocks.
-GENERATED_FILES = (ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md", ROOT / "docs" / "toy_models.md")
+GENERATED_FILES = (ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md", ROOT / "docs" / "toy_models.md",
+                   ROOT / "docs" / "commits.md")
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 
@@ -253,6 +255,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "causal": lambda runs: _causal(runs, "offline_default"),
     "toy-sweep": toy_table,
     "planted-sweep": planted_sweep_table,
+    "kill-anywhere": kill_markdown,
     "speed": lambda runs: speed_markdown(load("offline_default_before_speed", runs), load("offline_default", runs),
                                          ("offline_default_before_speed", "offline_default")),
 }

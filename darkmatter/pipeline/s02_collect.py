@@ -14,7 +14,7 @@ from darkmatter.distributed import Comm, current, is_peer_failure
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import shards
 from darkmatter.pipeline.context import StepContext
-from darkmatter.pipeline.partial import Partial
+from darkmatter.pipeline.partial import OtherWorld, Partial
 from darkmatter.pipeline.resolve import run_id
 from darkmatter.pipeline.results import CollectResult, SetupResult
 from darkmatter.sources.base import RowLog
@@ -44,7 +44,7 @@ def run(ctx: StepContext) -> None:
         state = collect_rows(rows, sae, cfg.run.sae_chunk_size, a["activations.npy"], a["residuals.npy"],
                              a["token_index.npy"], clock, state, partial.checkpoint)
     except Exception as exc:  # an error, a full disk: nothing to resume; an interrupt or a lost peer keeps it
-        if comm.sharded and is_peer_failure(exc):
+        if (comm.sharded and is_peer_failure(exc)) or isinstance(exc, OtherWorld):
             partial.close()
         else:
             partial.discard()

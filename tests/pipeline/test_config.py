@@ -117,7 +117,11 @@ def test_run_id_tracks_only_fields_owned_up_to_the_step():
     tweaked = with_values(cfg, {"n_components": 7})
     assert run_id(cfg, 3) == run_id(tweaked, 3) and run_id(cfg, 4) != run_id(tweaked, 4)
     assert run_id(cfg, 1) != run_id(with_values(cfg, {"seed": 1}), 1)
-    assert run_id(cfg, 8) == run_id(with_values(cfg, {"device": "cpu", "outputs": "x"}), 8)  # run: shared
+    assert run_id(cfg, 8) == run_id(with_values(cfg, {"outputs": "x"}), 8)  # where the files go: no output changes
+    # shared fields that change outputs count from the first step they change
+    assert run_id(cfg, 1) != run_id(with_values(cfg, {"batch_size": 3}), 1)
+    assert run_id(cfg, 1) == run_id(with_values(cfg, {"sae_chunk_size": 3}), 1)
+    assert run_id(cfg, 2) != run_id(with_values(cfg, {"sae_chunk_size": 3}), 2)
 
 
 def test_sections_flat_names_and_choices():

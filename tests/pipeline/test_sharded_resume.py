@@ -5,6 +5,7 @@ the job within DARKMATTER_RANK_TIMEOUT with a line naming it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -115,7 +116,10 @@ def test_a_checkpoint_of_another_number_of_ranks_is_kept_and_named(setup_run, tm
     out = _copy(setup_run, tmp_path)
     proc = _torchrun(out)
     _wait_for_checkpoints(out, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
+    ranks = [_rank_pid(proc.pid, r) for r in (0, 1)]
+    for pid in [*ranks, proc.pid]:  # the whole job killed outright (torchrun's workers are in their own groups)
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
     proc.communicate(timeout=120)
     one = subprocess.run([sys.executable, "scripts/02_collect_activations.py", "--outputs", str(out)], cwd=REPO,
                          env=ENV, capture_output=True, text=True, timeout=300)
@@ -135,7 +139,8 @@ def test_a_stopped_rank_ends_the_job_with_a_line_naming_it(setup_run, tmp_path):
     try:
         _, err = proc.communicate(timeout=120)
     finally:
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # torchrun has usually killed it already
+            os.kill(pid, signal.SIGKILL)
     assert time.monotonic() - t0 < 90
     assert proc.returncode != 0
     line = next(line for line in err.splitlines() if "stopped answering" in line)
