@@ -39,7 +39,7 @@ JOURNAL, MANIFEST = "commit.json", "manifest.json"
 HASHED_UP_TO = 32 * 2**20
 #: Files several steps rewrite: not in any step's manifest entry (config.json is checked by run_id stamps).
 SHARED = ("timings.json", "config.json")
-_OURS = re.compile(r"^(stage|scratch)\.(\d+)$")
+_OURS = re.compile(r"^(?:stage|scratch)\.(\d+)$|^\.(?:commit|manifest)\.json\.(\d+)$")
 #: roots whose lock this process holds (their journal is applied by us, not waited for)
 HELD: set[Path] = set()
 
@@ -261,15 +261,20 @@ def alive(pid: int) -> bool:
 
 
 def clean_stale(root: Path) -> list[str]:
-    """Delete the staging and scratch folders of processes that no longer run (only names this
-    module makes, inside ``.darkmatter/``); returns their names. Call after :func:`apply`."""
+    """Delete the staging and scratch folders, and half-written journal or manifest files, of
+    processes that no longer run (only names this module makes, inside ``.darkmatter/``); returns
+    their names. Call after :func:`apply`."""
     gone = []
     folder = home(root)
     for path in folder.iterdir() if folder.is_dir() and not folder.is_symlink() else []:
         m = _OURS.match(path.name)
-        if m and not alive(int(m.group(2))) and path.is_dir() and not path.is_symlink():
+        if not m or alive(int(m.group(1) or m.group(2))) or path.is_symlink():
+            continue
+        if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-            gone.append(path.name)
+        else:  # a journal or manifest cut off while being written (write_atomic's temporary file)
+            path.unlink(missing_ok=True)
+        gone.append(path.name)
     return gone
 
 

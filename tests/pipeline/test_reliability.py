@@ -105,6 +105,7 @@ def test_only_the_stores_own_leftovers_of_a_killed_run_are_cleaned_up(tmp_path):
     for name in (f"stage.{dead}", f"scratch.{dead}", f"stage.{os.getpid()}"):
         (home / name).mkdir(parents=True)
         (home / name / "residuals.npy").write_bytes(b"x" * 10)
+    (home / f".commit.json.{dead}").write_text("{")  # a journal cut off while being written
     (tmp_path / "config.json").write_text("{}")  # a run folder
     users = [f".notes.tmp{dead}.txt", f".thesis.old{dead}", f".config.tmp{dead}.json", "keep.json"]
     for name in users:  # names that look like the old staged ones are the user's: never touched
