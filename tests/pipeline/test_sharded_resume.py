@@ -100,7 +100,9 @@ def test_a_sharded_collection_resumes_to_the_bytes_of_an_uninterrupted_one(setup
         os.killpg(proc.pid, signal.SIGTERM)  # a scheduler's stop: torchrun and both ranks
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
-    assert "Traceback" not in "\n".join(line for line in err.splitlines() if "[rank" in line or "error:" in line)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    if how == "sigkill-rank-1":  # rank 0 says it in one line (torchrun adds its own failure summary)
+        assert len(errors) == 1 and "rank 0: rank 1 stopped answering" in errors[0]
     assert (out / ".collect-partial").is_dir() and list((out / ".collect-partial").glob("state.*.npz"))
     assert not (out / "sae_stats.json").exists()
     again = _torchrun(out)
