@@ -15,11 +15,15 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import flags, resolve, table
 from darkmatter.pipeline.config import Config
 from darkmatter.pipeline.procstat import peak_rss_mb, reset_peak_rss
+
+if TYPE_CHECKING:
+    from darkmatter.distributed import Comm
 
 
 def _quiet_environment() -> None:
@@ -137,15 +141,12 @@ def _run_step(step: table.Step, given: dict) -> int:
     return 0
 
 
-def _same_flags_on_every_rank(cfg: Config, comm: object) -> None:
+def _same_flags_on_every_rank(cfg: Config, comm: Comm) -> None:
     """Ranks given different flags would compute different things and deadlock in C++: refuse.
 
     Raises:
         DarkMatterError: naming the ranks whose configuration differs from rank 0's.
     """
-    from darkmatter.distributed import Comm
-
-    assert isinstance(comm, Comm)
     if not comm.sharded:
         return
     ids = comm.gather_ints([int(resolve.run_id(cfg, max(s.number for s in table.steps()))[:12], 16)])[:, 0]

@@ -82,37 +82,9 @@ def test_an_interrupted_collection_resumes_to_the_same_bytes(setup_done, tmp_pat
             assert a == b, name
 
 
-def test_a_checkpoint_of_another_configuration_is_discarded(tmp_path, monkeypatch, capsys):
-    out = tmp_path / "planted"
-    base = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
-            "--outputs", str(out)]
-    assert cli.main(1, [*base, "--n-tokens", "40000"]) == 0
-    monkeypatch.setattr(partial, "CHECKPOINT_ROUNDS", 1)
-    from darkmatter.sources import planted
-
-    real, seen = planted.block, []
-
-    def block(spec, part, index, directions=None):
-        seen.append(index)
-        if index == 3 and len(seen) < 5:
-            raise KeyboardInterrupt
-        return real(spec, part, index, directions)
-
-    monkeypatch.setattr(planted, "block", block)
-    assert cli.main(2, ["--outputs", str(out)]) == 130
-    assert (out / ".collect-partial").is_dir()
-    capsys.readouterr()
-    assert cli.main(2, ["--outputs", str(out), "--n-tokens", "30000"]) == 0  # another step-02 configuration
-    said = capsys.readouterr().out
-    assert "discarding" in said and "resuming" not in said
-    assert OutputStore(out).load_npy("residuals.npy").shape == (30000, 16)
-    assert not (out / ".collect-partial").exists()
-
-
-@pytest.mark.parametrize("how", ["truncated", "batch-size"])
-def test_a_damaged_checkpoint_or_another_batch_size_is_named_and_not_resumed(tmp_path, monkeypatch, capsys, how):
-    """A truncated checkpoint is called unreadable (not "another configuration"); another
-    --batch-size is another configuration (it is in the run_id of 01 and every later step)."""
+def _interrupted_planted_collection(tmp_path, monkeypatch):
+    """Step 01 of a small planted run (40,000 rows), then step 02 stopped by Ctrl-C in its 4th block,
+    a checkpoint after every round; returns the outputs folder."""
     out = tmp_path / "planted"
     assert cli.main(1, ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24",
                         "--planted-withheld", "4", "--n-tokens", "40000", "--outputs", str(out)]) == 0
@@ -129,6 +101,25 @@ def test_a_damaged_checkpoint_or_another_batch_size_is_named_and_not_resumed(tmp
 
     monkeypatch.setattr(planted, "block", block)
     assert cli.main(2, ["--outputs", str(out)]) == 130
+    return out
+
+
+def test_a_checkpoint_of_another_configuration_is_discarded(tmp_path, monkeypatch, capsys):
+    out = _interrupted_planted_collection(tmp_path, monkeypatch)
+    assert (out / ".collect-partial").is_dir()
+    capsys.readouterr()
+    assert cli.main(2, ["--outputs", str(out), "--n-tokens", "30000"]) == 0  # another step-02 configuration
+    said = capsys.readouterr().out
+    assert "discarding" in said and "resuming" not in said
+    assert OutputStore(out).load_npy("residuals.npy").shape == (30000, 16)
+    assert not (out / ".collect-partial").exists()
+
+
+@pytest.mark.parametrize("how", ["truncated", "batch-size"])
+def test_a_damaged_checkpoint_or_another_batch_size_is_named_and_not_resumed(tmp_path, monkeypatch, capsys, how):
+    """A truncated checkpoint is called unreadable (not "another configuration"); another
+    --batch-size is another configuration (it is in the run_id of 01 and every later step)."""
+    out = _interrupted_planted_collection(tmp_path, monkeypatch)
     states = sorted((out / ".collect-partial").glob("state.r0of1.g*.npz"))
     assert [p.name for p in states] == ["state.r0of1.g1.npz", "state.r0of1.g2.npz"]  # the last two are kept
     capsys.readouterr()
