@@ -614,3 +614,15 @@ def test_outputs_may_hold_version_control_placeholders(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(cli.DarkMatterError, match="notes.txt"):
         claim(tmp_path)
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-3"])
+def test_a_bad_checkpoint_interval_is_one_line(planted_run, tmp_path, monkeypatch, capsys, value):
+    out = tmp_path / "out"
+    shutil.copytree(planted_run, out)
+    before = snapshot(tmp_path)
+    monkeypatch.setenv("DARKMATTER_CHECKPOINT_ROUNDS", value)
+    code = cli.main(2, ["--outputs", str(out)])
+    said = capsys.readouterr()
+    check_one_error(code, said.out, said.err, ("DARKMATTER_CHECKPOINT_ROUNDS", "positive whole number"))
+    assert snapshot(tmp_path) == before

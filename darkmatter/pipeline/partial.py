@@ -40,6 +40,21 @@ per batch, about 65k tokens per rank (``DARKMATTER_CHECKPOINT_ROUNDS`` sets anot
 ARRAYS = {"activations.npy": (np.float32, None), "residuals.npy": (np.float32, None), "token_index.npy": (np.int32, 2)}
 
 
+def checkpoint_rounds() -> int:
+    """Rounds between checkpoints: ``DARKMATTER_CHECKPOINT_ROUNDS`` or :data:`CHECKPOINT_ROUNDS`.
+
+    Raises:
+        DarkMatterError: the variable is not a positive whole number.
+    """
+    text = os.environ.get("DARKMATTER_CHECKPOINT_ROUNDS", "").strip()
+    if not text:
+        return CHECKPOINT_ROUNDS
+    if not text.isdigit() or int(text) < 1:
+        raise DarkMatterError(f"DARKMATTER_CHECKPOINT_ROUNDS={text!r}: give the rounds of batches between step 02's "
+                              f"checkpoints, a positive whole number (default {CHECKPOINT_ROUNDS})")
+    return int(text)
+
+
 class OtherWorld(DarkMatterError):
     """The folder holds this collection's checkpoint for another number of ranks: kept, not discarded."""
 
@@ -58,6 +73,7 @@ class Partial:
         self.run_id, self.n, self.d_model, self.comm = run_id, n, d_model, comm
         self.meta = {"run_id": run_id, "world": comm.world, "n_tokens": n, "d_model": d_model}
         self.arrays: dict[str, np.memmap] = {}
+        self.rounds = checkpoint_rounds()
 
     def file(self, name: str) -> Path:
         return self.folder / shard_file(name, self.comm.rank, self.comm.world)
@@ -157,7 +173,7 @@ class Partial:
         """Save ``state`` (atomically) at the end of every :data:`CHECKPOINT_ROUNDS`-th round, keeping
         this rank's previous checkpoint too (a peer killed mid-round may not have written this one)."""
         generation = state.batch // self.comm.world
-        if (generation + 1) % int(os.environ.get("DARKMATTER_CHECKPOINT_ROUNDS") or CHECKPOINT_ROUNDS):
+        if (generation + 1) % self.rounds:
             return
         for arr in self.arrays.values():
             arr.flush()
