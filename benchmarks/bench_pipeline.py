@@ -133,7 +133,7 @@ def _run_step(step: int, outputs: str, queue, overrides: dict | None = None) -> 
     from darkmatter.pipeline import table
     from darkmatter.pipeline.config import Config, with_values
     from darkmatter.pipeline.context import StepContext
-    from darkmatter.pipeline.store import OutputStore
+    from darkmatter.pipeline.storage.store import OutputStore
 
     n = int(np.load(Path(outputs) / "residuals.npy", mmap_mode="r").shape[0])
     cfg = with_values(Config(), dict(outputs=outputs, n_tokens=n) | (overrides or {}))
@@ -452,7 +452,7 @@ def cost_model(record: dict, n: float = 100e6, d: int = 4096, k: int = 100, seed
     total = sum(disk.values())
     print(f"| disk: all | {total / GB:,.0f} GB | {total / 4 / GB:,.0f} GB per node |")
     from darkmatter.analysis.resampling import MAX_UNITS, N_BOOTSTRAP
-    from darkmatter.pipeline.s03_diagnostics import DEFF_COLUMNS
+    from darkmatter.pipeline.steps.s03_diagnostics import DEFF_COLUMNS
 
     groups = min(units, MAX_UNITS)  # units beyond MAX_UNITS are pooled into MAX_UNITS groups
     cols = min(d, DEFF_COLUMNS)  # 03's design effect: at most DEFF_COLUMNS residual dimensions

@@ -10,7 +10,7 @@ copied after each step. Then, for every kill point:
    a user's files beside and inside it that look like the store's own: ``.notes.tmp99999.txt``,
    ``.thesis.old31337/``);
 2. step s runs in a forked process that is killed with SIGKILL, either at a random time inside
-   the step or at the N-th failpoint (:func:`darkmatter.pipeline.journal.failpoint`: the journal
+   the step or at the N-th failpoint (:func:`darkmatter.pipeline.storage.journal.failpoint`: the journal
    written, between two renames of a commit, a folder moved aside, the manifest, a checkpoint);
 3. **all or nothing**: once the commit is settled (a reader's first act), every file is the
    reference's before step s or after it, never a mixture;
@@ -82,7 +82,8 @@ def run_step(step: int, argv: list[str], kill_at: int | None = None, kill_after:
         code = 1
         try:
             sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
-            from darkmatter.pipeline import cli, journal, partial
+            from darkmatter.pipeline import cli
+            from darkmatter.pipeline.storage import journal, partial
 
             partial.CHECKPOINT_ROUNDS = 2
             journal._labels = []  # type: ignore[attr-defined]
@@ -190,7 +191,7 @@ def one_point(ref: dict[str, Any], step: int, mode: str, value: float) -> dict[s
     else:
         code, _ = run_step(step, argv, kill_after=value)
         where = f"{value:.2f} s"
-    from darkmatter.pipeline import journal
+    from darkmatter.pipeline.storage import journal
 
     journal.settle(out)
     now = contents(out)

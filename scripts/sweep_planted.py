@@ -12,7 +12,7 @@ import sys
 import time
 
 from darkmatter.experiments.sweeps import DEFAULT_GRID, VARIED, planted_figure, planted_grid, planted_markdown
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline.storage.store import OutputStore
 from darkmatter.sources.planted import PlantedSpec
 
 

@@ -24,7 +24,7 @@ import torch
 
 from darkmatter.analysis.directions import baselines
 from darkmatter.experiments import toy
-from darkmatter.pipeline.store import PLOT_DPI
+from darkmatter.pipeline.storage.store import PLOT_DPI
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 

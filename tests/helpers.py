@@ -99,7 +99,7 @@ def context(cfg, number: int):
     """A StepContext for step ``number`` of ``cfg`` (outputs in ``cfg.run.outputs``)."""
     from darkmatter.pipeline import table
     from darkmatter.pipeline.context import StepContext
-    from darkmatter.pipeline.store import OutputStore
+    from darkmatter.pipeline.storage.store import OutputStore
 
     return StepContext(cfg=cfg, store=OutputStore(cfg.run.outputs), step=table.step(number))
 

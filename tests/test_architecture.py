@@ -1,5 +1,5 @@
 """The layout is the architecture: each layer imports only the layers beneath it, the analysis
-layer does no I/O and never sees the run config, and pipeline modules stay small."""
+layer does no I/O and never sees the run config, and pipeline/'s rooms keep their import rules."""
 
 import ast
 import re
@@ -27,7 +27,7 @@ def imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
 def test_layers_import_only_the_layers_beneath(layer):
-    for path in (PACKAGE / layer).glob("*.py"):
+    for path in (PACKAGE / layer).rglob("*.py"):
         for name in imports(path):
             parts = name.split(".")
             if len(parts) == 1 or parts[1] in ("errors", "distributed", layer):
@@ -45,9 +45,48 @@ def test_analysis_does_no_io_and_never_sees_the_config():
         assert not names & {"Config", "cfg", "config"}, path.name
 
 
-def test_pipeline_modules_stay_small():
+#: pipeline/'s rooms and what each may import from pipeline/ besides itself. The hall is the
+#: top-level modules (cli, flags, config, presets, resolve, validate, table, context, inputs,
+#: currency, synthetic): everything may import the step table and the config; the hall reaches the
+#: steps only through the step table's module names, at run time.
+ROOMS = {
+    "results": set(),
+    "storage": {"table"},
+    "report": {"results", "table"},
+    "steps": {"results", "storage", "report", "table", "config", "context", "resolve"},
+}
+HALL_MAY_NOT_IMPORT = {"steps"}
+
+
+def pipeline_imports(path: Path) -> set[str]:
+    """The pipeline modules (or rooms) a file imports: ``results``, ``storage``, ``table``, …"""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("darkmatter.pipeline"):
+            parts = node.module.split(".")
+            found |= {a.name for a in node.names} if len(parts) == 2 else {parts[2]}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[2] for a in node.names if a.name.startswith("darkmatter.pipeline.")}
+    return found
+
+
+def test_pipeline_is_a_handful_of_rooms():
+    pipeline = PACKAGE / "pipeline"
+    folders = {p.name for p in pipeline.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(ROOMS)
+    assert len(list(pipeline.glob("*.py"))) <= 13, "the hall is for what runs the steps; put the rest in a room"
+
+
+@pytest.mark.parametrize("room", sorted(ROOMS))
+def test_rooms_import_only_what_their_rule_allows(room):
+    for path in (PACKAGE / "pipeline" / room).rglob("*.py"):
+        for name in pipeline_imports(path) - {room}:
+            assert name in ROOMS[room], f"{path.relative_to(PACKAGE)} imports pipeline.{name}"
+
+
+def test_the_hall_reaches_the_steps_only_through_the_step_table():
     for path in (PACKAGE / "pipeline").glob("*.py"):
-        assert len(path.read_text().splitlines()) <= 300, f"{path.name} has grown past ~300 lines"
+        assert not pipeline_imports(path) & HALL_MAY_NOT_IMPORT, path.name
 
 
 def test_direction_set_names_are_defined_once():

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from darkmatter.pipeline import cli, table
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline.storage.store import OutputStore
 
 from helpers import TINY_HOOK, save_sae
 
@@ -606,7 +606,7 @@ def test_a_second_ctrl_c_or_a_hangup_still_exits_130(planted_run, tmp_path, monk
 
 def test_outputs_may_hold_version_control_placeholders(tmp_path):
     """The repository's own outputs/ holds .gitkeep: a folder with only such files counts as empty."""
-    from darkmatter.pipeline.folder_lock import claim
+    from darkmatter.pipeline.storage.folder_lock import claim
 
     for name in (".gitkeep", ".gitignore", ".DS_Store"):
         (tmp_path / name).write_text("")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import flags, resolve, table
 from darkmatter.pipeline.config import Config
-from darkmatter.pipeline.procstat import peak_rss_mb, reset_peak_rss
+from darkmatter.pipeline.storage.procstat import peak_rss_mb, reset_peak_rss
 
 if TYPE_CHECKING:
     from darkmatter.distributed import Comm
@@ -32,7 +32,7 @@ def _quiet_environment() -> None:
 
 def _resolve(step: table.Step, given: dict) -> Config:
     """Step 01 resolves from the preset, later steps from the recorded config.json."""
-    from darkmatter.pipeline.store import OutputStore
+    from darkmatter.pipeline.storage.store import OutputStore
 
     if step.number == 1:
         return resolve.resolve_new(given)
@@ -92,8 +92,8 @@ def _run_step(step: table.Step, given: dict) -> int:
     from darkmatter.distributed import PeerLost, current, init_from_env, is_peer_failure
     from darkmatter.pipeline import inputs
     from darkmatter.pipeline.context import StepContext
-    from darkmatter.pipeline.folder_lock import claim
-    from darkmatter.pipeline.store import OutputStore
+    from darkmatter.pipeline.storage.folder_lock import claim
+    from darkmatter.pipeline.storage.store import OutputStore
 
     _quiet_environment()
     threads.configure()
@@ -226,11 +226,11 @@ def run_layers(given: dict, layers_text: str, force: bool = False) -> int:
     rewritten the same way. At the end, ``<outputs>/layers_summary.{json,md}`` tabulates
     every layer. Returns the first non-zero exit code.
     """
-    from darkmatter.pipeline import report
-    from darkmatter.pipeline.document import Results
-    from darkmatter.pipeline.folder_lock import claim
-    from darkmatter.pipeline.markdown import layers_markdown
-    from darkmatter.pipeline.store import OutputStore
+    from darkmatter.pipeline.report import aggregate as report
+    from darkmatter.pipeline.report.markdown import layers_markdown
+    from darkmatter.pipeline.results.document import Results
+    from darkmatter.pipeline.storage.folder_lock import claim
+    from darkmatter.pipeline.storage.store import OutputStore
 
     try:
         layers = _parse_layers(layers_text)

@@ -20,7 +20,7 @@ from darkmatter.pipeline import table
 from darkmatter.pipeline.config import Config
 from darkmatter.pipeline.resolve import planted_spec_kwargs, run_id
 from darkmatter.pipeline.results import RESULT_FILES, SCHEMA_VERSION
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline.storage.store import OutputStore
 from darkmatter.sources.base import ActivationSource
 
 T = TypeVar("T")

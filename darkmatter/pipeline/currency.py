@@ -40,12 +40,12 @@ def is_current(step: table.Step, given: dict, resolve_step: Callable[[table.Step
     """The step's result file exists, is stamped with this tool's schema and the ``run_id`` the
     flags and today's inputs give (text, model and SAE fingerprints: changed text is redone), is
     newer than every input it reads, and every file its last commit wrote is still there as it
-    wrote it (the manifest, :func:`darkmatter.pipeline.journal.changed`): rerunning it would
+    wrote it (the manifest, :func:`darkmatter.pipeline.storage.journal.changed`): rerunning it would
     rewrite the same files."""
     from darkmatter.pipeline.inputs import current_inputs
     from darkmatter.pipeline.resolve import run_id
     from darkmatter.pipeline.results import SCHEMA_VERSION
-    from darkmatter.pipeline.store import OutputStore
+    from darkmatter.pipeline.storage.store import OutputStore
 
     result = next((w for w in step.writes if w.endswith(".json") and w != "config.json"), None)
     try:
@@ -58,7 +58,7 @@ def is_current(step: table.Step, given: dict, resolve_step: Callable[[table.Step
         newest_input = max((store.mtime(r) for r in step.reads if store.exists(r)), default=0.0)
     except (DarkMatterError, OSError, AttributeError):
         return False
-    from darkmatter.pipeline.journal import changed
+    from darkmatter.pipeline.storage.journal import changed
 
     return (isinstance(stamps, dict) and stamps.get("schema_version") == SCHEMA_VERSION
             and stamps.get("run_id") == run_id(cfg, step.number, read)

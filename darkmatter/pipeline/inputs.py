@@ -34,7 +34,7 @@ import numpy as np
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import table
 from darkmatter.pipeline.config import Config
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline.storage.store import OutputStore
 
 FULL_HASH_BYTES = 2 << 20
 EDGE_BYTES = 1 << 20

@@ -16,7 +16,7 @@ from darkmatter.pipeline import table
 from darkmatter.pipeline.config import Config
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import CollectResult, Environment, SAEInfo, SetupResult
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline.storage.store import OutputStore
 from darkmatter.sources.base import HookInfo
 from darkmatter.sources.collect import SAEMetrics
 

@@ -133,7 +133,7 @@ def known_files() -> set[str]:
 
 # ------------------------------------------------------------------------------------- the table
 register(Step(
-    1, "setup_and_load", "darkmatter.pipeline.s01_setup",
+    1, "setup_and_load", "darkmatter.pipeline.steps.s01_setup",
     "Report the environment, open the source of activations, load or train the SAE, check the hook "
     "and W_dec shapes; write config.json and setup.json.",
     reads=(),
@@ -141,21 +141,21 @@ register(Step(
             "planted_directions.npy"),
     owns=("source", "training", "planted")))
 register(Step(
-    2, "collect_activations", "darkmatter.pipeline.s02_collect",
+    2, "collect_activations", "darkmatter.pipeline.steps.s02_collect",
     "Activations at the hook → SAE reconstruction in chunks → residual, streamed to memmaps.",
     reads=("config.json", "setup.json"),
     writes=("activations.npy", "residuals.npy", "tokens.npy", "token_index.npy", "sae_stats.json",
             "sae_feature_moments.npy", "shards.json", "shards"),
     owns=("collect",)))
 register(Step(
-    3, "diagnostics", "darkmatter.pipeline.s03_diagnostics",
+    3, "diagnostics", "darkmatter.pipeline.steps.s03_diagnostics",
     "FVU, per-dimension excess kurtosis against a Gaussian surrogate with the document design effect, "
     "the full PCA spectrum of the residual; the decision-point verdict.",
     reads=("config.json", "setup.json", "sae_stats.json", "activations.npy", "residuals.npy", "token_index.npy"),
     writes=("diagnostics.json", "amplitude.json", "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy",
             "residual_kurtosis.png", "residual_pca.png")))
 register(Step(
-    4, "run_ica", "darkmatter.pipeline.s04_ica",
+    4, "run_ica", "darkmatter.pipeline.steps.s04_ica",
     "The k sweep; at each k, PCA-whitening, FastICA over seeds (restarts on disjoint document halves), "
     "matching across document splits, the matched control (norm-matched elliptical surrogate) with the same "
     "optimisation and the noise-floor test; sources for "
@@ -165,7 +165,7 @@ register(Step(
     writes=("ica.json", "ica_directions.npy", "ica_activations.npy", "ica_mixing.npy", "ica_unmixing.npy"),
     owns=("ica",)))
 register(Step(
-    5, "compare_sae", "darkmatter.pipeline.s05_compare",
+    5, "compare_sae", "darkmatter.pipeline.steps.s05_compare",
     "Max |cos| of the ICA directions and every baseline to the SAE decoder rows, raw and projected into "
     "the whitened subspace, against the matched null (random rotations there); the candidate rule; "
     "ground truth where the source has one.",
@@ -174,7 +174,7 @@ register(Step(
     writes=("similarity.json", "ica_sae_similarity.png", "groundtruth.json", "groundtruth_recovery.png"),
     owns=("compare",)))
 register(Step(
-    6, "interpret", "darkmatter.pipeline.s06_interpret",
+    6, "interpret", "darkmatter.pipeline.steps.s06_interpret",
     "The linear/nonlinear split of the residual (Engels et al. 2024) and ICA of its nonlinear part; causal "
     "tests on held-out text (splice, add back against PCA and the matched null at equal variance, ablation, "
     "logit effect); the feature bank (examples one per document, histogram, logit lens, nearest SAE "
@@ -186,7 +186,7 @@ register(Step(
     writes=("linear_split.json", "causal.json", "feature_bank.json", "components.md"),
     owns=("interpret",)))
 register(Step(
-    7, "statistics", "darkmatter.pipeline.s07_statistics",
+    7, "statistics", "darkmatter.pipeline.steps.s07_statistics",
     "Excess kurtosis of ICA sources against SAE features like for like, beside the matched control; the "
     "detection limit (injection–recovery).",
     reads=("config.json", "setup.json", "sae_stats.json", "ica.json", "ica_activations.npy", "sae_feature_moments.npy",
@@ -195,7 +195,7 @@ register(Step(
     writes=("statistics.json", "ica_vs_sae_kurtosis.png", "completeness.json", "completeness.png"),
     owns=("completeness",)))
 register(Step(
-    8, "save_report", "darkmatter.pipeline.s08_report",
+    8, "save_report", "darkmatter.pipeline.steps.s08_report",
     "Aggregate every step's results into ica_dark_matter_results.json and report.md; the static dashboard "
     "(dashboard/index.html); the ICA components as an SAELens SAE of the residual (ica_sae/).",
     reads=("config.json", "setup.json", "sae_stats.json", "diagnostics.json", "ica.json", "similarity.json",

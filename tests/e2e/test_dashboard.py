@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from darkmatter.pipeline import dashboard
+from darkmatter.pipeline.report import dashboard
 from darkmatter.pipeline.results import Example
 
 #: Playwright adds --headless and a fresh temporary --user-data-dir itself.

@@ -155,7 +155,7 @@ def test_the_search_in_one_call_reproduces_steps_04_and_05(small_run):
     """The completeness step reruns "the unchanged procedure": analysis.search must give what steps
     03-05 gave on the same residual (same k, same verdicts, the same directions)."""
     from darkmatter.analysis.search import search
-    from darkmatter.pipeline.s04_ica import search_options
+    from darkmatter.pipeline.steps.s04_ica import search_options
     from darkmatter.pipeline.validate import config_from_dict
     from darkmatter.sources.saes import decoder_rows, load_sae
 

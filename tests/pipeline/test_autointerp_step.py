@@ -15,7 +15,7 @@ import pytest
 
 from darkmatter.analysis.autointerp import LLMInterpreter, TokenBaseline
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import autointerp_step
+from darkmatter.pipeline.steps import autointerp_step
 from darkmatter.sources import llm
 
 QS = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)

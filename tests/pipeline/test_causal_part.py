@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from darkmatter.pipeline.causal_part import components_to_test
+from darkmatter.pipeline.steps.causal_part import components_to_test
 
 
 def _run(flags):

@@ -1,4 +1,4 @@
-"""A step's outputs commit as one unit (darkmatter/pipeline/journal.py, docs/commits.md): a kill
+"""A step's outputs commit as one unit (darkmatter/pipeline/storage/journal.py, docs/commits.md): a kill
 before the journal leaves the old files, a kill after it is completed by the next reader, a commit
 that cannot be applied stops every reader, and the manifest tells a changed output."""
 
@@ -11,8 +11,8 @@ import signal
 import pytest
 
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import journal
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline.storage import journal
+from darkmatter.pipeline.storage.store import OutputStore
 
 NAMES = ("ica.json", "similarity.json", "statistics.json")
 

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from darkmatter.pipeline.shards import ShardedArray, shrink_npy
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline.storage.shards import ShardedArray, shrink_npy
+from darkmatter.pipeline.storage.store import OutputStore
 from tests.helpers import REPO
 
 # 40,000 rows: five planted blocks (batches) and three 16,384-row ICA chunks, so both the

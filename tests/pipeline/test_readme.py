@@ -1,13 +1,14 @@
 """The README's results tables are generated from the runs in docs/runs/, not typed by hand."""
 
-from darkmatter.pipeline import readme
+from darkmatter.pipeline.report import readme
 
 
 def test_readme_tables_match_the_runs():
     names = []
     for path in readme.GENERATED_FILES:
         text = path.read_text()
-        assert readme.render_readme(text) == text, f"{path.name} is stale: run python -m darkmatter.pipeline.readme"
+        fix = "python -m darkmatter.pipeline.report.readme"
+        assert readme.render_readme(text) == text, f"{path.name} is stale: run {fix}"
         names += [m.group("name") for m in readme.BLOCK.finditer(text)]
     assert sorted(names) == sorted(readme.TABLES)  # every table appears once, in one of the files
 
@@ -19,7 +20,7 @@ def test_every_snapshot_reads_back_typed():
 
 
 def test_the_faster_offline_default_gives_the_same_results_within_their_standard_errors():
-    from darkmatter.pipeline.speed_table import agreement
+    from darkmatter.pipeline.report.speed_table import agreement
 
     before, after = readme.load("offline_default_before_speed"), readme.load("offline_default")
     checks = agreement(before, after)
@@ -33,7 +34,7 @@ def test_the_faster_offline_default_gives_the_same_results_within_their_standard
 def test_agreement_flags_a_run_whose_results_moved():
     from dataclasses import replace
 
-    from darkmatter.pipeline.speed_table import agreement
+    from darkmatter.pipeline.report.speed_table import agreement
 
     before = readme.load("offline_default")
     gap = before.causal.table.subspace_gap_closed

@@ -12,8 +12,8 @@ import pytest
 
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import cli, table
-from darkmatter.pipeline.folder_lock import LOCK_HOLDER
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline.storage.folder_lock import LOCK_HOLDER
+from darkmatter.pipeline.storage.store import OutputStore
 
 SMALL = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
          "--n-tokens", "6000", "--stability-splits", "1", "--causal-windows", "4", "--control", "false",
@@ -151,7 +151,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_outputs(run, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "no room for ica_activations.npy" in err and "MiB free" in err and _one_error(err)
     monkeypatch.undo()
-    from darkmatter.pipeline.store import OutputStore as Store
+    from darkmatter.pipeline.storage.store import OutputStore as Store
 
     def no_space(self, name, obj):
         raise OSError(errno.ENOSPC, "No space left on device")

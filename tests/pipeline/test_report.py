@@ -6,10 +6,11 @@ import pytest
 from pydantic import TypeAdapter
 
 from darkmatter.analysis.directions import set_names
-from darkmatter.pipeline import cli, report, table
-from darkmatter.pipeline.document import Results
-from darkmatter.pipeline.markdown import layers_markdown, report_markdown
+from darkmatter.pipeline import cli, table
+from darkmatter.pipeline.report import aggregate as report
+from darkmatter.pipeline.report.markdown import layers_markdown, report_markdown
 from darkmatter.pipeline.results import SCHEMA_VERSION
+from darkmatter.pipeline.results.document import Results
 
 SMALL = ["--preset", "planted", "--planted-d-model", "32", "--planted-features", "48", "--planted-withheld", "8",
          "--n-tokens", "20000", "--stability-splits", "1", "--completeness-runs", "1"]
@@ -109,7 +110,7 @@ def test_generated_markdown_escapes_what_comes_from_data(run_dir):
     components.md and report.md (the probe strings of the trust review)."""
     import dataclasses
 
-    from darkmatter.pipeline.markdown import components_markdown
+    from darkmatter.pipeline.report.markdown import components_markdown
     from darkmatter.pipeline.results import FeatureBank
 
     bank = TypeAdapter(FeatureBank).validate_python(

@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
-from darkmatter.pipeline import cli, partial
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline import cli
+from darkmatter.pipeline.storage import partial
+from darkmatter.pipeline.storage.store import OutputStore
 from darkmatter.sources.models import LoadedModel
 from tests.helpers import TINY_HOOK
 

@@ -9,7 +9,7 @@ import pytest
 from darkmatter.analysis.compare import unit_rows
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline.config import Config, with_values
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline.storage.store import OutputStore
 
 from helpers import run_steps, write_collection
 

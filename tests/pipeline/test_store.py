@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline.storage.store import OutputStore
 
 
 def test_transaction_commits_all_files_together(tmp_path):

@@ -12,7 +12,7 @@ from darkmatter.analysis import directions
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import cli, flags, resolve, table
 from darkmatter.pipeline.results import ICAResult
-from darkmatter.pipeline.store import OutputStore
+from darkmatter.pipeline.storage.store import OutputStore
 
 SMALL = ["--preset", "planted", "--planted-d-model", "32", "--planted-features", "48", "--planted-withheld", "8",
          "--n-tokens", "20000", "--stability-splits", "1", "--completeness-runs", "0"]

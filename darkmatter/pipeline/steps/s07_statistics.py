@@ -8,10 +8,11 @@ import numpy as np
 from darkmatter.analysis.stats import tail_fraction
 from darkmatter.analysis.tails import ALIVE_FREQUENCY, compare_tails
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import completeness, plots
 from darkmatter.pipeline.context import StepContext
+from darkmatter.pipeline.report import plots
 from darkmatter.pipeline.results import CollectResult, ICAResult
-from darkmatter.pipeline.s04_ica import search_options
+from darkmatter.pipeline.steps import completeness
+from darkmatter.pipeline.steps.s04_ica import search_options
 
 
 def run(ctx: StepContext) -> None:

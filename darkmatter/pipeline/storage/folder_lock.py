@@ -3,7 +3,7 @@
 The lock is ``filelock`` on ``<outputs>/.lock``: the kernel frees it when its holder dies, so a
 killed run's lock is simply taken over; ``.lock.pid`` names the holder for the refusal message.
 A writer that takes it first completes a commit a killed writer left half applied
-(:func:`darkmatter.pipeline.journal.apply`), then deletes the staging and scratch folders of
+(:func:`darkmatter.pipeline.storage.journal.apply`), then deletes the staging and scratch folders of
 dead processes: only names the store makes inside ``.darkmatter/``, never a file of the user's.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import journal
+from darkmatter.pipeline.storage import journal
 
 LOCK, LOCK_HOLDER = ".lock", ".lock.pid"
 #: Names the tool itself makes in an outputs folder besides the declared outputs.

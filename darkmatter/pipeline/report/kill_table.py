@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from darkmatter.pipeline.mdtable import table
+from darkmatter.pipeline.report.mdtable import table
 
 
 def kill_markdown(runs: Path) -> str:

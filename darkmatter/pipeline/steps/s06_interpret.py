@@ -1,8 +1,8 @@
 """Step 06: what each component means and whether the model uses it.
 
 In order: the linear/nonlinear split of the residual (Engels et al. 2024;
-:mod:`darkmatter.pipeline.linear_part`), the causal tests on held-out text
-(:mod:`darkmatter.pipeline.causal_part`), and the feature bank (:mod:`darkmatter.pipeline.bank`):
+:mod:`darkmatter.pipeline.steps.linear_part`), the causal tests on held-out text
+(:mod:`darkmatter.pipeline.steps.causal_part`), and the feature bank (:mod:`darkmatter.pipeline.steps.bank`):
 one entry per component with its examples, histogram, logit lens, nearest SAE features, verdicts,
 linear share and causal figures; ``components.md`` is its short index.
 """
@@ -14,11 +14,11 @@ import time
 import numpy as np
 
 from darkmatter.analysis.groundtruth import GroundTruthScores
-from darkmatter.pipeline import bank, causal_part, linear_part
-from darkmatter.pipeline.causal_table import causal_line
 from darkmatter.pipeline.context import StepContext
-from darkmatter.pipeline.markdown import components_markdown
+from darkmatter.pipeline.report.causal_table import causal_line
+from darkmatter.pipeline.report.markdown import components_markdown
 from darkmatter.pipeline.results import CollectResult, ICAResult, SetupResult, SimilarityResult
+from darkmatter.pipeline.steps import bank, causal_part, linear_part
 
 
 def run(ctx: StepContext) -> None:

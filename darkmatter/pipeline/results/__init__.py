@@ -4,7 +4,7 @@ The store serialises a result with ``dataclasses.asdict`` plus two stamps (``sch
 and the writing step's ``run_id``) and reads it back through pydantic, so a key exists once,
 as a field. :data:`SCHEMA_VERSION` is the one version number of every JSON the pipeline
 writes; it changes whenever any of these classes (or those of
-:mod:`darkmatter.pipeline.document`) does. :data:`RESULT_FILES` maps each class to its file
+:mod:`darkmatter.pipeline.results.document`) does. :data:`RESULT_FILES` maps each class to its file
 (the step table says which step writes it).
 """
 
@@ -20,7 +20,7 @@ from darkmatter.analysis.injection import CompletenessResult
 from darkmatter.analysis.linear_split import LinearSplit
 from darkmatter.analysis.tails import TailComparison
 from darkmatter.experiments.training import SAETrainingResult
-from darkmatter.pipeline.results_bank import (
+from darkmatter.pipeline.results.bank import (
     BankEntry,
     CausalResult,
     Example,
@@ -29,7 +29,7 @@ from darkmatter.pipeline.results_bank import (
     LogitLens,
     NearestFeature,
 )
-from darkmatter.pipeline.results_ica import ComponentFit, ComponentMatch, ICAResult, KSweepPoint, SimilarityResult
+from darkmatter.pipeline.results.ica import ComponentFit, ComponentMatch, ICAResult, KSweepPoint, SimilarityResult
 from darkmatter.sources.base import HookInfo
 from darkmatter.sources.collect import SAEMetrics, ThroughputRecord
 

@@ -48,7 +48,7 @@ def scratch(root: Path) -> Iterator[Callable[[str, tuple[int, ...]], np.memmap]]
     Raises:
         DarkMatterError: not enough free space (with the numbers).
     """
-    from darkmatter.pipeline.journal import scratch_dir
+    from darkmatter.pipeline.storage.journal import scratch_dir
 
     made: list[Path] = []
     folder = scratch_dir(root)

@@ -13,8 +13,8 @@ from darkmatter.analysis.compare import HIGH, LOW, DecoderMatch, MatchSummary, d
 from darkmatter.analysis.groundtruth import FALSE_COS, FOUND_COS, GroundTruthScores, score_sets
 from darkmatter.analysis.search import null_cuts
 from darkmatter.analysis.stats import Summary
-from darkmatter.pipeline import plots
 from darkmatter.pipeline.context import StepContext
+from darkmatter.pipeline.report import plots
 from darkmatter.pipeline.results import ComponentMatch, ICAResult, SetupResult, SimilarityResult
 from darkmatter.sources.saes import decoder_rows
 

@@ -12,11 +12,11 @@ import numpy as np
 
 from darkmatter.distributed import Comm, current, is_peer_failure
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import shards
 from darkmatter.pipeline.context import StepContext
-from darkmatter.pipeline.partial import OtherWorld, Partial
 from darkmatter.pipeline.resolve import run_id
 from darkmatter.pipeline.results import CollectResult, SetupResult
+from darkmatter.pipeline.storage import shards
+from darkmatter.pipeline.storage.partial import OtherWorld, Partial
 from darkmatter.sources.base import RowLog
 from darkmatter.sources.collect import CollectState, Throughput, collect_rows, collected, now
 
@@ -24,8 +24,8 @@ from darkmatter.sources.collect import CollectState, Throughput, collect_rows, c
 def run(ctx: StepContext) -> None:
     """Text → windows → activations → SAE encode/decode in chunks → residual, streamed to memmaps.
 
-    Resumable (:mod:`darkmatter.pipeline.partial`) and, under torchrun, sharded: each rank computes
-    its own batches of the stream and writes its own shard (:mod:`darkmatter.pipeline.shards`)."""
+    Resumable (:mod:`darkmatter.pipeline.storage.partial`) and, under torchrun, sharded: each rank computes
+    its own batches of the stream and writes its own shard (:mod:`darkmatter.pipeline.storage.shards`)."""
     setup = ctx.read(SetupResult)
     cfg, store = ctx.cfg, ctx.store
     sae = ctx.sae()

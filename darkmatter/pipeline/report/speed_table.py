@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from darkmatter.pipeline.document import Results
-from darkmatter.pipeline.mdtable import table
+from darkmatter.pipeline.report.mdtable import table
+from darkmatter.pipeline.results.document import Results
 
 
 @dataclass(frozen=True)

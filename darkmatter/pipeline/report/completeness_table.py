@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from darkmatter.analysis.injection import CompletenessResult
-from darkmatter.pipeline.mdtable import table
+from darkmatter.pipeline.report.mdtable import table
 
 
 def completeness_markdown(c: CompletenessResult) -> str:

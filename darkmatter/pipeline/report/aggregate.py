@@ -1,7 +1,7 @@
 """The results document: every step's typed result, the headline, the noise floor, the step table.
 
-:func:`aggregate` builds :class:`~darkmatter.pipeline.document.Results` from typed results
-only; :mod:`darkmatter.pipeline.markdown` renders it. Direction sets are iterated, never named,
+:func:`aggregate` builds :class:`~darkmatter.pipeline.results.document.Results` from typed results
+only; :mod:`darkmatter.pipeline.report.markdown` renders it. Direction sets are iterated, never named,
 so a registered baseline appears in every table.
 """
 
@@ -17,16 +17,7 @@ from darkmatter.analysis.directions import ICA
 from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.analysis.injection import CompletenessResult
 from darkmatter.analysis.tails import TailComparison
-from darkmatter.pipeline.causal_table import causal_line
-from darkmatter.pipeline.document import (
-    ArrayInfo,
-    ComponentRow,
-    LayerRow,
-    LayersSummary,
-    NoiseFloor,
-    Results,
-    StepRecord,
-)
+from darkmatter.pipeline.report.causal_table import causal_line
 from darkmatter.pipeline.results import (
     CausalResult,
     CollectResult,
@@ -36,6 +27,15 @@ from darkmatter.pipeline.results import (
     SetupResult,
     SimilarityResult,
     TrainingRecord,
+)
+from darkmatter.pipeline.results.document import (
+    ArrayInfo,
+    ComponentRow,
+    LayerRow,
+    LayersSummary,
+    NoiseFloor,
+    Results,
+    StepRecord,
 )
 
 PLOTS = ("residual_kurtosis.png", "residual_pca.png", "ica_sae_similarity.png", "ica_vs_sae_kurtosis.png",

@@ -1,5 +1,5 @@
 """Step 08: aggregate every step's typed result into ica_dark_matter_results.json and report.md; the
-static dashboard (dashboard/index.html and a page per component, :mod:`darkmatter.pipeline.dashboard`);
+static dashboard (dashboard/index.html and a page per component, :mod:`darkmatter.pipeline.report.dashboard`);
 the ICA components as an SAELens SAE in ica_sae/ (:mod:`darkmatter.sources.ica_sae`)."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.analysis.injection import CompletenessResult
 from darkmatter.analysis.tails import TailComparison
-from darkmatter.pipeline import autointerp_step, dashboard, report, table
+from darkmatter.pipeline import table
 from darkmatter.pipeline.context import StepContext
-from darkmatter.pipeline.document import ArrayInfo, StepRecord, Timing
-from darkmatter.pipeline.markdown import report_markdown
+from darkmatter.pipeline.report import aggregate as report
+from darkmatter.pipeline.report import dashboard
+from darkmatter.pipeline.report.markdown import report_markdown
 from darkmatter.pipeline.results import (
     CausalResult,
     CollectResult,
@@ -25,6 +26,8 @@ from darkmatter.pipeline.results import (
     SimilarityResult,
     TrainingRecord,
 )
+from darkmatter.pipeline.results.document import ArrayInfo, StepRecord, Timing
+from darkmatter.pipeline.steps import autointerp_step
 from darkmatter.sources.ica_sae import ica_sae_metadata, save_ica_sae
 
 

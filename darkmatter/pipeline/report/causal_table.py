@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from darkmatter.analysis.causal import ComponentEffect, GapClosed
-from darkmatter.pipeline.mdtable import table
+from darkmatter.pipeline.report.mdtable import table
 from darkmatter.pipeline.results import CausalResult
 
 HOW_TO_READ = (

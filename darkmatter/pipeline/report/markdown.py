@@ -6,11 +6,11 @@ from typing import Any
 from urllib.parse import quote
 
 from darkmatter.analysis.compare import HIGH, LOW
-from darkmatter.pipeline.causal_table import causal_markdown
-from darkmatter.pipeline.completeness_table import completeness_markdown
-from darkmatter.pipeline.document import LayersSummary, Results
-from darkmatter.pipeline.mdtable import code, esc, table
+from darkmatter.pipeline.report.causal_table import causal_markdown
+from darkmatter.pipeline.report.completeness_table import completeness_markdown
+from darkmatter.pipeline.report.mdtable import code, esc, table
 from darkmatter.pipeline.results import FeatureBank
+from darkmatter.pipeline.results.document import LayersSummary, Results
 
 
 def _num(value: float | None, spec: str = ".2f") -> str:

@@ -8,8 +8,8 @@ from darkmatter.analysis import resampling, stats
 from darkmatter.analysis.amplitude import Amplitude, measure
 from darkmatter.analysis.diagnostics import diagnose
 from darkmatter.distributed import chunk_range, current
-from darkmatter.pipeline import plots
 from darkmatter.pipeline.context import StepContext
+from darkmatter.pipeline.report import plots
 from darkmatter.pipeline.results import CollectResult, SetupResult
 from darkmatter.sources.saes import decoder_rows
 

@@ -5,8 +5,8 @@ blocks between ``<!-- generated: <table> -->`` and ``<!-- end generated -->`` ma
 :func:`render_readme` rewrites each block from the snapshots. ``tests/pipeline/test_readme.py``
 fails when the README and the snapshots disagree.
 
-    python -m darkmatter.pipeline.readme            # rewrite README.md, benchmarks/RESULTS.md, docs/toy_models.md
-    python -m darkmatter.pipeline.readme --check    # exit 1 if either is stale
+    python -m darkmatter.pipeline.report.readme     # rewrite README.md, benchmarks/RESULTS.md, docs/toy_models.md
+    python -m darkmatter.pipeline.report.readme --check  # exit 1 if either is stale
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from darkmatter.analysis.directions import ICA
-from darkmatter.pipeline.causal_table import causal_markdown
-from darkmatter.pipeline.completeness_table import completeness_markdown
-from darkmatter.pipeline.document import Results
-from darkmatter.pipeline.kill_table import kill_markdown
-from darkmatter.pipeline.mdtable import table
-from darkmatter.pipeline.speed_table import speed_markdown
+from darkmatter.pipeline.report.causal_table import causal_markdown
+from darkmatter.pipeline.report.completeness_table import completeness_markdown
+from darkmatter.pipeline.report.kill_table import kill_markdown
+from darkmatter.pipeline.report.mdtable import table
+from darkmatter.pipeline.report.speed_table import speed_markdown
+from darkmatter.pipeline.results.document import Results
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RUNS = ROOT / "docs" / "runs"
 #: Files with generated blocks.
 GENERATED_FILES = (ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md", ROOT / "docs" / "toy_models.md",
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(new)
         print(f"rewrote {len(BLOCK.findall(new))} generated blocks of {path}")
     if stale:
-        print(f"{', '.join(stale)} stale: run python -m darkmatter.pipeline.readme", file=sys.stderr)
+        print(f"{', '.join(stale)} stale: run python -m darkmatter.pipeline.report.readme", file=sys.stderr)
         return 1
     return 0
 

@@ -2,7 +2,7 @@
 
 Steps share state only through files here. Every write is staged and the whole
 step's outputs are committed as one unit by a journal written last
-(:mod:`darkmatter.pipeline.journal`, ``docs/commits.md``): a crash anywhere
+(:mod:`darkmatter.pipeline.storage.journal`, ``docs/commits.md``): a crash anywhere
 leaves either the old outputs or the new ones, never a mixture. File names are the
 step table's (:mod:`darkmatter.pipeline.table`), which also says which script
 writes each one, for the "run X first" messages. Typed results (frozen
@@ -26,7 +26,8 @@ import numpy as np
 from numpy.lib.format import open_memmap
 
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import diskspace, journal, table
+from darkmatter.pipeline import table
+from darkmatter.pipeline.storage import diskspace, journal
 
 PLOT_DPI = 150
 T = TypeVar("T")
@@ -62,7 +63,7 @@ class OutputStore:
 
     def sharded(self, name: str) -> dict[str, Any] | None:
         """The shards.json manifest when ``name`` is an array a sharded step 02 wrote (else None)."""
-        from darkmatter.pipeline import shards
+        from darkmatter.pipeline.storage import shards
 
         if name not in shards.ARRAYS or self.path(name).exists() or not self.path(shards.MANIFEST).exists():
             return None
@@ -79,25 +80,25 @@ class OutputStore:
 
     # ---- the writer's lock ---------------------------------------------------------
     def lock(self, what: str) -> contextlib.AbstractContextManager[None]:
-        """The folder's writer lock while ``what`` runs (:func:`darkmatter.pipeline.folder_lock.writer_lock`).
+        """The folder's writer lock while ``what`` runs (:func:`darkmatter.pipeline.storage.folder_lock.writer_lock`).
 
         Raises:
             DarkMatterError: another live process holds it (the message names its PID).
         """
-        from darkmatter.pipeline.folder_lock import writer_lock
+        from darkmatter.pipeline.storage.folder_lock import writer_lock
 
         return writer_lock(self.root, what)
 
     # ---- transactions ----------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[OutputStore]:
-        """Stage every write; commit all on success (:mod:`darkmatter.pipeline.journal`), delete all on error.
+        """Stage every write; commit all on success (:mod:`darkmatter.pipeline.storage.journal`), delete all on error.
 
         Raises:
             DarkMatterError: the folder is not one the tool may write (:func:`folder_lock.claim`), or the
                 commit failed (the message says whether the folder is as it was).
         """
-        from darkmatter.pipeline.folder_lock import claim
+        from darkmatter.pipeline.storage.folder_lock import claim
 
         if self._pending is not None:
             raise RuntimeError("transactions do not nest")
@@ -129,7 +130,7 @@ class OutputStore:
                 timings = json.loads(path.read_text()) if path.is_file() else {}
             except (OSError, ValueError, UnicodeDecodeError):  # unreadable: started afresh
                 timings = {}
-            from darkmatter.pipeline.procstat import peak_rss_mb
+            from darkmatter.pipeline.storage.procstat import peak_rss_mb
 
             timings = timings if isinstance(timings, dict) else {}
             timings[script] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
@@ -183,7 +184,7 @@ class OutputStore:
 
     def open_npy(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.memmap:
         """A writable memmap of ``shape``, ``name`` once the transaction commits; its blocks are reserved
-        now (:func:`darkmatter.pipeline.diskspace.reserve`): a full disk is an error here, not a SIGBUS.
+        now (:func:`darkmatter.pipeline.storage.diskspace.reserve`): a full disk is an error here, not a SIGBUS.
 
         Raises:
             DarkMatterError: not enough free space (with the numbers).
@@ -194,7 +195,7 @@ class OutputStore:
         return arr
 
     def scratch(self) -> contextlib.AbstractContextManager[Callable[[str, tuple[int, ...]], np.memmap]]:
-        """Scratch memmaps for data too large for memory (:func:`darkmatter.pipeline.diskspace.scratch`)."""
+        """Scratch memmaps for data too large for memory (:func:`darkmatter.pipeline.storage.diskspace.scratch`)."""
         return diskspace.scratch(self.root)
 
     def save_figure(self, name: str, fig: Any) -> None:
@@ -246,7 +247,7 @@ class OutputStore:
         self.require(name)
         manifest = self.sharded(name)
         if manifest is not None:
-            from darkmatter.pipeline.shards import open_sharded
+            from darkmatter.pipeline.storage.shards import open_sharded
 
             view = open_sharded(self.root, manifest, name)
             return view if mmap else np.asarray(view)  # type: ignore[return-value]

@@ -26,9 +26,9 @@ from numpy.lib.format import open_memmap
 
 from darkmatter.distributed import Comm
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline.diskspace import reserve
-from darkmatter.pipeline.journal import failpoint
-from darkmatter.pipeline.shards import shard_file
+from darkmatter.pipeline.storage.diskspace import reserve
+from darkmatter.pipeline.storage.journal import failpoint
+from darkmatter.pipeline.storage.shards import shard_file
 from darkmatter.sources.base import Resume
 from darkmatter.sources.collect import CollectState
 
@@ -199,7 +199,7 @@ class Partial:
 
     def finish_shard(self, rows: int) -> None:
         """Cut this rank's files to the ``rows`` it wrote (they were sized for every row)."""
-        from darkmatter.pipeline.shards import shrink_npy
+        from darkmatter.pipeline.storage.shards import shrink_npy
 
         self.close()
         for name in ARRAYS:

@@ -1,7 +1,7 @@
 """Step 08's static dashboard: ``outputs/dashboard/index.html`` and one page per component.
 
 Built from the feature bank (and the causal table) with jinja2 templates
-(``darkmatter/pipeline/templates``); CSS and the few lines of JavaScript (table sorting) are
+(``darkmatter/pipeline/report/templates``); CSS and the few lines of JavaScript (table sorting) are
 inlined into every page, so it opens from disk with no server and no network. The layout follows
 sae_dashboard's and Neuronpedia's feature pages: histogram, logit tables, top/bottom/quantile
 contexts with the active token marked and every token's value on hover, nearest SAE features.

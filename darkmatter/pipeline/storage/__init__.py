@@ -1,0 +1,1 @@
+"""The outputs folder: paths, crash-consistent commits, shards, checkpoints, the writer lock."""
