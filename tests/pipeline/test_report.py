@@ -131,3 +131,82 @@ def test_generated_markdown_escapes_what_comes_from_data(run_dir):
     hostile_results = dataclasses.replace(results, setup=setup, components=comps, machine=probe,
                                           headline=[*results.headline, probe], verdict=probe)
     assert _live_html(report_markdown(hostile_results)) == []
+
+
+def _table_rows(markdown: str, heading: str) -> list[list[str]]:
+    """The body rows of the first table after ``heading``, split into cells at unescaped pipes."""
+    import re
+
+    lines = markdown.split(heading + "\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("| "):
+            break
+        rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return rows
+
+
+def test_report_md_sections_tables_and_candidates(run_dir):
+    """report.md (templates/report.md.j2): its sections in order, the components table one row per
+    component with the candidates marked, the chosen k in bold; optional sections drop out whole."""
+    import dataclasses
+
+    results = load(run_dir)
+    md = report_markdown(results)
+    assert [line for line in md.splitlines() if line.startswith("## ")] == [
+        "## Headline", "## How to read this report", "## Verdict", "## SAE", "## The k sweep",
+        "## Direction sets against the SAE dictionary", "## ICA", "## Noise floor",
+        "## Detection limit (injection–recovery)", "## Amplitude error", "## Components",
+        "## The linear part (Engels et al. 2024)", "## Causal tests: does the model use the residual?",
+        "## Ground truth (planted)", "## Plots", "## Steps", "## Arrays"]
+    assert md.endswith(" |\n") and "\n\n\n" not in md
+    rows = _table_rows(md, "## Components")
+    assert [int(r[0]) for r in rows] == [c.component for c in results.components[:40]]
+    marked = {int(r[0]) for r in rows if r[7] == "**yes**"}
+    assert marked and marked == set(results.candidate_dark_matter_components)
+    assert all(r[7] == ", ".join(c.not_candidate_because) for r, c in zip(rows, results.components)
+               if not c.candidate)
+    sweep = _table_rows(md, "## The k sweep")
+    assert [r[0] for r in sweep] == [f"**{x.k}**" if x.k == results.ica.k else str(x.k) for x in results.ica.k_sweep]
+    assert sum(r[0].startswith("**") for r in sweep) == 1
+    steps = _table_rows(md, "## Steps")
+    assert [r[0] for r in steps] == [s.script for s in results.steps] + ["**total**"]
+    plots = md.split("## Plots\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert plots == [f"![{p}]({p})" for p in results.plots]
+
+    bare = dataclasses.replace(results, noise_floor=None, completeness=None, amplitude=None, linear_split=None,
+                               causal=None, groundtruth=None, detection_limit=None, headline=[])
+    text = report_markdown(bare)
+    assert [line for line in text.splitlines() if line.startswith("## ")] == [
+        "## Headline", "## How to read this report", "## Verdict", "## SAE", "## The k sweep",
+        "## Direction sets against the SAE dictionary", "## ICA", "## Detection limit", "## Components", "## Plots",
+        "## Steps", "## Arrays"]
+    assert "## Headline\n\n\n## How to read this report" in text
+    assert "- **detection limit**: not measured.\n" in text and "(detection limit not measured).\n" in text
+    assert "\n\n## Detection limit\n\nNot measured (`--completeness-runs 0`)" in text
+
+
+def test_report_md_escapes_data_through_esc_and_code(run_dir):
+    """The template's |esc and |code filters are mdtable's: the probe strings come out exactly as
+    esc()/code() write them, in the title, the prose and the components table's cells."""
+    import dataclasses
+
+    from darkmatter.pipeline.report.mdtable import code, esc
+
+    results = load(run_dir)
+    probe = " ".join(PROBES)
+    setup = dataclasses.replace(results.setup, description=probe,
+                                hook=dataclasses.replace(results.setup.hook, hook_name=probe))
+    comps = [dataclasses.replace(c, labels=PROBES, top_tokens=PROBES) for c in results.components]
+    md = report_markdown(dataclasses.replace(results, setup=setup, components=comps, verdict=probe, machine=probe,
+                                             headline=[probe]))
+    lines = md.splitlines()
+    assert lines[0] == f"# ICA dark matter report: planted activations {code(probe)}"
+    assert lines[2] == f"Source: {esc(probe)}."
+    assert lines[4].endswith(f" on {esc(probe)}.") and f"- {esc(probe)}" in lines
+    assert lines[lines.index("## Verdict") + 2] == esc(probe)
+    rows = _table_rows(md, "## Components")
+    assert all(r[8] == esc(", ".join(PROBES)) and r[9] == ", ".join(code(t) for t in PROBES[:3]) for r in rows)
+    assert lines[2].startswith(r"Source: &lt;img src=x onerror=alert(1)&gt; "
+                               r"\`\`&lt;script&gt;alert(1)&lt;/script&gt;\`\`")
