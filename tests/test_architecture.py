@@ -53,7 +53,7 @@ ROOMS = {
     "results": set(),
     "storage": {"table"},
     "report": {"results", "table"},
-    "steps": {"results", "storage", "report", "table", "config", "context", "resolve"},
+    "steps": {"results", "storage", "report", "table", "config", "context", "resolve", "source_kinds"},
 }
 HALL_MAY_NOT_IMPORT = {"steps"}
 

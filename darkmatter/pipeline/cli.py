@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import flags, resolve, table
+from darkmatter.pipeline import flags, resolve, source_kinds, table
 from darkmatter.pipeline.config import Config
 from darkmatter.pipeline.storage.procstat import peak_rss_mb, reset_peak_rss
 
@@ -236,7 +236,7 @@ def run_layers(given: dict, layers_text: str, force: bool = False) -> int:
         layers = _parse_layers(layers_text)
         base = resolve.resolve_new(given)
         s = base.source
-        if s.model_source in ("planted", "cached"):
+        if not source_kinds.of(base).has_model:
             raise DarkMatterError(f"--layers needs a model; {s.model_source} activations have no layers")
         if not re.match(r"blocks\.\d+\.", s.hook_name):
             raise DarkMatterError(f"--layers needs a per-block hook (blocks.L.*), not {s.hook_name!r}")

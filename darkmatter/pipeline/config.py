@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 from simple_parsing import field
 
+from darkmatter.pipeline import source_kinds
+
 SMOLLM2_MODEL = "SmolLM2-135M-Instruct"
 
 PresetName = Literal["smollm2-135m-local", "smollm2-135m-2m", "gpt2-small-res-jb", "planted"]
-SourceKind = Literal["transformer_lens", "smollm2_gguf", "local_hooked", "planted", "cached"]
 Architecture = Literal["standard", "topk", "batchtopk", "jumprelu"]
 PlantedMode = Literal["withheld", "capacity"]
 ICABackend = Literal["torch", "sklearn"]
@@ -46,8 +47,8 @@ class SourceOptions:
     """named preset the other fields start from"""
     model: str = SMOLLM2_MODEL
     """a TransformerLens name, the bundled SmolLM2, or a folder with hooked_config.json (+ weights.pt, tokenizer)"""
-    model_source: SourceKind = "smollm2_gguf"
-    """how activations are made; derived from --model / --activations when omitted"""
+    model_source: str = field(default="smollm2_gguf", choices=source_kinds.NAMES)
+    """how activations are made (pipeline/source_kinds.py); derived from --model / --activations when omitted"""
     hook_name: str = "blocks.15.hook_resid_pre"
     """TransformerLens hook whose activations the SAE reconstructs"""
     sae_release: str | None = _optional(None, str)

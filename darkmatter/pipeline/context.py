@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import table
+from darkmatter.pipeline import source_kinds, table
 from darkmatter.pipeline.config import Config
-from darkmatter.pipeline.resolve import planted_spec_kwargs, run_id
+from darkmatter.pipeline.resolve import run_id
 from darkmatter.pipeline.results import RESULT_FILES, SCHEMA_VERSION
 from darkmatter.pipeline.storage.store import OutputStore
 from darkmatter.sources.base import ActivationSource
@@ -28,24 +28,9 @@ STAMPS = ("schema_version", "run_id")
 
 
 def open_source(cfg: Config, device: str) -> ActivationSource:
-    """The run's source of activations, built from the config's plain values (nothing heavy is
-    loaded until the source needs it)."""
-    s = cfg.source
-    if s.model_source == "planted":
-        from darkmatter.sources.planted import PlantedSource, PlantedSpec
-
-        return PlantedSource(PlantedSpec(**planted_spec_kwargs(cfg)), cfg.planted.planted_mode)
-    if s.model_source == "cached":
-        from darkmatter.sources.cached import CachedSource
-
-        assert s.activations is not None
-        return CachedSource(s.activations, s.hook_name, s.activation_tokens, s.tokenizer, s.max_norm_ratio,
-                            split=cfg.trains_sae, documents_path=s.activation_documents)
-    from darkmatter.sources.model_source import ModelSource, TextSpec
-
-    text = TextSpec(text_files=s.text_files, dataset=s.dataset, column=s.dataset_column,
-                    context_size=s.context_size, prepend_bos=s.prepend_bos, split=cfg.trains_sae, corpus=s.corpus)
-    return ModelSource(s.model_source, s.model, s.hook_name, text, s.max_norm_ratio, device, s.seed)
+    """The run's source of activations, built by its registered kind
+    (:mod:`darkmatter.pipeline.source_kinds`); nothing heavy is loaded until the source needs it."""
+    return source_kinds.of(cfg).open(cfg, device)
 
 
 @dataclass

@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import table
+from darkmatter.pipeline import source_kinds, table
 from darkmatter.pipeline.config import Config
+from darkmatter.pipeline.flags import flag
 from darkmatter.pipeline.storage.store import OutputStore
 
 FULL_HASH_BYTES = 2 << 20
 EDGE_BYTES = 1 << 20
-_MODELS = ("transformer_lens", "smollm2_gguf", "local_hooked")
 
 
 # ------------------------------------------------------------------------------------ outside
@@ -49,20 +49,10 @@ def check_sources(cfg: Config) -> None:
     Raises:
         DarkMatterError: the first problem, naming the file and the flag to fix.
     """
-    s = cfg.source
-    if s.model_source in _MODELS:
-        from darkmatter.sources.model_source import check_model
-
-        check_model(s.model_source, s.model)
-        if s.text_files:
-            from darkmatter.sources.text import text_paths
-
-            text_paths(s.text_files)
-        elif not s.dataset:
-            from darkmatter.sources.corpus import check_installed
-
-            check_installed(s.corpus)
-    if s.sae_path is not None and s.model_source != "planted":
+    s, kind = cfg.source, source_kinds.of(cfg)
+    if kind.check_local is not None:
+        kind.check_local(cfg)
+    if s.sae_path is not None and not kind.brings_sae:
         from darkmatter.sources.saes import check_folder
 
         check_folder(s.sae_path, "check --sae-path (a folder written by SAELens's save_model)")
@@ -107,25 +97,22 @@ def fingerprints(cfg: Config) -> dict[str, dict[str, Any]]:
     s, out = cfg.source, {}
     first, collect = table.steps()[0].number, (table.owner("collect") or table.steps()[0]).number
 
-    def add(name: str, flag: str, path: str, step: int, files: dict[str, str]) -> None:
+    def add(name: str, flag_text: str, path: str, step: int, files: dict[str, str]) -> None:
         digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
-        out[name] = {"flag": flag, "path": path, "step": step, "hash": digest, "files": files}
+        out[name] = {"flag": flag_text, "path": path, "step": step, "hash": digest, "files": files}
 
-    if s.model_source == "local_hooked":
-        add("model", "--model", s.model, first, _folder(Path(s.model)))
-    if s.model_source in _MODELS and s.text_files:
-        import glob
+    kind = source_kinds.of(cfg)
+    for name, path in kind.local_inputs(cfg) if kind.local_inputs is not None else []:
+        if name == "text_files":  # a glob, read by step 02 unless step 01 trains the SAE on it
+            import glob
 
-        paths = [Path(p) for p in glob.glob(s.text_files, recursive=True)]
-        add("text_files", "--text-files", s.text_files, first if cfg.trains_sae else collect,
-            _files([p for p in paths if p.is_file()]) | {str(p): "folder" for p in paths if p.is_dir()})
-    if s.sae_path is not None and s.model_source != "planted":
+            paths = [Path(p) for p in glob.glob(path, recursive=True)]
+            add(name, flag(name), path, first if cfg.trains_sae else collect,
+                _files([p for p in paths if p.is_file()]) | {str(p): "folder" for p in paths if p.is_dir()})
+        else:
+            add(name, flag(name), path, first, _folder(Path(path)))
+    if s.sae_path is not None and not kind.brings_sae:
         add("sae", "--sae-path", s.sae_path, first, _folder(Path(s.sae_path)))
-    if s.model_source == "cached":
-        for name, value in (("activations", s.activations), ("activation_tokens", s.activation_tokens),
-                            ("activation_documents", s.activation_documents), ("tokenizer", s.tokenizer)):
-            if value is not None and (name != "tokenizer" or Path(value).exists()):
-                add(name, "--" + name.replace("_", "-"), value, first, _folder(Path(value)))
     return out
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import table
-from darkmatter.pipeline.config import FIELD_SECTION, SMOLLM2_MODEL, Config, flat, get, with_values
+from darkmatter.pipeline import source_kinds, table
+from darkmatter.pipeline.config import FIELD_SECTION, Config, flat, get, with_values
 from darkmatter.pipeline.flags import flag
 from darkmatter.pipeline.presets import PRESETS
 from darkmatter.pipeline.validate import config_from_dict, planted_spec_kwargs, validate
@@ -24,18 +23,6 @@ __all__ = ["config_from_dict", "planted_spec_kwargs", "resolve_new", "resolve_re
 
 _EXCLUSIVE = (("sae_path", "sae_release"), ("text_files", "dataset"), ("activations", "text_files"),
               ("activations", "dataset"), ("corpus", "text_files"), ("corpus", "dataset"), ("activations", "corpus"))
-
-
-def infer_source(model: str) -> str:
-    """``local_hooked`` for a folder with hooked_config.json, ``smollm2_gguf`` for the bundled
-    SmolLM2, ``planted`` for "planted", else ``transformer_lens``."""
-    if (Path(model) / "hooked_config.json").is_file():
-        return "local_hooked"
-    if model == SMOLLM2_MODEL:
-        return "smollm2_gguf"
-    if model == "planted":
-        return "planted"
-    return "transformer_lens"
 
 
 def _apply(base: Config, given: dict[str, Any]) -> Config:
@@ -50,12 +37,13 @@ def _apply(base: Config, given: dict[str, Any]) -> Config:
     changed = {k for k, v in given.items() if get(base, k) != v}
     cfg = with_values(base, given)
     clear: dict[str, Any] = {}
-    if "activations" in changed and cfg.source.activations is not None and "model_source" not in given:
-        clear["model_source"] = "cached"
+    selected = source_kinds.selected_by({k: v for k, v in given.items() if k in changed})
+    if selected is not None and "model_source" not in given:
+        clear["model_source"] = selected  # e.g. --activations: cached
     elif "model" in changed and "model_source" not in given:
-        clear["model_source"] = infer_source(cfg.source.model)
-    if clear.get("model_source", cfg.source.model_source) == "cached":
-        clear.update(text_files=None, dataset=None)  # cached rows need no text
+        clear["model_source"] = source_kinds.infer(cfg.source.model)
+    if not source_kinds.source_kind(clear.get("model_source", cfg.source.model_source)).has_model:
+        clear.update(text_files=None, dataset=None)  # no model reads text
     if "sae_path" in changed and cfg.source.sae_path is not None:
         clear.update(sae_release=None, sae_id=None)
     if "sae_release" in changed and cfg.source.sae_release is not None:
@@ -90,7 +78,7 @@ def _sae_windows(cfg: Config, given: dict[str, Any]) -> Config:
     user typed neither (a model source only; a release's metadata is only known once step 01 loads
     it, which then prints any difference)."""
     s = cfg.source
-    if s.sae_path is None or s.model_source in ("planted", "cached"):
+    if s.sae_path is None or not source_kinds.of(cfg).has_model:
         return cfg
     from darkmatter.sources.saes import folder_metadata
 

@@ -14,7 +14,7 @@ import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from darkmatter.errors import DarkMatterError
-from darkmatter.pipeline import table
+from darkmatter.pipeline import source_kinds, table
 from darkmatter.pipeline.config import SECTIONS, Config, get
 from darkmatter.pipeline.flags import flag
 
@@ -84,36 +84,11 @@ def validate(cfg: Config) -> None:
             problems.append(f"{flag(name)} must lie in (0, 1]")
     if i.samples_per_parameter <= 0:
         problems.append("--samples-per-parameter must be positive")
-    if s.model_source == "cached" and s.activations is None:
-        problems.append("--model-source cached needs --activations PATH")
-    if s.model_source != "cached" and s.activations is not None:
-        problems.append(f"--activations is read only by --model-source cached, not {s.model_source}: drop one")
     if s.activations is None and (s.activation_tokens is not None or s.tokenizer is not None
                                   or s.activation_documents is not None):
         problems.append("--activation-tokens, --activation-documents and --tokenizer describe --activations: "
                         "pass it too, or drop them")
-    if s.model_source == "planted":
-        if s.sae_release or s.sae_path:
-            problems.append("planted activations bring their own SAE: drop --sae-release/--sae-path")
-        problems += _planted_ranges(cfg)
-        if problems:
-            raise DarkMatterError("; ".join(problems))
-        from darkmatter.sources.planted import PlantedSpec
-
-        try:
-            spec = PlantedSpec(**planted_spec_kwargs(cfg))
-            if cfg.planted.planted_mode == "withheld" and len(spec.known()) == 0:
-                problems.append("--planted-withheld must leave the oracle SAE at least one known feature "
-                                f"(fewer than --planted-features {spec.n_features})")
-        except ValueError as exc:
-            problems.append(f"planted: {exc}")
-    elif s.model_source != "cached":
-        from darkmatter.sources.model_source import layer_of
-
-        try:
-            layer_of(s.hook_name)
-        except DarkMatterError as exc:
-            problems.append(str(exc))
+    problems += source_kinds.problems(cfg)
     if problems:
         raise DarkMatterError("; ".join(problems))
 
@@ -133,6 +108,23 @@ def _too_few_tokens(cfg: Config) -> list[str]:
     if fit is not None and fit < low:
         problems.append(f"--ica-max-tokens {fit} is too few for ICA (n ≥ --samples-per-parameter "
                         f"{cfg.ica.samples_per_parameter:g} · k² with k ≥ 2): pass --ica-max-tokens ≥ {low} or none")
+    return problems
+
+
+def planted_problems(cfg: Config) -> list[str]:
+    """The planted flags' ranges, named by flag, then (when they hold) PlantedSpec's own checks."""
+    problems = _planted_ranges(cfg)
+    if problems:
+        return problems
+    from darkmatter.sources.planted import PlantedSpec
+
+    try:
+        spec = PlantedSpec(**planted_spec_kwargs(cfg))
+        if cfg.planted.planted_mode == "withheld" and len(spec.known()) == 0:
+            problems.append("--planted-withheld must leave the oracle SAE at least one known feature "
+                            f"(fewer than --planted-features {spec.n_features})")
+    except ValueError as exc:
+        problems.append(f"planted: {exc}")
     return problems
 
 

@@ -98,21 +98,19 @@ def ica_sae_weights(unmixing: Any, mixing: Any, mean: Any) -> dict[str, torch.Te
             "W_dec": as32(np.concatenate([M.T, -M.T], axis=0)), "b_dec": as32(mu)}
 
 
-def ica_sae_metadata(config: dict[str, Any], base_sae: str | None = None,
+def ica_sae_metadata(run_meta: dict[str, Any], base_sae: str | None = None,
                      hook_name: str | None = None) -> dict[str, Any]:
-    """SAELens metadata for the ICA SAE of a run: the run's model, hook, windows and dataset
-    (:func:`darkmatter.sources.saes.run_metadata` of ``config.json``'s content), what the input is,
-    and ``base_sae`` (the run's SAE, e.g. its release/id; see ``StepContext.sae_source``).
-    ``hook_name`` replaces the config's (pass ``setup.json``'s ``hook.hook_name``: the hook the
-    source actually read).
+    """SAELens metadata for the ICA SAE of a run: ``run_meta`` (the run's model, hook, windows and
+    dataset, :func:`darkmatter.sources.saes.run_metadata`), what the input is, and ``base_sae``
+    (the run's SAE, e.g. its release/id; see ``StepContext.sae_source``). ``hook_name`` replaces
+    the run's (pass ``setup.json``'s ``hook.hook_name``: the hook the source actually read).
 
     Raises:
-        DarkMatterError: ``config`` has no ``source.hook_name``.
+        DarkMatterError: ``run_meta`` has no ``hook_name``.
     """
-    from darkmatter.sources.saes import run_metadata
-
-    meta = run_metadata(config)
-    meta["hook_name"] = hook_name or meta["hook_name"]
+    if not run_meta.get("hook_name") and not hook_name:
+        raise DarkMatterError("the run's metadata has no hook_name: pass run_metadata() of config.json")
+    meta = {**run_meta, "hook_name": hook_name or run_meta["hook_name"]}
     return {**meta, "input": "residual x - SAE(x) of the base SAE at hook_name",
             "residual_hook_name": f"{meta['hook_name']}.hook_sae_error", "base_sae": base_sae}
 

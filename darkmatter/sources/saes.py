@@ -130,17 +130,22 @@ METADATA_KEYS = ("model_name", "model_class_name", "hook_name", "hook_head_index
                  "prepend_bos", "dataset_path")
 
 
-def run_metadata(config: dict[str, Any]) -> dict[str, Any]:
+def run_metadata(config: dict[str, Any], *, windows: bool, names_model: bool,
+                 model_class_name: str | None) -> dict[str, Any]:
     """SAELens metadata describing a run's activations, from its config (``config.json``'s content).
 
     ``model_name``, ``hook_name``, ``context_size``, ``prepend_bos`` and ``dataset_path`` (the
-    Hugging Face ``--dataset``) are SAELens's own keys; ``model_class_name`` is
-    ``"HookedTransformer"`` for TransformerLens models (loaded here with TransformerLens's default
-    weight processing); ``model_source`` and ``text_files`` are ours. Planted activations have no
-    model, window or BOS, and cached ones were made elsewhere: those keys are None.
+    Hugging Face dataset) are SAELens's own keys; ``model_source`` and ``text_files`` are ours.
+    What the source can say comes from the caller (the pipeline's source registry): activations
+    without a language model reading windows of text (planted, cached) have no window, BOS or
+    dataset, and activations made elsewhere name no model.
 
     Args:
         config: the run config as a dict (sections ``source``, ...), e.g. ``Config.to_dict()``.
+        windows: a language model read windows of text (``context_size``/``prepend_bos``/dataset apply).
+        names_model: ``source.model`` names what made the activations.
+        model_class_name: SAELens's ``model_class_name`` (``"HookedTransformer"`` for TransformerLens
+            models, loaded with TransformerLens's default weight processing), or None.
     Raises:
         DarkMatterError: ``config`` has no ``source`` section with a ``hook_name``.
     """
@@ -148,15 +153,12 @@ def run_metadata(config: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(s, dict) or not s.get("hook_name"):
         raise DarkMatterError("the run config has no source.hook_name: pass config.json of a run "
                               "(rerun scripts/01_setup_and_load.py to write one)")
-    kind = s.get("model_source")
-    from_model = kind not in ("planted", "cached")
-    return {"model_name": s.get("model") if kind != "cached" else None,
-            "model_class_name": "HookedTransformer" if kind in ("transformer_lens", "local_hooked") else None,
+    return {"model_name": s.get("model") if names_model else None, "model_class_name": model_class_name,
             "hook_name": s["hook_name"], "hook_head_index": None,
-            "context_size": s.get("context_size") if from_model else None,
-            "prepend_bos": s.get("prepend_bos") if from_model else None,
-            "dataset_path": s.get("dataset") if from_model else None,
-            "model_source": kind, "text_files": s.get("text_files") if from_model else None}
+            "context_size": s.get("context_size") if windows else None,
+            "prepend_bos": s.get("prepend_bos") if windows else None,
+            "dataset_path": s.get("dataset") if windows else None,
+            "model_source": s.get("model_source"), "text_files": s.get("text_files") if windows else None}
 
 
 def write_folder_metadata(folder: str | Path, metadata: dict[str, Any]) -> None:

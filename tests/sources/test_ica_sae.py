@@ -13,6 +13,7 @@ import torch
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import cli, flags, table
 from darkmatter.pipeline.resolve import resolve_new
+from darkmatter.pipeline.source_kinds import sae_metadata
 from darkmatter.sources.ica_sae import ICASAE, ica_sae_metadata, load_ica_sae, save_ica_sae
 from darkmatter.sources.saes import check_hook, folder_metadata, write_folder_metadata
 
@@ -105,7 +106,7 @@ def planted_run(tmp_path_factory):
 def test_export_of_a_run_reproduces_its_sources(planted_run, tmp_path):
     out = planted_run
     config = json.loads((out / "config.json").read_text())
-    meta = ica_sae_metadata(config, base_sae="sae", hook_name=json.loads((out / "setup.json").read_text())
+    meta = ica_sae_metadata(sae_metadata(config), base_sae="sae", hook_name=json.loads((out / "setup.json").read_text())
                             ["hook"]["hook_name"])
     save_ica_sae(tmp_path / "ica_sae", np.load(out / "ica_unmixing.npy"), np.load(out / "ica_mixing.npy"),
                  np.load(out / "residual_mean.npy"), meta)
@@ -127,11 +128,11 @@ def test_export_of_a_run_reproduces_its_sources(planted_run, tmp_path):
 
 def test_metadata_of_a_model_run():
     config = resolve_new(flags.parse(["--preset", "gpt2-small-res-jb"], None).given).to_dict()
-    meta = ica_sae_metadata(config, base_sae="gpt2-small-res-jb/blocks.6.hook_resid_pre")
+    meta = ica_sae_metadata(sae_metadata(config), base_sae="gpt2-small-res-jb/blocks.6.hook_resid_pre")
     assert {k: meta[k] for k in META} == META
     assert meta["model_class_name"] == "HookedTransformer"
     with pytest.raises(DarkMatterError, match="source.hook_name"):
-        ica_sae_metadata({"run": {}})
+        sae_metadata({"run": {}})
 
 
 def test_an_sae_trained_at_another_hook_is_refused(tmp_path, capsys):

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import source_kinds
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import Environment, SAEInfo, SetupResult, TrainingHistory, TrainingRecord
 from darkmatter.sources.collect import gather_rows
-from darkmatter.sources.saes import check_hook, oriented_decoder, run_metadata, sae_metadata, write_folder_metadata
+from darkmatter.sources.saes import check_hook, oriented_decoder, sae_metadata, write_folder_metadata
 
 PACKAGES = ("torch", "sae-lens", "transformer-lens", "transformers", "numpy", "scikit-learn", "scipy")
 
@@ -76,14 +77,14 @@ def _train(ctx: StepContext, d_model: int) -> tuple[Path, int]:
 def _metadata(ctx: StepContext) -> dict[str, Any]:
     """SAELens metadata of the SAEs this step saves: the run's model, hook (as the source names it),
     windows and dataset."""
-    return {**run_metadata(ctx.cfg.to_dict()), "hook_name": ctx.source.hook().hook_name}
+    return {**source_kinds.sae_metadata(ctx.cfg.to_dict()), "hook_name": ctx.source.hook().hook_name}
 
 
 def _check_pretrained(ctx: StepContext, sae: Any, hook_name: str) -> None:
     """A named SAE whose SAELens metadata gives another hook stops the run; other differences
     (context size, BOS) are printed."""
     s = ctx.cfg.source
-    windows = s.model_source not in ("planted", "cached")
+    windows = source_kinds.of(ctx.cfg).has_model
     for note in check_hook(sae_metadata(sae), hook_name, s.context_size if windows else None,
                            s.prepend_bos if windows else None):
         print(f"note: {note}")

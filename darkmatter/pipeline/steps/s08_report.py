@@ -11,7 +11,7 @@ from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.analysis.injection import CompletenessResult
 from darkmatter.analysis.tails import TailComparison
-from darkmatter.pipeline import table
+from darkmatter.pipeline import source_kinds, table
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.report import aggregate as report
 from darkmatter.pipeline.report import dashboard
@@ -69,7 +69,7 @@ def run(ctx: StepContext) -> None:
             (folder / rel).write_text(html)
         save_ica_sae(store.staged_dir("ica_sae"), store.load_npy("ica_unmixing.npy", mmap=False),
                      store.load_npy("ica_mixing.npy", mmap=False), store.load_npy("residual_mean.npy", mmap=False),
-                     ica_sae_metadata(ctx.cfg.to_dict(), base_sae=ctx.sae_source(),
+                     ica_sae_metadata(source_kinds.sae_metadata(ctx.cfg.to_dict()), base_sae=ctx.sae_source(),
                                       hook_name=parts.setup.hook.hook_name))
     print(f"wrote {store.path('report.md')}, {store.path('dashboard') / 'index.html'} ({len(pages) - 1} component "
           f"pages) and {store.path('ica_sae')} (the components as an SAELens SAE of the residual)")
