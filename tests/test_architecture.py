@@ -93,3 +93,12 @@ def test_direction_set_names_are_defined_once():
     hits = [f"{p.relative_to(PACKAGE)}:{i}" for p in PACKAGE.rglob("*.py")
             for i, line in enumerate(p.read_text().splitlines(), 1) if '"random"' in line]
     assert len(hits) == 1 and hits[0].startswith("analysis/directions.py"), hits
+
+
+def test_step_numbers_and_script_names_live_in_the_step_table():
+    """Everything else asks the table (first(), sharded, resumable, producer(file)); an error that
+    names a script gets it from table.producer."""
+    pattern = re.compile(r"\b0[1-9]_[a-z_]+\.py|step(_number|\.number)\s*(==|!=|in)\s*[(\d]|SHARDED_STEPS")
+    hits = [f"{p.relative_to(PACKAGE)}:{i}" for p in (PACKAGE / "pipeline").rglob("*.py") if p.name != "table.py"
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []

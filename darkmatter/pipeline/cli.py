@@ -34,7 +34,7 @@ def _resolve(step: table.Step, given: dict) -> Config:
     """Step 01 resolves from the preset, later steps from the recorded config.json."""
     from darkmatter.pipeline.storage.store import OutputStore
 
-    if step.number == 1:
+    if step is table.first():
         return resolve.resolve_new(given)
     outputs = given.get("outputs", Config().run.outputs)
     store = OutputStore(outputs)
@@ -108,7 +108,7 @@ def _run_step(step: table.Step, given: dict) -> int:
             cfg = _resolve(step, given)
             comm = init_from_env(cfg.resolved_device())
             _same_flags_on_every_rank(cfg, comm)
-            if comm.sharded and step.number not in table.SHARDED_STEPS and not comm.is_main:
+            if comm.sharded and not step.sharded and not comm.is_main:
                 return 0
             store = OutputStore(cfg.run.outputs)
             store.script, store.timing = step.script, (step.script, start)
@@ -127,7 +127,7 @@ def _run_step(step: table.Step, given: dict) -> int:
         return PEER_LOST
     except KeyboardInterrupt:
         print(f"interrupted: {step.script} stopped; {outputs} is as it was before it (rerun it to "
-              f"{'resume from its last checkpoint' if step.number == 2 else 'finish'})", file=sys.stderr)
+              f"{'resume from its last checkpoint' if step.resumable else 'finish'})", file=sys.stderr)
         return 130
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM):
@@ -149,7 +149,7 @@ def _same_flags_on_every_rank(cfg: Config, comm: Comm) -> None:
     """
     if not comm.sharded:
         return
-    ids = comm.gather_ints([int(resolve.run_id(cfg, max(s.number for s in table.steps()))[:12], 16)])[:, 0]
+    ids = comm.gather_ints([int(resolve.run_id(cfg, table.last().number)[:12], 16)])[:, 0]
     other = [r for r in range(comm.world) if ids[r] != ids[0]]
     if other:
         raise DarkMatterError(f"rank(s) {', '.join(map(str, other))} were given other flags than rank 0: give every "

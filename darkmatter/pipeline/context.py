@@ -84,7 +84,7 @@ class StepContext:
                 shape = self.store.load_npy(name).shape
                 if len(shape) != 2 or shape[axis] != k:
                     raise DarkMatterError(f"{self.store.path(name)} has shape {shape} but ica.json records k = {k}: "
-                                          "rerun scripts/04_run_ica.py")
+                                          f"rerun scripts/{table.producer('ica.json')}")
 
     def write(self, result: Any, name: str | None = None) -> None:
         """Stage a typed result (a dataclass) as ``name`` (default: :data:`RESULT_FILES`), stamped
@@ -95,16 +95,13 @@ class StepContext:
     def exists(self, cls: type, name: str | None = None) -> bool:
         return self.store.exists(name or RESULT_FILES[cls])
 
+    def __post_init__(self) -> None:
+        if self.step.records_config:  # config.json lands with the step's outputs when it changed
+            self.store.config_record = self.config_record()
+
     def config_record(self) -> dict[str, Any]:
         """config.json's content: the config's sections and the inputs' fingerprints (``"inputs"``)."""
         return {**self.cfg.to_dict(), "inputs": self.inputs}
-
-    def record_config(self) -> None:
-        """Rewrite config.json when this step changed a field it owns (e.g. ``--n-components``) or
-        read an input afresh."""
-        if self.store.exists("config.json") and self.store.read_json("config.json") == self.config_record():
-            return
-        self.store.write_json("config.json", self.config_record())
 
     def discard_unless(self, made: set[str], *names: str) -> None:
         """Inside a transaction: delete outputs ``names`` this run did not make (left by an
@@ -173,7 +170,7 @@ class StepContext:
         from darkmatter.analysis import stats
         from darkmatter.distributed import SINGLE, current
 
-        comm = current() if self.step.number in table.SHARDED_STEPS else SINGLE
+        comm = current() if self.step.sharded else SINGLE
         try:
             return stats.streaming_moments(array, chunk, with_cov=with_cov, desc=f"moments of {name}", comm=comm)
         except ValueError as exc:

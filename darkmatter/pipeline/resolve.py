@@ -116,14 +116,21 @@ def resolve_recorded(given: dict[str, Any], recorded: dict[str, Any], step: tabl
     return _apply(base, given)
 
 
-#: Fields of the shared ``run`` section that change what the steps write, with the first step whose
-#: outputs they change (its run_id and every later one include them).
+#: Fields of the shared ``run`` section that change what the steps write, with the first output they
+#: change: its step's run_id and every later one include them.
 SHARED_DATA_FIELDS = {
-    "batch_size": 1,  # the windows per batch: the massive-token rule's batch median, step 02's checkpoints
-    "device": 1,  # the arithmetic of every step (SAE training in 01)
-    "sae_chunk_size": 2,  # the order of the running sums
-    "memory_gb": 4,  # rows in memory or streamed from disk: the order of FastICA's sums
+    "batch_size": "sae",  # the windows per batch: the massive-token rule's batch median, step 02's checkpoints
+    "device": "setup.json",  # the arithmetic of every step (SAE training in 01)
+    "sae_chunk_size": "sae_stats.json",  # the order of the running sums
+    "memory_gb": "ica.json",  # rows in memory or streamed from disk: the order of FastICA's sums
 }
+
+
+def first_step_of(name: str) -> int | None:
+    """The number of the first step whose outputs shared field ``name`` changes (None: it changes none)."""
+    return table.producer_step(SHARED_DATA_FIELDS[name]).number if name in SHARED_DATA_FIELDS else None
+
+
 #: Fields that change no output, and why (tests/pipeline/test_fingerprints.py walks every field).
 NOT_IN_RUN_ID = {"outputs": "where the files go, not what they hold"}
 
@@ -140,7 +147,7 @@ def run_id(cfg: Config, step_number: int, inputs: dict[str, Any] | None = None) 
     """
     sections = {sec for s in table.steps() if s.number <= step_number for sec in s.owns}
     owned: dict[str, Any] = {k: v for k, v in flat(cfg).items() if FIELD_SECTION[k] in sections
-                             or SHARED_DATA_FIELDS.get(k, step_number + 1) <= step_number}
+                             or (first_step_of(k) or step_number + 1) <= step_number}
     read = {k: v["hash"] for k, v in (inputs or {}).items() if v["step"] <= step_number}
     if read:
         owned["inputs"] = read

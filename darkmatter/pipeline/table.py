@@ -32,7 +32,11 @@ class Step:
             work with the script that writes it.
         writes: files and folders it writes (optional ones included).
         owns: config sections it owns (see :mod:`darkmatter.pipeline.config`): it may change
-            their fields; a later step refuses a contradicting value.
+            their fields; a later step refuses a contradicting value. A step that owns a section
+            rewrites ``config.json`` when one of its fields changed (:attr:`records_config`).
+        sharded: its row passes are spread over the ranks of a torchrun world; rank 0 runs the
+            other steps alone.
+        resumable: an interrupted run resumes from its last checkpoint.
     """
 
     number: int
@@ -42,10 +46,25 @@ class Step:
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     owns: tuple[str, ...] = ()
+    sharded: bool = False
+    resumable: bool = False
 
     @property
     def script(self) -> str:
         return f"{self.number:02d}_{self.name}.py"
+
+    @property
+    def records_config(self) -> bool:
+        """The step writes ``config.json``: the first step creates it, an owner of a section
+        rewrites it when one of the section's fields changed."""
+        return bool(self.owns) or self is first()
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Everything the step may write: :attr:`writes`, plus ``config.json`` and ``timings.json``
+        (shared files, committed with the step)."""
+        shared = (CONFIG_FILE,) if self.records_config and CONFIG_FILE not in self.writes else ()
+        return self.writes + shared + (TIMINGS_FILE,)
 
     def function(self) -> Callable[[Any], None]:
         """The step's ``run(ctx)`` (imported on first use)."""
@@ -53,10 +72,14 @@ class Step:
 
 
 _STEPS: dict[int, Step] = {}
+#: the run's recorded config, written by the first step and rewritten by the owners of sections
+CONFIG_FILE = "config.json"
+#: every step's wall clock and peak memory, committed with the step
+TIMINGS_FILE = "timings.json"
 
 #: Files written outside the numbered steps, and what writes them.
 OTHER_PRODUCERS: dict[str, str] = {
-    "timings.json": "any numbered script",
+    TIMINGS_FILE: "any numbered script",
     "autointerp.json": "autointerp.py (optional)",
     "layers_summary.json": "run_pipeline.py --layers",
     "layers_summary.md": "run_pipeline.py --layers",
@@ -93,6 +116,21 @@ def steps() -> list[Step]:
     return [_STEPS[n] for n in sorted(_STEPS)]
 
 
+def first() -> Step:
+    """The first step: it starts a run from the preset and the flags (later steps from config.json)."""
+    return _STEPS[min(_STEPS)]
+
+
+def last() -> Step:
+    """The last step."""
+    return _STEPS[max(_STEPS)]
+
+
+def sharded_steps() -> list[Step]:
+    """Steps whose row passes are spread over the ranks of a torchrun world; rank 0 runs the others alone."""
+    return [s for s in steps() if s.sharded]
+
+
 def step(number: int) -> Step:
     """Step ``number``. Raises KeyError if there is none."""
     return _STEPS[number]
@@ -122,10 +160,6 @@ def owner(section: str) -> Step | None:
     return None
 
 
-SHARDED_STEPS = (2, 3, 4)
-"""Steps whose row passes are spread over the ranks of a torchrun world; rank 0 runs the others alone."""
-
-
 def known_files() -> set[str]:
     """Every output file or folder any producer writes."""
     return {f for s in _STEPS.values() for f in s.writes} | set(OTHER_PRODUCERS)
@@ -137,7 +171,7 @@ register(Step(
     "Report the environment, open the source of activations, load or train the SAE, check the hook "
     "and W_dec shapes; write config.json and setup.json.",
     reads=(),
-    writes=("config.json", "setup.json", "sae", "sae_best", "sae_training.json", "sae_history.json",
+    writes=(CONFIG_FILE, "setup.json", "sae", "sae_best", "sae_training.json", "sae_history.json",
             "planted_directions.npy"),
     owns=("source", "training", "planted")))
 register(Step(
@@ -146,14 +180,15 @@ register(Step(
     reads=("config.json", "setup.json"),
     writes=("activations.npy", "residuals.npy", "tokens.npy", "token_index.npy", "sae_stats.json",
             "sae_feature_moments.npy", "shards.json", "shards"),
-    owns=("collect",)))
+    owns=("collect",), sharded=True, resumable=True))
 register(Step(
     3, "diagnostics", "darkmatter.pipeline.steps.s03_diagnostics",
     "FVU, per-dimension excess kurtosis against a Gaussian surrogate with the document design effect, "
     "the full PCA spectrum of the residual; the decision-point verdict.",
     reads=("config.json", "setup.json", "sae_stats.json", "activations.npy", "residuals.npy", "token_index.npy"),
     writes=("diagnostics.json", "amplitude.json", "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy",
-            "residual_kurtosis.png", "residual_pca.png")))
+            "residual_kurtosis.png", "residual_pca.png"),
+    sharded=True))
 register(Step(
     4, "run_ica", "darkmatter.pipeline.steps.s04_ica",
     "The k sweep; at each k, PCA-whitening, FastICA over seeds (restarts on disjoint document halves), "
@@ -163,7 +198,7 @@ register(Step(
     reads=("config.json", "setup.json", "sae_stats.json", "diagnostics.json", "residuals.npy",
            "residual_mean.npy", "pca_eigenvalues.npy", "pca_components.npy", "token_index.npy"),
     writes=("ica.json", "ica_directions.npy", "ica_activations.npy", "ica_mixing.npy", "ica_unmixing.npy"),
-    owns=("ica",)))
+    owns=("ica",), sharded=True))
 register(Step(
     5, "compare_sae", "darkmatter.pipeline.steps.s05_compare",
     "Max |cos| of the ICA directions and every baseline to the SAE decoder rows, raw and projected into "

@@ -92,7 +92,7 @@ def test_every_config_field_is_in_a_run_id_or_listed_as_changing_no_output():
 
     from darkmatter.pipeline import table
     from darkmatter.pipeline.config import SECTIONS, Config
-    from darkmatter.pipeline.resolve import NOT_IN_RUN_ID, SHARED_DATA_FIELDS, run_id
+    from darkmatter.pipeline.resolve import NOT_IN_RUN_ID, SHARED_DATA_FIELDS, first_step_of, run_id
 
     base = Config()
     last = max(s.number for s in table.steps())
@@ -103,7 +103,7 @@ def test_every_config_field_is_in_a_run_id_or_listed_as_changing_no_output():
             if name in NOT_IN_RUN_ID:
                 assert owner is None and name not in SHARED_DATA_FIELDS
                 continue
-            first = owner.number if owner else SHARED_DATA_FIELDS.get(name)
+            first = owner.number if owner else first_step_of(name)
             assert first is not None, f"{section.name}.{name} is in no run_id and not listed in NOT_IN_RUN_ID"
             value = getattr(getattr(base, section.name), name)
             other = _another_value(value, f.type)

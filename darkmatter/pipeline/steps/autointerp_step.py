@@ -32,6 +32,7 @@ from darkmatter.analysis.autointerp import (
     mean_balanced_accuracy,
 )
 from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import table
 from darkmatter.sources.llm import ENV, client_from_env
 
 FILE = "autointerp.json"
@@ -87,7 +88,7 @@ def read_bank(outputs: Path) -> tuple[str | None, list[ComponentExamples]]:
     """
     path = Path(outputs) / BANK
     if not path.is_file():
-        raise DarkMatterError(f"no {BANK} in {outputs}: run scripts/06_interpret.py first")
+        raise DarkMatterError(f"no {BANK} in {outputs}: run scripts/{table.producer(BANK)} first")
     try:
         bank = json.loads(path.read_text())
         entries = [ComponentExamples(component=int(c["component"]), candidate=bool(c.get("candidate", False)),
@@ -96,7 +97,7 @@ def read_bank(outputs: Path) -> tuple[str | None, list[ComponentExamples]]:
                    for c in bank["components"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise DarkMatterError(f"{path} is not a feature bank ({type(exc).__name__}: {exc}): "
-                              "rerun scripts/06_interpret.py") from None
+                              f"rerun scripts/{table.producer(BANK)}") from None
     return bank.get("run_id"), entries
 
 

@@ -136,5 +136,4 @@ def run(ctx: StepContext) -> None:
                         hook_name=sae_hook, made_by=made_by),
             sae_train_windows=train_windows, source_details=source.details())
         ctx.write(setup)
-        store.write_json("config.json", ctx.config_record())
     print(f"SAE: {setup.sae.sae_class} d_sae {setup.sae.d_sae}, W_dec {tuple(raw_W_dec.shape)} ({made_by})")

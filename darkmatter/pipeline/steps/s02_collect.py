@@ -12,6 +12,7 @@ import numpy as np
 
 from darkmatter.distributed import Comm, current, is_peer_failure
 from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import table
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.resolve import run_id
 from darkmatter.pipeline.results import CollectResult, SetupResult
@@ -30,7 +31,8 @@ def run(ctx: StepContext) -> None:
     cfg, store = ctx.cfg, ctx.store
     sae = ctx.sae()
     if int(sae.cfg.d_in) != setup.d_model:
-        raise DarkMatterError("the SAE no longer matches setup.json: rerun scripts/01_setup_and_load.py")
+        raise DarkMatterError("the SAE no longer matches setup.json: rerun "
+                              f"scripts/{table.producer('setup.json')}")
     n, d = cfg.collect.n_tokens, setup.d_model
     comm = current()
     partial = Partial(store.root, run_id(cfg, 2, ctx.inputs), n, d, comm)  # changed text: no resume
@@ -66,7 +68,6 @@ def run(ctx: StepContext) -> None:
                                n_windows=len(log.windows), context_size=len(log.windows[0]) if log.windows else None,
                                metrics_with_excluded=got.with_excluded.finish() if got.with_excluded else None)
         with store.transaction():
-            ctx.record_config()
             if log.windows:
                 store.save_npy("tokens.npy", np.stack(log.windows))
             ctx.discard_unless({"tokens.npy"} if log.windows else set(), "tokens.npy")

@@ -29,6 +29,7 @@ from darkmatter.analysis.ksweep import FitOptions, KFit, sweep
 from darkmatter.analysis.search import SearchOptions, choose, sweep_plan
 from darkmatter.distributed import chunk_range, current
 from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import table
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import CollectResult, ComponentFit, ICAResult, KSweepPoint, SetupResult
 
@@ -129,7 +130,8 @@ def run(ctx: StepContext) -> None:
     mean = store.load_npy("residual_mean.npy", mmap=False)
     n = resid.shape[0]
     if index.shape != (n, 2):
-        raise DarkMatterError("token_index.npy does not match residuals.npy: rerun scripts/02_collect_activations.py")
+        raise DarkMatterError("token_index.npy does not match residuals.npy: rerun "
+                              f"scripts/{table.producer('token_index.npy')}")
     fit_rows = (None if not i.ica_max_tokens or i.ica_max_tokens >= n
                 else stats.random_rows(n, i.ica_max_tokens, cfg.source.seed))
     n_fit = n if fit_rows is None else len(fit_rows)
@@ -193,7 +195,6 @@ def run(ctx: StepContext) -> None:
         print(f"  ... {len(dec.fits) - 3} more restarts; settled rows per restart: "
               + ", ".join(str(x.n_settled) for x in dec.fits[1:]))
     with store.transaction():
-        ctx.record_config()
         sources = store.open_npy("ica_activations.npy", (n, k), np.float32)
         explained = write_sources(resid, dec, sources, chunk)
         sources.flush()

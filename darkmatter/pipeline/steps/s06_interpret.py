@@ -36,7 +36,6 @@ def run(ctx: StepContext) -> None:
     result = bank.build(ctx, setup, ica, similarity, truth, split, causal)
     t_bank = time.perf_counter() - t0
     with store.transaction():
-        ctx.record_config()
         ctx.write(split)
         if causal is not None:
             ctx.write(causal)

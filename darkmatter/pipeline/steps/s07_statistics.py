@@ -8,6 +8,7 @@ import numpy as np
 from darkmatter.analysis.stats import tail_fraction
 from darkmatter.analysis.tails import ALIVE_FREQUENCY, compare_tails
 from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import table
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.report import plots
 from darkmatter.pipeline.results import CollectResult, ICAResult
@@ -27,7 +28,7 @@ def run(ctx: StepContext) -> None:
     fm = store.load_npy("sae_feature_moments.npy", mmap=False)
     if sae_stats.metrics.n_tokens != n or fm.shape != (5, sae_stats.metrics.d_sae):
         raise DarkMatterError("ica_activations.npy / sae_feature_moments.npy do not match sae_stats.json: "
-                              "rerun scripts/02_collect_activations.py, then 03-04")
+                              f"rerun scripts/{table.producer('sae_feature_moments.npy')} and the steps after it")
     control = ica.control
     result, features = compare_tails(m_ica, tail, fm, ica.n_stable,
                                      control.source_excess_kurtosis_max_abs if control else None,

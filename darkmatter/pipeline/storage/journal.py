@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import table
 
 HOME = ".darkmatter"
 JOURNAL, MANIFEST = "commit.json", "manifest.json"
 HASHED_UP_TO = 32 * 2**20
 #: Files several steps rewrite: not in any step's manifest entry (config.json is checked by run_id stamps).
-SHARED = ("timings.json", "config.json")
+SHARED = (table.TIMINGS_FILE, table.CONFIG_FILE)
 _OURS = re.compile(r"^(?:stage|scratch)\.(\d+)$|^\.(?:commit|manifest)\.json\.(\d+)$")
 #: roots whose lock this process holds (their journal is applied by us, not waited for)
 HELD: set[Path] = set()

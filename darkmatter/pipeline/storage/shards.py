@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from darkmatter.errors import DarkMatterError
+from darkmatter.pipeline import table
 
 ARRAYS = ("activations.npy", "residuals.npy", "token_index.npy")
 MANIFEST = "shards.json"
@@ -50,7 +51,7 @@ class ShardedArray:
             rows = int((need[:, 1] + need[:, 2]).max()) if len(need) else 0
             if len(part) < rows:
                 raise DarkMatterError(f"{label}: the shard of rank {r} holds {len(part):,} rows, its manifest "
-                                      f"{rows:,}: rerun scripts/02_collect_activations.py")
+                                      f"{rows:,}: rerun scripts/{table.producer('shards')}")
         self.shape = (n, *parts[0].shape[1:])
         self.dtype = parts[0].dtype
         self.ndim = len(self.shape)
@@ -112,7 +113,7 @@ def open_sharded(root: Path, manifest: dict[str, Any], name: str) -> ShardedArra
         parts = [np.load(folder / shard_file(name, r, world), mmap_mode="r") for r in range(world)]
     except (OSError, ValueError, EOFError) as exc:
         raise DarkMatterError(f"{folder} is incomplete or unreadable ({str(exc).splitlines()[0][:80]}): rerun "
-                              "scripts/02_collect_activations.py") from None
+                              f"scripts/{table.producer('shards')}") from None
     return ShardedArray(parts, segments, f"{folder}/{name}")
 
 

@@ -45,6 +45,9 @@ class OutputStore:
         self._pending: list[tuple[Path, Path]] | None = None
         self.script = "other"  # whose outputs a commit holds (the manifest's key)
         self.timing: tuple[str, float] | None = None  # (script, perf_counter at its start): timings.json
+        #: config.json's content for a step that records the config (the step table's ``records_config``):
+        #: committed with the step's outputs when it differs from the file's
+        self.config_record: dict[str, Any] | None = None
 
     # ---- paths -----------------------------------------------------------------
     def path(self, name: str) -> Path:
@@ -112,6 +115,9 @@ class OutputStore:
         self._adopted: list[tuple[Path, Path]] = []
         self._cleanup: list[Path] = []
         try:
+            if self.config_record is not None and not (self.exists(table.CONFIG_FILE)
+                                                       and self.read_json(table.CONFIG_FILE) == self.config_record):
+                self.write_json(table.CONFIG_FILE, self.config_record)  # first: the outputs are newer than it
             yield self
             self._commit()
         finally:
@@ -125,7 +131,7 @@ class OutputStore:
         assert self._pending is not None
         if self.timing is not None:  # timings.json lands with the step's outputs
             script, start = self.timing
-            path = self.path("timings.json")
+            path = self.path(table.TIMINGS_FILE)
             try:
                 timings = json.loads(path.read_text()) if path.is_file() else {}
             except (OSError, ValueError, UnicodeDecodeError):  # unreadable: started afresh
@@ -134,7 +140,7 @@ class OutputStore:
 
             timings = timings if isinstance(timings, dict) else {}
             timings[script] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
-            self.write_json("timings.json", dict(sorted(timings.items())))
+            self.write_json(table.TIMINGS_FILE, dict(sorted(timings.items())))
         journal.commit(self.root, self.script, [*self._pending, *self._adopted], self._discarded, self._cleanup)
         self._pending = []
 
