@@ -155,7 +155,8 @@ def test_report_md_sections_tables_and_candidates(run_dir):
     results = load(run_dir)
     md = report_markdown(results)
     assert [line for line in md.splitlines() if line.startswith("## ")] == [
-        "## Headline", "## How to read this report", "## Verdict", "## SAE", "## The k sweep",
+        "## Headline", "## Key figures against their nulls", "## How to read this report", "## Verdict", "## SAE",
+        "## The k sweep",
         "## Direction sets against the SAE dictionary", "## ICA", "## Noise floor",
         "## Detection limit (injection–recovery)", "## Amplitude error", "## Components",
         "## The linear part (Engels et al. 2024)", "## Causal tests: does the model use the residual?",
@@ -179,10 +180,11 @@ def test_report_md_sections_tables_and_candidates(run_dir):
                                causal=None, groundtruth=None, detection_limit=None, headline=[])
     text = report_markdown(bare)
     assert [line for line in text.splitlines() if line.startswith("## ")] == [
-        "## Headline", "## How to read this report", "## Verdict", "## SAE", "## The k sweep",
+        "## Headline", "## Key figures against their nulls", "## How to read this report", "## Verdict", "## SAE",
+        "## The k sweep",
         "## Direction sets against the SAE dictionary", "## ICA", "## Detection limit", "## Components", "## Plots",
         "## Steps", "## Arrays"]
-    assert "## Headline\n\n\n## How to read this report" in text
+    assert "## Headline\n\n\n## Key figures against their nulls" in text
     assert "- **detection limit**: not measured.\n" in text and "(detection limit not measured).\n" in text
     assert "\n\n## Detection limit\n\nNot measured (`--completeness-runs 0`)" in text
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from darkmatter.pipeline.results import BankEntry, CausalResult, Example, FeatureBank, Histogram
+
+if TYPE_CHECKING:
+    from darkmatter.pipeline.report.statistics import Row
 
 TEMPLATES = Path(__file__).with_name("templates")
 #: Neuronpedia feature pages (``{id}`` = "<model>/<sae set>/<feature>").
@@ -77,19 +80,20 @@ def _environment() -> Any:
 
 
 def render(bank: FeatureBank, causal: CausalResult | None, headline: list[str], title: str,
-           autointerp: dict[str, Any] | None = None) -> dict[str, str]:
+           autointerp: dict[str, Any] | None = None, key_figures: list[Row] | None = None) -> dict[str, str]:
     """Every page of the dashboard: {relative path: HTML}.
 
     Args:
         headline: the report's one-line findings (shown on the index); title: the run, in words.
         autointerp: autointerp.json as read (``scripts/autointerp.py``), or None.
+        key_figures: the registered statistics beside their nulls (:func:`statistics.rows`), on the index.
     """
     explained = {c["component"]: c for c in autointerp["components"]} if autointerp else {}
     env = _environment()
     css = (TEMPLATES / "dashboard.css").read_text()
     js = (TEMPLATES / "dashboard.js").read_text()
     pages = {"index.html": env.get_template("index.html.j2").render(
-        bank=bank, causal=causal, headline=headline, title=title, css=css, js=js)}
+        bank=bank, causal=causal, headline=headline, title=title, css=css, js=js, key_figures=key_figures)}
     for i, c in enumerate(bank.components):
         scale = _scale(c)
         sections = [(name, [(e, token_spans(e, scale)) for e in examples])

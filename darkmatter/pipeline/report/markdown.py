@@ -17,6 +17,7 @@ from urllib.parse import quote
 from darkmatter.analysis.compare import HIGH, LOW
 from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.analysis.linear_split import LinearSplit
+from darkmatter.pipeline.report import statistics
 from darkmatter.pipeline.report.causal_table import causal_markdown
 from darkmatter.pipeline.report.completeness_table import completeness_markdown
 from darkmatter.pipeline.report.dashboard import TEMPLATES
@@ -54,8 +55,15 @@ def _environment() -> jinja2.Environment:
         sae_table=_sae_table, k_sweep_table=_k_sweep_table, direction_sets_table=_direction_sets_table,
         matched_null_table=_matched_null_table, seeds_table=_seeds_table, noise_floor_table=_noise_floor_table,
         components_table=_components_table, bands_table=_bands_table, groundtruth_table=_groundtruth_table,
-        steps_table=_steps_table, arrays_table=_arrays_table, bank_table=_bank_table, layers_table=_layers_table)
+        steps_table=_steps_table, arrays_table=_arrays_table, bank_table=_bank_table, layers_table=_layers_table,
+        statistics_table=_statistics_table)
     return env
+
+
+def _statistics_table(r: Results) -> str:
+    """The registered key statistics (:mod:`darkmatter.pipeline.report.statistics`) beside their nulls."""
+    return table(["statistic", "this run", "null", "which null"],
+                 [[esc(row.label), esc(row.value), esc(row.null), esc(row.null_name)] for row in statistics.rows(r)])
 
 
 def report_markdown(r: Results) -> str:

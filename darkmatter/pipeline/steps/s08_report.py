@@ -14,7 +14,7 @@ from darkmatter.analysis.tails import TailComparison
 from darkmatter.pipeline import source_kinds, table
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.report import aggregate as report
-from darkmatter.pipeline.report import dashboard
+from darkmatter.pipeline.report import dashboard, statistics
 from darkmatter.pipeline.report.markdown import report_markdown
 from darkmatter.pipeline.results import (
     CausalResult,
@@ -59,7 +59,8 @@ def run(ctx: StepContext) -> None:
     if auto is not None:  # the optional auto-interpretation, when it ran on this feature bank
         results = dataclasses.replace(results, headline=[*results.headline, autointerp_step.summary_line(auto)])
     pages = dashboard.render(parts.bank, parts.causal, results.headline,
-                             f"{parts.setup.description}, SAE {results.setup.sae.source}", auto)
+                             f"{parts.setup.description}, SAE {results.setup.sae.source}", auto,
+                             key_figures=statistics.rows(results))
     with store.transaction():
         ctx.write(results)
         store.write_text("report.md", report_markdown(results))
