@@ -270,3 +270,44 @@ def run_layers(given: dict, layers_text: str, force: bool = False) -> int:
         store.write_text("layers_summary.md", layers_markdown(summary))
     print("\n" + layers_markdown(summary))
     return 0
+
+
+CONSOLE_USAGE = """usage: darkmatter COMMAND [flags]
+
+  darkmatter run [flags]        every step in order, skipping current ones (scripts/run_pipeline.py)
+  darkmatter step N [flags]     step N alone (scripts/0N_*.py); darkmatter step N --help lists its flags
+  darkmatter report [flags]     rebuild the report, dashboard and export from a run's outputs (the last step)
+  darkmatter steps              the step table: number, script, what each step does
+"""
+
+
+def console(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``darkmatter`` command (``pyproject.toml``'s console script): the same
+    runs as the numbered scripts and ``run_pipeline.py``, which stay.
+
+    Returns the exit code: 0, 2 for a usage error (one ``error:`` line), or the step's own.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    command, rest = (args[0], args[1:]) if args else ("", [])
+    if command in ("-h", "--help"):
+        print(CONSOLE_USAGE, end="")
+        return 0
+    if command == "run":
+        return run_all(rest)
+    if command == "report":
+        return main(table.last().number, rest)
+    if command == "steps":
+        for s in table.steps():
+            print(f"{s.number:>2}  {s.script:<28} {s.summary}")
+        return 0
+    if command == "step":
+        numbers = [s.number for s in table.steps()]
+        if not rest or not rest[0].isdigit() or int(rest[0]) not in numbers:
+            given = repr(rest[0]) if rest else "nothing"
+            print(f"error: darkmatter step needs a step number ({', '.join(map(str, numbers))}), got {given} "
+                  "(see darkmatter steps)", file=sys.stderr)
+            return 2
+        return main(int(rest[0]), rest[1:])
+    print(f"error: {'no command' if not command else f'unknown command {command!r}'}: choose run, step N, report "
+          "or steps (see darkmatter --help)", file=sys.stderr)
+    return 2

@@ -60,3 +60,31 @@ def test_bad_layers_are_one_line(text, capsys):
 def test_layers_refuse_sources_without_layers(capsys):
     assert cli.run_all(["--preset", "planted", "--layers", "0,1"]) == 2
     assert "no layers" in capsys.readouterr().err
+
+
+def test_the_darkmatter_command_dispatches_to_the_table(monkeypatch, capsys):
+    """``darkmatter run|step N|report|steps`` (pyproject's console script) runs what the scripts run."""
+    import tomllib
+    from pathlib import Path
+
+    from darkmatter.pipeline import table
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["darkmatter"] == "darkmatter.pipeline.cli:console"
+    calls = []
+    monkeypatch.setattr(cli, "run_all", lambda argv: calls.append(("run", list(argv))) or 0)
+    monkeypatch.setattr(cli, "main", lambda n, argv: calls.append((n, list(argv))) or 0)
+    assert cli.console(["run", "--preset", "planted"]) == 0
+    assert cli.console(["step", "4", "--n-components", "8"]) == 0
+    assert cli.console(["report", "--outputs", "x"]) == 0
+    assert calls == [("run", ["--preset", "planted"]), (4, ["--n-components", "8"]),
+                     (table.last().number, ["--outputs", "x"])]
+    assert cli.console(["steps"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in listed] == [s.script for s in table.steps()]
+    for argv, said in ((["step", "99"], "needs a step number (1, 2, 3, 4, 5, 6, 7, 8), got '99'"),
+                       (["step"], "got nothing"), (["frob"], "unknown command 'frob'"), ([], "no command")):
+        assert cli.console(argv) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and said in err[0]
+    assert cli.console(["--help"]) == 0 and "darkmatter step N" in capsys.readouterr().out
