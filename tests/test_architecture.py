@@ -102,3 +102,30 @@ def test_step_numbers_and_script_names_live_in_the_step_table():
     hits = [f"{p.relative_to(PACKAGE)}:{i}" for p in (PACKAGE / "pipeline").rglob("*.py") if p.name != "table.py"
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert hits == []
+
+
+def test_libraries_name_parameters_not_flags():
+    """sources/, analysis/ and experiments/ say what is wrong with a backquoted parameter
+    (`text_files`); the command line turns it into the flag (config.as_flags). Their own
+    __main__ parsers (the corpus fetcher) keep theirs."""
+    own = {"--root", "--mirror", "--no-deps"}
+    hits = []
+    for layer in ("sources", "analysis", "experiments"):
+        for path in (PACKAGE / layer).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            docs = {id(n.body[0].value) for n in ast.walk(tree)
+                    if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                    and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                    hits += [f"{path.relative_to(PACKAGE)}:{node.lineno} {f}"
+                             for f in re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", node.value) if f not in own]
+    assert hits == []
+
+
+def test_as_flags_turns_backquoted_fields_into_flags():
+    from darkmatter.pipeline.config import as_flags
+
+    assert as_flags("`text_files` x: pass `context_size` 64 or `hook_name`") == \
+        "--text-files x: pass --context-size 64 or --hook-name"
+    assert as_flags("`not_a_field` and `W_dec`") == "`not_a_field` and `W_dec`"

@@ -74,7 +74,7 @@ def sweep_ks(pca: PCA, n_rows: int, samples_per_parameter: float = SAMPLES_PER_P
     top = min(rank, max_supported_k(n_rows, samples_per_parameter))
     if top < 2:
         raise ValueError(f"{n_rows:,} rows support no ICA (n ≥ {samples_per_parameter:g}·k² needs k ≥ 2): "
-                         "collect more tokens or pass --samples-per-parameter")
+                         "collect more tokens or pass `samples_per_parameter`")
     ks = {k for k in (*SWEEP_KS, pca.n_for(fraction), rank) if 2 <= k <= top} | {top}
     return sorted(ks), top
 

@@ -190,7 +190,7 @@ def fit(z: Rows, seed: int, max_iter: int, tol: float, backend: str = "torch",
     if backend == "sklearn":
         if isinstance(z, RowShard):
             if z.comm.sharded:
-                raise ValueError("scikit-learn's FastICA cannot run sharded: use --ica-backend torch")
+                raise ValueError("scikit-learn's FastICA cannot run sharded: use `ica_backend` torch")
             z = z[0:z.shape[0]]
         return fastica(z, seed, max_iter, tol)
     if backend == "torch":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import flags, resolve, source_kinds, table
-from darkmatter.pipeline.config import Config
+from darkmatter.pipeline.config import Config, as_flags
 from darkmatter.pipeline.storage.procstat import peak_rss_mb, reset_peak_rss
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def _run_step(step: table.Step, given: dict) -> int:
                 inputs.check_arrays(step, cfg, store)
                 step.function()(StepContext(cfg=cfg, store=store, step=step, inputs=read))
     except DarkMatterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {as_flags(str(exc))}", file=sys.stderr)
         return PEER_LOST if is_peer_failure(exc) else 2
     except RuntimeError as exc:
         if not (current().sharded and is_peer_failure(exc)):
@@ -179,7 +179,7 @@ def run_all(argv: Sequence[str]) -> int:
         try:
             given = recorded_unless_given(parsed.given)
         except DarkMatterError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {as_flags(str(exc))}", file=sys.stderr)
             return 2
         if parsed.pipeline.layers is not None:
             return run_layers(given, parsed.pipeline.layers, parsed.pipeline.force)
@@ -248,7 +248,7 @@ def run_layers(given: dict, layers_text: str, force: bool = False) -> int:
         claim(Path(base.run.outputs))  # the parent of the layer folders is a run folder from now on
         (Path(base.run.outputs) / ".darkmatter").mkdir(parents=True, exist_ok=True)
     except DarkMatterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {as_flags(str(exc))}", file=sys.stderr)
         return 2
     folders = {}
     for layer in layers:

@@ -10,6 +10,7 @@ Field names are unique across sections, so ``--n-tokens`` names ``collect.n_toke
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
@@ -298,3 +299,14 @@ def flat(cfg: Config) -> dict[str, Any]:
     """Every field by its flat name."""
     return {name: get(cfg, name) for name in FIELD_SECTION}
 
+
+
+def as_flags(message: str) -> str:
+    """A library's message as the command line says it: every backquoted config field becomes its
+    flag (``"`text_files` x: no file"`` → ``"--text-files x: no file"``); other text is kept.
+
+    The libraries (``darkmatter.sources``, ``analysis``, ``experiments``) name the parameter that is
+    wrong, not a flag; the numbered scripts print their errors through this.
+    """
+    return re.sub(r"`([a-z][a-z0-9_]*)`",
+                  lambda m: "--" + m.group(1).replace("_", "-") if m.group(1) in FIELD_SECTION else m.group(0), message)

@@ -66,7 +66,7 @@ class CachedSource:
         self.documents_path = documents_path
         self.tokenizer_name, self.max_norm_ratio, self.split = tokenizer, max_norm_ratio, split
         if not self.path.exists():
-            raise DarkMatterError(f"--activations {path}: no such file or folder")
+            raise DarkMatterError(f"`activations` {path}: no such file or folder")
         self.description = f"activations cached at {self.path} ({hook_name})"
 
     @cached_property
@@ -78,15 +78,15 @@ class CachedSource:
             try:
                 acts = np.load(self.path, mmap_mode="r")
             except (ValueError, OSError) as exc:
-                raise DarkMatterError(f"--activations {self.path} is not a readable .npy file ({exc})") from exc
+                raise DarkMatterError(f"`activations` {self.path} is not a readable .npy file ({exc})") from exc
             if not isinstance(acts, np.ndarray):
-                raise DarkMatterError(f"--activations {self.path} holds several arrays (.npz): save the activations "
+                raise DarkMatterError(f"`activations` {self.path} holds several arrays (.npz): save the activations "
                                       "alone with np.save")
             tokens = None
         if acts.ndim == 2:
             acts = acts.reshape(acts.shape[0], 1, acts.shape[1])
         if acts.ndim != 3 or not np.issubdtype(acts.dtype, np.floating):
-            raise DarkMatterError(f"--activations {self.path}: expected float [n_tokens, d_model] or "
+            raise DarkMatterError(f"`activations` {self.path}: expected float [n_tokens, d_model] or "
                                   f"[n_windows, context, d_model], got {acts.dtype} {tuple(acts.shape)}")
         if self.tokens_path is not None:
             try:
@@ -94,11 +94,11 @@ class CachedSource:
                 if not np.issubdtype(tokens.dtype, np.integer):
                     raise ValueError(f"dtype {tokens.dtype} is not an integer type")
             except (ValueError, OSError, AttributeError) as exc:
-                raise DarkMatterError(f"--activation-tokens {self.tokens_path}: not an .npy of token ids matching "
+                raise DarkMatterError(f"`activation_tokens` {self.tokens_path}: not an .npy of token ids matching "
                                       f"{acts.shape[0]:,} windows ({exc})") from exc
         if tokens is not None and tokens.shape != acts.shape[:2]:
             raise DarkMatterError(f"token ids have shape {tokens.shape} but the activations hold "
-                                  f"{acts.shape[:2]} windows × positions: pass the matching --activation-tokens")
+                                  f"{acts.shape[:2]} windows × positions: pass the matching `activation_tokens`")
         if tokens is not None and tokens.size and int(tokens.min()) < 0:
             raise DarkMatterError(f"the token ids ({self.tokens_path or self.path}) hold {int(tokens.min())}: token "
                                   "ids are 0 or more; pass the ids the activations were computed from")
@@ -120,13 +120,13 @@ class CachedSource:
             if not isinstance(ids, np.ndarray) or not np.issubdtype(ids.dtype, np.integer):
                 raise ValueError(f"{getattr(ids, 'dtype', type(ids))} is not an integer array")
         except (ValueError, OSError) as exc:
-            raise DarkMatterError(f"--activation-documents {self.documents_path}: not an .npy of int document "
+            raise DarkMatterError(f"`activation_documents` {self.documents_path}: not an .npy of int document "
                                   f"ids ({exc})") from exc
         if ids.size == n:
             return np.repeat(ids.reshape(n, 1).astype(np.int64), ctx, axis=1)
         if ids.size == n * ctx:
             return ids.reshape(n, ctx).astype(np.int64)
-        raise DarkMatterError(f"--activation-documents {self.documents_path} holds {ids.size:,} ids; the activations "
+        raise DarkMatterError(f"`activation_documents` {self.documents_path} holds {ids.size:,} ids; the activations "
                               f"have {n:,} windows of {ctx} rows: pass one id per window or one per row")
 
     @cached_property
@@ -149,7 +149,7 @@ class CachedSource:
         tokens, tok = self._data[1], self.tokenizer
         if tokens is not None and tok is not None and tokens.size and int(tokens.max()) >= len(tok):
             raise DarkMatterError(f"the token ids hold {int(tokens.max())}, beyond the {len(tok):,} tokens of "
-                                  f"--tokenizer {self.tokenizer_name}: pass the tokenizer the ids come from")
+                                  f"`tokenizer` {self.tokenizer_name}: pass the tokenizer the ids come from")
 
     @property
     def bos_id(self) -> int | None:
@@ -207,12 +207,12 @@ class CachedSource:
                 ids = order[s:s + per_batch]
                 yield len(ids), None if tokens is None else np.asarray(tokens[ids]), functools.partial(load, ids)
 
-        hint = "lower --n-tokens / --sae-train-tokens" + (
+        hint = "lower `n_tokens` / `sae_train_tokens`" + (
             f" (while an SAE is trained here, the {part} part is every other "
             f"{'block of ' + str(ROW_BLOCK) + ' rows' if unit > 1 else 'window'}: about half the cache)"
             if self.split else "")
         return window_rows(batches(), n_tokens, self.bos_id, self.max_norm_ratio, log, desc,
-                           what=f"--activations {self.path}", hook_name=self.hook_name, hint=hint,
+                           what=f"`activations` {self.path}", hook_name=self.hook_name, hint=hint,
                            comm=comm or SINGLE, resume=resume)
 
     def builtin_sae(self, device: str) -> None:
@@ -250,7 +250,7 @@ class CachedSource:
         if tokens is None:
             missing.insert(0, "no token ids, so no text contexts (rows are named by window and position)")
         elif self.tokenizer is None:
-            missing.insert(0, "no tokenizer, so tokens are shown as ids (#1234); pass --tokenizer")
+            missing.insert(0, "no tokenizer, so tokens are shown as ids (#1234); pass `tokenizer`")
         return "cached activations: " + "; ".join(missing + ["no model after the hook, so no causal tests"])
 
     def downstream(self, truth: GroundTruth | None, n_sequences: int, skip: int, device: str) -> None:
@@ -268,19 +268,19 @@ def _read_saelens_cache(folder: Path, hook_name: str) -> tuple[np.ndarray, np.nd
     try:
         ds = datasets.load_from_disk(str(folder))
     except (FileNotFoundError, ValueError) as exc:
-        raise DarkMatterError(f"--activations {folder} is neither an .npy file nor a saved dataset "
+        raise DarkMatterError(f"`activations` {folder} is neither an .npy file nor a saved dataset "
                               f"(SAELens activation cache): {exc}") from exc
     except OSError as exc:  # a truncated or damaged arrow shard
-        raise DarkMatterError(f"--activations {folder}: the activation cache is damaged ({str(exc)[:120]}): "
+        raise DarkMatterError(f"`activations` {folder}: the activation cache is damaged ({str(exc)[:120]}): "
                               "cache the activations again") from None
     if hook_name not in ds.column_names:
         raise DarkMatterError(f"the activation cache at {folder} has columns {ds.column_names}, none named "
-                              f"{hook_name!r}: pass --hook-name with the cached hook")
+                              f"{hook_name!r}: pass `hook_name` with the cached hook")
     try:
         ds = ds.with_format("numpy")
         acts = np.asarray(ds[hook_name], dtype=np.float32)
         tokens = np.asarray(ds["token_ids"]) if "token_ids" in ds.column_names else None
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise DarkMatterError(f"--activations {folder}: the activation cache is damaged ({str(exc)[:120]}): "
+        raise DarkMatterError(f"`activations` {folder}: the activation cache is damaged ({str(exc)[:120]}): "
                               "cache the activations again") from None
     return acts, tokens

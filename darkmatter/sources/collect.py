@@ -82,7 +82,7 @@ Pending = tuple[int, "np.ndarray | None", Callable[[], torch.Tensor]]
 def window_rows(batches: Iterator[Pending], n_tokens: int,
                 bos_id: int | None = None, max_norm_ratio: float | None = None, log: RowLog | None = None,
                 desc: str = "rows", what: str = "the source", hook_name: str = "the hook",
-                hint: str = "lower --n-tokens / --sae-train-tokens", comm: Comm = SINGLE,
+                hint: str = "lower `n_tokens` / `sae_train_tokens`", comm: Comm = SINGLE,
                 resume: Resume | None = None) -> Iterator[RowBatch]:
     """Turn batches of windows of activations into the analysed rows, until ``n_tokens`` rows
     have been yielded (by every rank together).
@@ -208,7 +208,7 @@ def _rows_of(pending: Pending, bos_id: int | None, max_norm_ratio: float | None,
     if not torch.isfinite(rows).all():
         raise DarkMatterError(
             f"activations at {hook_name} contain NaN/inf (windows {start}..{start + len(acts)}, batch {batch}); "
-            "the model weights or inputs are broken: check --model / --activations, or use --device cpu")
+            "the model weights or inputs are broken: check `model` / `activations`, or use `device` cpu")
     massive = np.zeros(len(win), dtype=bool)
     if max_norm_ratio is not None and len(rows):
         norms = rows.norm(dim=1)
@@ -248,7 +248,7 @@ def hook_rows(model: LoadedModel, windows: Iterator[np.ndarray], hook_name: str,
 
     return window_rows(pending(), n_tokens, model.bos_id, max_norm_ratio, log, desc, what="the text",
                        hook_name=hook_name,
-                       hint="lower --n-tokens / --sae-train-tokens or give more text with --text-files",
+                       hint="lower `n_tokens` / `sae_train_tokens` or give more text with `text_files`",
                        comm=comm, resume=resume)
 
 

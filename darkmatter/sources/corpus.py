@@ -473,9 +473,9 @@ def check_installed(name: str, root: str | Path | None = None) -> Path:
                or not all((folder / rel).is_file() for rel in records[p].get("files", {}))]
     if missing:
         raise DarkMatterError(
-            f"--corpus {name}: the text corpus is not installed in {folder} (missing {', '.join(missing)}): run "
+            f"`corpus` {name}: the text corpus is not installed in {folder} (missing {', '.join(missing)}): run "
             f"bash scripts/install.sh (it fetches the Debian packages {', '.join(needed)}), or "
-            f"python -m darkmatter.sources.corpus, or pass --corpus python-docs")
+            f"python -m darkmatter.sources.corpus, or pass `corpus` python-docs")
     return folder
 
 

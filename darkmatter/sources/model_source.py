@@ -33,7 +33,7 @@ def layer_of(hook_name: str) -> int:
     m = re.match(r"blocks\.(\d+)\.", hook_name)
     if not m:
         raise DarkMatterError(f"hook {hook_name!r} is not a per-block hook (blocks.L.hook_...); "
-                              "pass --hook-name like blocks.6.hook_resid_pre")
+                              "pass `hook_name` like blocks.6.hook_resid_pre")
     return int(m.group(1))
 
 
@@ -47,15 +47,15 @@ def check_model(kind: str, name: str) -> None:
         return
     folder = Path(name)
     if not (folder / "hooked_config.json").is_file():
-        raise DarkMatterError(f"--model {name}: no local model folder there (hooked_config.json + weights.pt + "
-                              "tokenizer files): check --model")
+        raise DarkMatterError(f"`model` {name}: no local model folder there (hooked_config.json + weights.pt + "
+                              "tokenizer files): check `model`")
     try:
         ok = isinstance(json.loads((folder / "hooked_config.json").read_text()), dict)
     except (OSError, ValueError):
         ok = False
     if not ok:
-        raise DarkMatterError(f"--model {name}: hooked_config.json is not a JSON object of HookedTransformerConfig "
-                              "fields: check --model")
+        raise DarkMatterError(f"`model` {name}: hooked_config.json is not a JSON object of HookedTransformerConfig "
+                              "fields: check `model`")
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,8 @@ class ModelSource:
         model.check_hook(self.hook_name)
         n_ctx = getattr(getattr(model.model, "cfg", None), "n_ctx", None)
         if isinstance(n_ctx, int) and self.text.context_size > n_ctx:
-            raise DarkMatterError(f"--context-size {self.text.context_size} is longer than the model's context "
-                                  f"(n_ctx {n_ctx}): pass --context-size {n_ctx} or less")
+            raise DarkMatterError(f"`context_size` {self.text.context_size} is longer than the model's context "
+                                  f"(n_ctx {n_ctx}): pass `context_size` {n_ctx} or less")
         return model
 
     @property

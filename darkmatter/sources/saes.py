@@ -22,7 +22,7 @@ from darkmatter.sources.hub import hub_guard
 
 
 def load_sae(device: str, release: str | None = None, sae_id: str | None = None,
-             path: str | Path | None = None, missing_fix: str = "check --sae-path") -> Any:
+             path: str | Path | None = None, missing_fix: str = "check `sae_path`") -> Any:
     """Load an SAELens ``SAE`` in float32 on ``device``: ``release``/``sae_id`` from the hub, else
     the folder ``path`` (``cfg.json`` + ``sae_weights.safetensors``, as ``save_model`` writes).
 
@@ -70,7 +70,7 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
     return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
-def check_folder(path: str | Path, fix: str = "check --sae-path") -> None:
+def check_folder(path: str | Path, fix: str = "check `sae_path`") -> None:
     """Refuse, cheaply and before any model loads, a folder that is not a whole SAELens SAE:
     ``cfg.json`` a JSON object with integer ``d_in`` and ``d_sae``; ``sae_weights.safetensors``
     complete, with ``W_dec`` of shape [d_sae, d_in] (or its transpose).
@@ -112,7 +112,7 @@ def oriented_decoder(W_dec: np.ndarray, d_model: int) -> tuple[np.ndarray, bool]
         raise DarkMatterError(
             f"the SAE decoder has shape {tuple(W_dec.shape)} but the hook is {d_model} wide: "
             "the SAE was trained for another model or hook; pick one that matches "
-            "(--sae-id, --sae-path or --hook-name)")
+            "(`sae_id`, `sae_path` or `hook_name`)")
     if W_dec.shape[1] == d_model:
         return W_dec, False
     warnings.warn(f"W_dec has shape {W_dec.shape}; transposing to (d_sae, d_model)", stacklevel=2)
@@ -220,15 +220,15 @@ def check_hook(metadata: dict[str, Any], hook_name: str, context_size: int | Non
     sae_hook = metadata.get("hook_name")
     if sae_hook and sae_hook != hook_name:
         raise DarkMatterError(
-            f"the SAE was trained on {sae_hook} but this run reads {hook_name}: pass --hook-name {sae_hook}, "
-            "or pick an SAE trained on this hook (--sae-release/--sae-id or --sae-path)")
+            f"the SAE was trained on {sae_hook} but this run reads {hook_name}: pass `hook_name` {sae_hook}, "
+            "or pick an SAE trained on this hook (`sae_release`/`sae_id` or `sae_path`)")
     notes = []
     size = metadata.get("context_size")
     if context_size is not None and isinstance(size, int) and size > 0 and size != context_size:
         notes.append(f"the SAE was trained on {size}-token contexts, this run uses {context_size} "
-                     f"(--context-size {size} matches it)")
+                     f"(`context_size` {size} matches it)")
     bos = metadata.get("prepend_bos")
     if prepend_bos is not None and isinstance(bos, bool) and bos != prepend_bos:
         notes.append(f"the SAE was trained with prepend_bos={bos}, this run uses {prepend_bos} "
-                     f"(--prepend-bos {str(bos).lower()} matches it)")
+                     f"(`prepend_bos` {str(bos).lower()} matches it)")
     return notes

@@ -93,13 +93,13 @@ def text_paths(pattern: str) -> list[Path]:
     """
     paths = sorted(glob.glob(pattern, recursive=True))
     if not paths:
-        raise DarkMatterError(f"--text-files {pattern!r} matches no file: check the pattern (quote it in the shell)")
+        raise DarkMatterError(f"`text_files` {pattern!r} matches no file: check the pattern (quote it in the shell)")
     for path in paths:
         if Path(path).is_dir():
-            raise DarkMatterError(f"--text-files {pattern!r} matches {path}, a folder, not a file: narrow the "
+            raise DarkMatterError(f"`text_files` {pattern!r} matches {path}, a folder, not a file: narrow the "
                                   "pattern to the text files (e.g. *.txt)")
         if not Path(path).is_file():  # a FIFO, socket or device: reading it could block forever
-            raise DarkMatterError(f"--text-files {pattern!r} matches {path}, not a regular file (a pipe or "
+            raise DarkMatterError(f"`text_files` {pattern!r} matches {path}, not a regular file (a pipe or "
                                   "device?): narrow the pattern to the text files (e.g. *.txt)")
         try:
             with open(path, "rb") as fh:
@@ -109,10 +109,10 @@ def text_paths(pattern: str) -> list[Path]:
         except UnicodeDecodeError:
             binary = True
         except OSError as exc:
-            raise DarkMatterError(f"--text-files: cannot read {path} ({exc.strerror}): fix its permissions "
+            raise DarkMatterError(f"`text_files`: cannot read {path} ({exc.strerror}): fix its permissions "
                                   "or narrow the pattern") from None
         if binary:
-            raise DarkMatterError(f"--text-files: {path} is not UTF-8 text (a binary file?): remove it or narrow "
+            raise DarkMatterError(f"`text_files`: {path} is not UTF-8 text (a binary file?): remove it or narrow "
                                   "the pattern")
     return [Path(p) for p in paths]
 
@@ -154,7 +154,7 @@ def hub_dataset(name: str, column: str) -> Iterator[str]:
         it = iter(ds)
         first = next(it)
     if column not in first:
-        raise DarkMatterError(f"dataset {name} has no column {column!r}; pass --dataset-column")
+        raise DarkMatterError(f"dataset {name} has no column {column!r}; pass `dataset_column`")
     yield first[column]
     for row in it:
         yield row[column]
@@ -295,5 +295,5 @@ def held_out_windows(docs: Iterator[str], tokenizer: Any, context_size: int, bos
     if len(windows) < n_windows:
         raise DarkMatterError(f"the text has {len(windows)} held-out windows ({n_docs} documents) after the "
                               f"{skip:,} windows step 02 read; the causal tests need {n_windows}: lower "
-                              "--causal-windows or give more text (--text-files, --dataset)")
+                              "`causal_windows` or give more text (`text_files`, `dataset`)")
     return np.stack(windows), np.asarray(document, dtype=np.int64)

@@ -89,10 +89,10 @@ def test_bad_caches_are_one_line_errors(tmp_path):
     with pytest.raises(DarkMatterError, match="expected float"):
         CachedSource(str(tmp_path / "ints.npy"), "h").hook()
     np.save(tmp_path / "x.npy", np.zeros((4, 3), dtype=np.float32))
-    with pytest.raises(DarkMatterError, match="--activation-tokens"):
+    with pytest.raises(DarkMatterError, match="`activation_tokens`"):
         CachedSource(str(tmp_path / "x.npy"), "h", tokens_path=str(tmp_path / "none.npy")).hook()
     np.save(tmp_path / "t.npy", np.zeros(5, dtype=np.int32))
-    with pytest.raises(DarkMatterError, match="--activation-tokens"):
+    with pytest.raises(DarkMatterError, match="`activation_tokens`"):
         CachedSource(str(tmp_path / "x.npy"), "h", tokens_path=str(tmp_path / "t.npy")).hook()
     np.savez(tmp_path / "two.npz", a=np.zeros((4, 3)), b=np.zeros(2))
     with pytest.raises(DarkMatterError, match="npz"):

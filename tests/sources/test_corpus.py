@@ -198,12 +198,12 @@ def test_a_missing_corpus_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv(corpus.ENV, str(tmp_path / "nowhere"))
     for name in ("mixed", "mixed-large"):
         with pytest.raises(DarkMatterError, match=r"not installed in .*nowhere.*bash scripts/install.sh.*"
-                                                  r"--corpus python-docs"):
+                                                  r"`corpus` python-docs"):
             documents(corpus=name)  # at the call, before any document is read
     from darkmatter.pipeline.config import Config
     from darkmatter.pipeline.inputs import check_sources
 
-    with pytest.raises(DarkMatterError, match="--corpus mixed: the text corpus is not installed"):
+    with pytest.raises(DarkMatterError, match="`corpus` mixed: the text corpus is not installed"):
         check_sources(Config())  # step 01 stops before loading the model
     assert list(itertools.islice(documents(corpus="python-docs"), 3)) == list(itertools.islice(python_docs(), 3))
 

@@ -139,9 +139,9 @@ def test_an_sae_trained_at_another_hook_is_refused(tmp_path, capsys):
     assert check_hook({}, TINY_HOOK, 32, True) == []
     assert check_hook({"hook_name": TINY_HOOK, "context_size": 32, "prepend_bos": True}, TINY_HOOK, 32, True) == []
     notes = check_hook({"hook_name": TINY_HOOK, "context_size": 128, "prepend_bos": False}, TINY_HOOK, 32, True)
-    assert len(notes) == 2 and "--context-size 128" in notes[0] and "--prepend-bos false" in notes[1]
+    assert len(notes) == 2 and "`context_size` 128" in notes[0] and "`prepend_bos` false" in notes[1]
     assert check_hook({"hook_name": TINY_HOOK, "context_size": 128}, TINY_HOOK) == []  # no windows: nothing to say
-    with pytest.raises(DarkMatterError, match="pass --hook-name blocks.3.hook_resid_pre, or pick an SAE"):
+    with pytest.raises(DarkMatterError, match="pass `hook_name` blocks.3.hook_resid_pre, or pick an SAE"):
         check_hook({"hook_name": "blocks.3.hook_resid_pre"}, TINY_HOOK)
 
     sae_dir = save_sae(tmp_path / "sae", 16, 32)

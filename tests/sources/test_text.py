@@ -110,5 +110,5 @@ def test_held_out_windows_start_at_document_starts_at_most_two_per_document():
     windows, doc = held_out_windows(iter(docs), CharTokenizer(), 4, bos_id=0, skip=0, n_windows=3)
     assert ["".join(chr(t) if t else "|" for t in w) for w in windows] == ["|abc", "|de|", "|fgh"]
     assert doc.tolist() == [0, 0, 1]
-    with pytest.raises(DarkMatterError, match="lower --causal-windows"):
+    with pytest.raises(DarkMatterError, match="lower `causal_windows`"):
         held_out_windows(iter(docs), CharTokenizer(), 4, bos_id=0, skip=2, n_windows=7)

@@ -33,6 +33,7 @@ from darkmatter.analysis.autointerp import (
 )
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import table
+from darkmatter.pipeline.config import as_flags
 from darkmatter.sources.llm import ENV, client_from_env
 
 FILE = "autointerp.json"
@@ -207,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(Path(args.outputs), client, args.max_components,
                      log=None if not client.is_llm else lambda line: print(line, flush=True))
     except DarkMatterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {as_flags(str(exc))}", file=sys.stderr)
         return 2
     print(summary_line(result))
     print(f"wrote {Path(args.outputs) / FILE}")

@@ -19,6 +19,7 @@ import torch
 
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import source_kinds
+from darkmatter.pipeline.config import as_flags
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import Environment, SAEInfo, SetupResult, TrainingHistory, TrainingRecord
 from darkmatter.sources.collect import gather_rows
@@ -87,7 +88,7 @@ def _check_pretrained(ctx: StepContext, sae: Any, hook_name: str) -> None:
     windows = source_kinds.of(ctx.cfg).has_model
     for note in check_hook(sae_metadata(sae), hook_name, s.context_size if windows else None,
                            s.prepend_bos if windows else None):
-        print(f"note: {note}")
+        print(f"note: {as_flags(note)}")
 
 
 def run(ctx: StepContext) -> None:
