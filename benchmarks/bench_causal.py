@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from darkmatter.analysis import causal
+from darkmatter.pipeline.steps import causal_part
 from darkmatter.sources.models import LoadedModel
 from darkmatter.sources.splice import LMDownstream
 
@@ -53,7 +54,7 @@ def main() -> None:
     p.add_argument("--k", type=int, default=50)
     p.add_argument("--design-windows", type=int, default=64)
     p.add_argument("--tested", default="2,32", help="tested components of the designs costed")
-    p.add_argument("--null-draws", type=int, default=20)
+    p.add_argument("--null-draws", type=int, default=20, help="draws of each randomised baseline (--causal-null-draws)")
     p.add_argument("--rate", type=float, default=0.27, help="seconds per window pass of a second model to cost at")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -95,12 +96,13 @@ def main() -> None:
     print(f"run_edits: {done[0]} window passes ({args.windows} windows × ({args.edits} edits + reference)) of "
           f"{args.context} tokens: {per_pass * 1e3:.2f} ms per window pass")
     print(f"attribution (forward + backward): {per_attr * 1e3:.2f} ms per window = {per_attr / per_pass:.1f} passes")
-    print(f"\ndefault design at k = {args.k}, {args.design_windows} windows, {args.null_draws} null draws:")
+    print(f"\ndefault design at k = {args.k}, {args.design_windows} windows, baseline draws "
+          f"{causal_part.draws(args.null_draws)}:")
     print("| tested | splice + components | attribution (windows) | top-m | logit effect | window passes | "
           f"here | at {args.rate} s/pass |")
     print("|---|---|---|---|---|---|---|---|")
     for t in (int(v) for v in args.tested.split(",")):
-        w = causal.window_passes(args.design_windows, args.k, t, args.null_draws)
+        w = causal.window_passes(args.design_windows, args.k, t, sum(causal_part.draws(args.null_draws).values()))
         total = w["splice and components"] + w["top-m"] + w["logit effect"] + w["attribution"] * per_attr / per_pass
         print(f"| {t} | {w['splice and components']:,} | {w['attribution']:,} | {w['top-m']:,} | {w['logit effect']:,} "
               f"| {total:,.0f} | {total * per_pass:.0f} s | {total * args.rate / 60:.0f} min |")

@@ -20,15 +20,18 @@ distribution; a planted run's linear readout):
     ‖a_c‖²) on the same windows. The test is the paired difference ICA − null, one-sided, Holm over
     the tested components at :data:`ALPHA`; c "closes the gap" when it closes at least
     :data:`MIN_SHARE` of it and survives Holm.
-  - *Top m*: the held-out documents are split in halves A and B. On A, the parts of every set (ICA,
-    PCA, each matched null draw) are ordered by their first-order effect on the loss (attribution
-    patching: one backward pass at the spliced activation gives g = ∂L/∂x at every position, and
-    part c's predicted change is Σ_pos g_pos · s_c,pos a_c; Nanda 2023 "Attribution patching",
-    Kramár et al. 2024 "AtP*"). On B, the first m ICA parts are added back exactly, against PCA
-    and each null draw *at equal variance* (a baseline adds back as much residual variance as the
-    ICA set, the last of its parts scaled to hit it; sources are uncorrelated with unit variance, so
-    a part's variance is its mixing column's squared norm). Fitting the order on A and scoring on B
-    keeps the selection out of the score, and every set is ordered the same way.
+  - *Top m*: the held-out documents are split in halves A and B. On A, the parts of every set (ICA
+    and each draw of each baseline, e.g. PCA and the matched null draws) are ordered by their
+    first-order effect on the loss (attribution patching: one backward pass at the spliced
+    activation gives g = ∂L/∂x at every position, and part c's predicted change is
+    Σ_pos g_pos · s_c,pos a_c; Nanda 2023 "Attribution patching", Kramár et al. 2024 "AtP*"). On B,
+    the first m ICA parts are added back exactly, against each baseline draw *at equal variance* (a
+    baseline adds back as much residual variance as the ICA set, the last of its parts scaled to hit
+    it; sources are uncorrelated with unit variance, so a part's variance is its mixing column's
+    squared norm). Fitting the order on A and scoring on B keeps the selection out of the score, and
+    every set is ordered the same way. The baselines are named decompositions (``Mapping[str,
+    Sequence[Parts]]``: one or more draws per name); which ones is the caller's choice (step 06:
+    every registered baseline that is a rotation of the whitened subspace).
 * **ablation**: x → x − (x·u)u for a unit direction u; KL and the change in loss.
 * **logit effect**: x → x + α a_c (α in units of the source's standard deviation, which is 1);
   the mean change of every output (logit) over the positions.
@@ -51,6 +54,7 @@ import numpy as np
 import torch
 
 from darkmatter.analysis.candidates import holm
+from darkmatter.analysis.directions import ICA
 
 #: What an edit starts from at the positions it changes.
 Base = Literal["clean", "spliced", "zero"]
@@ -308,7 +312,7 @@ class Parts:
     """A decomposition of the centred residual: r − mean ≈ Σ_c s_c a_c with s = (r − mean) @ unmixing.T.
 
     Attributes:
-        name: ``ICA``, ``PCA`` or ``null``.
+        name: ``ICA`` or the baseline's name (``PCA``, ``null``, …).
         unmixing: float64[k, d_model]; mixing: float64[d_model, k]; mean: float64[d_model].
         order: int64[k] the order in which parts are added back (top-m = the first m).
     """
@@ -636,29 +640,44 @@ class ReadoutDownstream:
 
 # ------------------------------------------------------------------------------------- the whole test
 @dataclass(frozen=True)
+class BaselineAddBack:
+    """One baseline's top-m add-back at the ICA set's variance, on half B: each draw's parts in their
+    own fitted order, the first ones carrying the same residual variance as ICA's first m (the last
+    part scaled).
+
+    Attributes:
+        gap: gap closed by the draws' mean edit (per-sequence losses averaged over draws), ± its
+            standard error over documents: for one draw, that draw's; its share is the draws' mean share.
+        draws: gap share closed by each draw (one for a deterministic baseline such as PCA).
+        low, high: the draws' 2.5% and 97.5% quantiles (both the share for one draw).
+        parts: parts added back, mean over draws (fractional: the last one is scaled).
+        versus: ICA − the draws' mean, paired per document (None in a results file written before
+            schema 7, which kept this test for the matched null only).
+    """
+
+    gap: GapClosed
+    draws: list[float]
+    low: float
+    high: float
+    parts: float
+    versus: PairedTest | None
+
+
+@dataclass(frozen=True)
 class TopM:
     """The top-m add-back of one m, scored on half B of the held-out documents: ICA's first m parts
     (in the order fitted on half A) against the baselines at equal variance.
 
     Attributes:
         m: ICA components added back; variance: residual variance they carry (their ‖a_c‖² summed).
-        ica: gap closed by them; pca: by the principal components, in their own fitted order, carrying
-            the same variance (``pca_parts`` of them, the last scaled); null: by each matched null
-            rotation's parts in their own fitted order carrying the same variance (one per draw).
-        null_mean, null_low, null_high: the draws' mean and 2.5% and 97.5% quantiles.
-        versus_null: ICA − the null draws' mean, paired per document.
+        ica: gap closed by them.
+        baselines: {baseline name: its add-back carrying the same variance}, in the order given.
     """
 
     m: int
     variance: float
     ica: GapClosed
-    pca: GapClosed
-    pca_parts: float
-    null: list[float]
-    null_mean: float
-    null_low: float
-    null_high: float
-    versus_null: PairedTest
+    baselines: dict[str, BaselineAddBack]
 
 
 @dataclass(frozen=True)
@@ -728,7 +747,8 @@ class CausalTable:
         order: ICA components in the top-m order (fitted on half A); order_rule: how.
         fit_documents, score_documents: documents in halves A (order) and B (top-m scores).
         top_m: one row per m; components: per ICA component, in component order.
-        null_draws: matched null rotations in the top-m; scales: the logit effect's α.
+        baseline_draws: {baseline name: its draws in the top-m} (e.g. PCA 1, the matched null
+            ``--causal-null-draws``); scales: the logit effect's α.
     """
 
     loss_name: str
@@ -765,12 +785,12 @@ class CausalTable:
     score_documents: int
     top_m: list[TopM]
     components: list[ComponentEffect]
-    null_draws: int
+    baseline_draws: dict[str, int]
     scales: list[float]
 
 
-ORDER_RULE = ("each set's parts (ICA, PCA, every null draw) by their first-order loss decrease on half A of the "
-              "held-out documents (attribution patching at the spliced activation); top-m scored on half B")
+ORDER_RULE = ("each set's parts (ICA and every draw of every baseline) by their first-order loss decrease on half A "
+              "of the held-out documents (attribution patching at the spliced activation); top-m scored on half B")
 
 #: A progress-bar factory: (description, total window passes) → an object with update(n) and close().
 ProgressFactory = Callable[[str, int], Any]
@@ -797,24 +817,49 @@ def component_edits(ica: Parts, tested: Sequence[int], component_nulls: Sequence
     return out
 
 
-def top_m_edits(ordered: Sequence[Parts], ms: Sequence[int]) -> tuple[list[Edit], dict[int, tuple[float, float]]]:
-    """The top-m add-backs of ICA (``ordered[0]``), PCA (``ordered[1]``) and each null draw, at the ICA
-    set's variance. Returns (edits, {m: (variance, PCA parts used)})."""
-    ica, pca, nulls = ordered[0], ordered[1], ordered[2:]
+def top_m_edits(ica: Parts, baselines: Mapping[str, Sequence[Parts]], ms: Sequence[int]
+                ) -> tuple[list[Edit], dict[int, tuple[float, dict[str, list[float]]]]]:
+    """The top-m add-backs of ICA and of each draw of each baseline (all in their ``order``), the
+    baselines at the ICA set's variance. Edits are named ``ICA top {m}`` and ``{name} {draw} top {m}``.
+
+    Returns:
+        (edits, {m: (variance, {baseline name: parts used by each draw, the last one fractional})}).
+    """
     edits, plan = [], {}
     for m in ms:
         target = float(ica.variance[ica.order[:m]].sum())
-        edits.append(add_back(f"ICA top {m}", ica, ica.order[:m]))
-        ids, sc = equal_variance_set(pca, target)
-        edits.append(add_back(f"PCA top {m}", pca, ids, sc))
-        plan[m] = (target, len(ids) - 1 + float(sc[-1] ** 2))
-        for d, null in enumerate(nulls):
-            ids, sc = equal_variance_set(null, target)
-            edits.append(add_back(f"null {d} top {m}", null, ids, sc))
+        edits.append(add_back(f"{ICA} top {m}", ica, ica.order[:m]))
+        used: dict[str, list[float]] = {}
+        for name, draws in baselines.items():
+            used[name] = []
+            for d, parts in enumerate(draws):
+                ids, sc = equal_variance_set(parts, target)
+                edits.append(add_back(f"{name} {d} top {m}", parts, ids, sc))
+                used[name].append(len(ids) - 1 + float(sc[-1] ** 2))
+        plan[m] = (target, used)
     return edits, plan
 
 
-def window_passes(n_windows: int, k: int, n_tested: int, null_draws: int, n_scales: int = 2,
+def baseline_add_back(ica: EditTotals, draws: Sequence[EditTotals], parts: Sequence[float], spliced: EditTotals,
+                      clean: EditTotals) -> BaselineAddBack:
+    """One baseline's :class:`BaselineAddBack` from the totals of ICA's top-m edit and of each draw's
+    (``parts``: parts each draw used), on the same sequences.
+
+    Raises:
+        ValueError: no draws, or the totals come from different sequences.
+    """
+    if not draws:
+        raise ValueError("a baseline needs at least one draw")
+    shares = [gap_closed(t, spliced, clean).share for t in draws]
+    mean = EditTotals(loss=np.mean([t.loss for t in draws], axis=0),
+                      divergence=np.mean([t.divergence for t in draws], axis=0),
+                      positions=draws[0].positions, unit=draws[0].unit)
+    return BaselineAddBack(gap=gap_closed(mean, spliced, clean), draws=shares,
+                           low=float(np.quantile(shares, 0.025)), high=float(np.quantile(shares, 0.975)),
+                           parts=float(np.mean(parts)), versus=paired_test(ica, list(draws), spliced, clean))
+
+
+def window_passes(n_windows: int, k: int, n_tested: int, baseline_draws: int, n_scales: int = 2,
                   logit_windows: int = 2) -> dict[str, int]:
     """What :func:`causal_tests` costs, in window passes (one held-out window through the layers after
     the hook for one edit; the clean reference of each batch counts as one), per phase.
@@ -825,7 +870,8 @@ def window_passes(n_windows: int, k: int, n_tested: int, null_draws: int, n_scal
 
     Args:
         n_windows: held-out windows; k: components; n_tested: components given per-component tests;
-        null_draws: the top-m's matched null draws; n_scales, logit_windows: of the logit effect.
+        baseline_draws: the top-m's baseline decompositions, every draw of every baseline (step 06:
+            one PCA + ``--causal-null-draws`` matched nulls); n_scales, logit_windows: of the logit effect.
     Returns:
         {"splice and components", "attribution", "top-m", "logit effect": window passes}.
     """
@@ -835,28 +881,30 @@ def window_passes(n_windows: int, k: int, n_tested: int, null_draws: int, n_scal
     half = n_windows // 2
     return {"splice and components": n_windows * (1 + moving + 3 * n_tested),
             "attribution": half if ms else 0,
-            "top-m": (n_windows - half) * (1 + ms * (2 + null_draws)) if ms else 0,
+            "top-m": (n_windows - half) * (1 + ms * (1 + baseline_draws)) if ms else 0,
             "logit effect": min(logit_windows, n_windows) * (1 + n_scales * n_tested) if n_scales and n_tested else 0}
 
 
 def causal_tests(downstream: Downstream, reconstruct: Callable[[torch.Tensor], torch.Tensor], ica: Parts,
-                 pca: Parts, nulls: Sequence[Parts], decode: Callable[[int], str], tested: Sequence[int] = (),
+                 baselines: Mapping[str, Sequence[Parts]], decode: Callable[[int], str], tested: Sequence[int] = (),
                  component_nulls: Sequence[Parts] = (), test_rule: str = "",
                  not_tested: Mapping[int, str] | None = None,
                  scales: Sequence[float] = (), logit_sequences: int | None = 2, seed: int = 0, stack: int = 4,
                  progress: ProgressFactory | None = None) -> CausalTable:
-    """Splice, add back (each tested component against its matched null; top-m against PCA and the
-    matched nulls at equal variance, ordered on half A and scored on half B), ablate, and the logit
+    """Splice, add back (each tested component against its matched null; top-m against every draw of
+    every baseline at equal variance, ordered on half A and scored on half B), ablate, and the logit
     effect; see the module docstring.
 
     Cost in window passes (one window through the layers after the hook for one edit), n windows,
-    T tested components, D null draws, M set sizes: n·(1 + 7 + 3T) for the splice and the
-    per-component edits, n/2 forward + backward passes for the order, n/2·(1 + M·(2 + D)) for the
+    T tested components, D baseline draws in all, M set sizes: n·(1 + 7 + 3T) for the splice and the
+    per-component edits, n/2 forward + backward passes for the order, n/2·(1 + M·(1 + D)) for the
     top-m, and 2·(1 + |scales|·T) for the logit effect (:func:`window_passes`).
 
     Args:
-        ica: the ICA parts (``order`` is refitted); pca: the principal components of the same whitened
-            subspace (``rotated_parts`` with the identity); nulls: matched null draws (the top-m's).
+        ica: the ICA parts (``order`` is refitted).
+        baselines: {name: its draws}, decompositions of the same residual (e.g. ``PCA``: the principal
+            components of the same whitened subspace, ``rotated_parts`` with the identity; ``null``: the
+            matched null draws, Haar rotations); a name with no draws is left out.
         decode: an output id as text (a token; a readout's name).
         tested: the components given per-component tests (in test order); component_nulls: one null
             decomposition per tested component, whose part 0 scaled to ‖a_c‖² is c's matched null.
@@ -867,10 +915,13 @@ def causal_tests(downstream: Downstream, reconstruct: Callable[[torch.Tensor], t
     Returns:
         the :class:`CausalTable`.
     Raises:
-        ValueError: ``component_nulls`` and ``tested`` differ in length.
+        ValueError: ``component_nulls`` and ``tested`` differ in length; a baseline is named ``ICA``.
     """
     if len(component_nulls) != len(tested):
         raise ValueError("one null decomposition per tested component")
+    if ICA in baselines:
+        raise ValueError(f"a baseline cannot be named {ICA}")
+    baselines = {name: list(draws) for name, draws in baselines.items() if len(draws)}
     k = len(ica.order)
     units = np.asarray(downstream.units)
     n = len(units)
@@ -899,26 +950,22 @@ def causal_tests(downstream: Downstream, reconstruct: Callable[[torch.Tensor], t
     ica_attr = np.full(k, np.nan)
     ica_order = ica.order
     if len(half_a) and len(half_b) and ms:
-        sets = [ica, pca, *nulls]
+        sets = [ica, *(p for draws in baselines.values() for p in draws)]
         decrease, _ = phase("causal: attribution on half A (forward + backward)", len(half_a),
                             lambda up: attribution(downstream, reconstruct, sets, half_a, up))
-        ordered = [replace(p, order=np.argsort(-d, kind="stable")) for p, d in zip(sets, decrease)]
-        ica_attr, ica_order = decrease[0], ordered[0].order
-        t_edits, plan = top_m_edits(ordered, ms)
+        ordered = iter([replace(p, order=np.argsort(-d, kind="stable")) for p, d in zip(sets, decrease)])
+        ica_ordered = next(ordered)
+        ica_attr, ica_order = decrease[0], ica_ordered.order
+        by_name = {name: [next(ordered) for _ in draws] for name, draws in baselines.items()}
+        t_edits, plan = top_m_edits(ica_ordered, by_name, ms)
         scored = phase("causal: top-m add-back on half B", len(half_b) * (len(t_edits) + 1),
                        lambda up: run_edits(downstream, reconstruct, t_edits, half_b, stack=stack, progress=up))
         sb, cb = spliced.subset(half_b), clean.subset(half_b)
         for m in ms:
-            nd = [gap_closed(scored[f"null {d} top {m}"], sb, cb).share for d in range(len(nulls))]
-            top.append(TopM(
-                m=m, variance=plan[m][0], ica=gap_closed(scored[f"ICA top {m}"], sb, cb),
-                pca=gap_closed(scored[f"PCA top {m}"], sb, cb), pca_parts=plan[m][1], null=nd,
-                null_mean=float(np.mean(nd)) if nd else float("nan"),
-                null_low=float(np.quantile(nd, 0.025)) if nd else float("nan"),
-                null_high=float(np.quantile(nd, 0.975)) if nd else float("nan"),
-                versus_null=paired_test(scored[f"ICA top {m}"], [scored[f"null {d} top {m}"]
-                                                                  for d in range(len(nulls))], sb, cb)
-                if nulls else PairedTest(float("nan"), float("nan"), float("nan"), 1.0, 0)))
+            ica_m = scored[f"{ICA} top {m}"]
+            top.append(TopM(m=m, variance=plan[m][0], ica=gap_closed(ica_m, sb, cb), baselines={
+                name: baseline_add_back(ica_m, [scored[f"{name} {d} top {m}"] for d in range(len(draws))],
+                                        plan[m][1][name], sb, cb) for name, draws in baselines.items()}))
 
     shifts: dict[str, EditTotals] = {}
     if scales and tested:
@@ -974,5 +1021,6 @@ def causal_tests(downstream: Downstream, reconstruct: Callable[[torch.Tensor], t
         tested=[int(c) for c in tested], test_rule=test_rule, alpha=ALPHA, min_share=MIN_SHARE,
         order=[int(c) for c in ica_order], order_rule=ORDER_RULE if top else "no top-m (fewer than two documents)",
         fit_documents=len(np.unique(units[half_a])), score_documents=len(np.unique(units[half_b])),
-        top_m=top, components=comps, null_draws=len(nulls), scales=[float(a) for a in scales])
+        top_m=top, components=comps, baseline_draws={name: len(draws) for name, draws in baselines.items()},
+        scales=[float(a) for a in scales])
 

@@ -1,17 +1,21 @@
 """The direction sets every comparison runs over: the ICA directions and each baseline.
 
 Compare (step 05), ground truth, the report, the sweeps and the plots iterate over
-:func:`direction_sets`, so a new baseline is one :func:`register_baseline` call here (or in a
-user's code) and shows up everywhere. The ICA set is always first and is named :data:`ICA`.
+:func:`direction_sets`, and step 06's causal add-back over :func:`causal_baselines`, so a new
+baseline is one :func:`register_baseline` call here (or in a user's code; :func:`registered` for a
+temporary one) and shows up everywhere. The ICA set is always first and is named :data:`ICA`.
 
 A baseline is built from a :class:`DirectionContext`: the same k and d_model as the ICA set,
-the run's seed and the residual's principal components.
+the run's seed and the residual's principal components. A baseline that is a rotation of the ICA
+set's whitened k-subspace (``Baseline.rotation``) is also a decomposition of the residual, so the
+causal tests can add its parts back at equal variance.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -51,12 +55,27 @@ class Baseline:
         label: plot label, formatted with ``k`` (e.g. ``"random ({k} unit directions)"``).
         description: one line for the report (what the baseline is and why).
         build: DirectionContext → float64[k, d_model] unit rows.
+        rotation: DirectionContext → float64[k, k] orthogonal R: the set is a rotation of the ICA set's
+            whitened k-subspace (sources s = z Rᵀ of the whitened residual z, parts a = dewhitenerᵀ Rᵀ;
+            ``build`` must give the same directions, the unit rows of R @ dewhitener, as
+            :func:`in_subspace` does), so it is a decomposition of the residual and step 06's causal
+            tests add its parts back against the ICA set's at equal variance. None: not a decomposition
+            of the residual (e.g. isotropic directions outside the subspace), left out of the causal tests.
+        randomised: its directions depend on ``DirectionContext.seed``: the causal tests take
+            ``--causal-null-draws`` draws of it (and report their spread); a deterministic set is drawn once.
     """
 
     name: str
     label: str
     description: str
     build: Callable[[DirectionContext], np.ndarray]
+    rotation: Callable[[DirectionContext], np.ndarray] | None = None
+    randomised: bool = False
+
+    @property
+    def causal(self) -> bool:
+        """It takes part in the causal add-back (it has a ``rotation``)."""
+        return self.rotation is not None
 
 
 _BASELINES: dict[str, Baseline] = {}
@@ -74,9 +93,30 @@ def unregister_baseline(name: str) -> None:
     del _BASELINES[name]
 
 
+@contextmanager
+def registered(baseline: Baseline) -> Iterator[Baseline]:
+    """``with registered(Baseline(...)):`` the baseline takes part in every comparison inside the block
+    and is unregistered when it ends, however it ends. Raises ValueError as :func:`register_baseline`."""
+    register_baseline(baseline)
+    try:
+        yield baseline
+    finally:
+        unregister_baseline(baseline.name)
+
+
 def baselines() -> list[Baseline]:
     """The registered baselines, in registration order."""
     return list(_BASELINES.values())
+
+
+def baseline(name: str) -> Baseline:
+    """The registered baseline ``name``. Raises KeyError if absent."""
+    return _BASELINES[name]
+
+
+def causal_baselines() -> list[Baseline]:
+    """The registered baselines the causal tests add back (those with a ``rotation``), in registration order."""
+    return [b for b in _BASELINES.values() if b.causal]
 
 
 def set_names() -> list[str]:
@@ -110,8 +150,6 @@ def direction_sets(ica_directions: np.ndarray, context: DirectionContext) -> dic
 def baseline_draws(name: str, context: DirectionContext, n_draws: int) -> Iterator[np.ndarray]:
     """``n_draws`` instances of baseline ``name`` with seeds ``context.seed + i`` (a null
     distribution for randomised baselines; a deterministic one repeats itself)."""
-    from dataclasses import replace
-
     for i in range(n_draws):
         yield _BASELINES[name].build(replace(context, seed=context.seed + i))
 
@@ -134,28 +172,48 @@ def random_rotation(k: int, seed: int) -> np.ndarray:
     return np.eye(1) if k == 1 else ortho_group.rvs(k, random_state=np.random.default_rng([seed, 1015]))
 
 
+def in_subspace(rotation: Callable[[DirectionContext], np.ndarray]) -> Callable[[DirectionContext], np.ndarray]:
+    """The ``build`` of a rotation baseline: unit rows of R @ dewhitener (float64[k, d_model]), R =
+    ``rotation(context)``, mapped to d_model as FastICA's W is. The returned build raises ValueError
+    where the context has no dewhitener."""
+    def build(context: DirectionContext) -> np.ndarray:
+        if context.dewhitener is None:
+            raise ValueError("a rotation of the whitened subspace needs the ICA set's whitening (dewhitener)")
+        return unit_rows(rotation(context) @ np.asarray(context.dewhitener, dtype=np.float64))
+    return build
+
+
+def null_rotation(context: DirectionContext) -> np.ndarray:
+    """The matched null's rotation: Haar-random float64[k, k] seeded by ``context.seed``."""
+    return random_rotation(context.k, context.seed)
+
+
 def matched_null(context: DirectionContext) -> np.ndarray:
     """The matched null: a random rotation R in the same whitened k-subspace, mapped to d_model
     through the same dewhitener as FastICA's W (unit rows of R @ dewhitener). It has the ICA
-    set's k, subspace and √eigenvalue weighting, and no optimisation."""
-    if context.dewhitener is None:
-        raise ValueError("the matched null needs the ICA set's whitening (dewhitener)")
-    return unit_rows(random_rotation(context.k, context.seed) @ np.asarray(context.dewhitener, dtype=np.float64))
+    set's k, subspace and √eigenvalue weighting, and no optimisation.
+
+    Raises:
+        ValueError: the context has no dewhitener.
+    """
+    return in_subspace(null_rotation)(context)
 
 
 #: Name of the matched null (random rotations in the whitened subspace).
 NULL = "null"
+#: Name of the principal-components baseline.
+PCA = "PCA"
 register_baseline(Baseline(
     name=NULL, label="matched null (random rotation in the whitened {k}-subspace)",
     description="random orthogonal rotations in the same whitened k-subspace, mapped through the same dewhitener "
                 "as the ICA directions (the null every ICA figure is read against)",
-    build=matched_null))
+    build=matched_null, rotation=null_rotation, randomised=True))
 register_baseline(Baseline(
     name="random", label="isotropic random ({k} unit directions in d_model)",
     description="k directions drawn uniformly from the unit sphere in d_model dimensions (isotropic; ignores the "
                 "subspace the ICA directions live in, so it is shown only as a reference)",
-    build=lambda c: random_unit(c.k, c.d_model, c.seed)))
+    build=lambda c: random_unit(c.k, c.d_model, c.seed), randomised=True))
 register_baseline(Baseline(
-    name="PCA", label="PCA (top {k} residual components)",
+    name=PCA, label="PCA (top {k} residual components)",
     description="the top-k principal components of the residual",
-    build=_top_pca))
+    build=_top_pca, rotation=lambda c: np.eye(c.k)))

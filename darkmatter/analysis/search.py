@@ -23,7 +23,7 @@ from darkmatter.analysis.candidates import classify, novelty_cut
 from darkmatter.analysis.compare import LOW, decoder_match, project_rows
 from darkmatter.analysis.decompose import choose_k, k_rule_text, sweep_ks, write_sources
 from darkmatter.analysis.ica_engine import RowShard, default_chunk
-from darkmatter.analysis.ksweep import FitOptions, KFit, Scratch, sweep
+from darkmatter.analysis.ksweep import FitOptions, KFit, Scratch, SweepData, sweep
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,8 @@ def search(residual: np.ndarray, units: np.ndarray, positions: np.ndarray | None
     ctrl_scratch: Scratch | None = (None if not isinstance(z, np.memmap) or scratch is None
                                     else (lambda shape: scratch("control", shape)))
     report = (lambda f: progress(f"k={f.k}: {f.n_reproducible} reproducible")) if progress else None
-    fits, skipped = sweep(z_top, pca, m.mean, ks, units, restarts, opts.fit, scratch=ctrl_scratch, report=report)
+    fits, skipped = sweep(SweepData(z_top, pca, m.mean, units, restarts), ks, opts.fit, scratch=ctrl_scratch,
+                          report=report)
     del z_top, data, z
     k, rule = choose(fits, opts)
     dec = fits[k].decomposition

@@ -199,7 +199,7 @@ def _planted_setup(n_seq: int = 64, per: int = 128):
 
 def test_on_a_planted_readout_exactly_the_read_features_close_the_gap_beyond_their_null():
     down, reconstruct, ica, pca, nulls, component_nulls, reads = _planted_setup()
-    t = causal.causal_tests(down, reconstruct, ica, pca, nulls, str, tested=list(range(8)),
+    t = causal.causal_tests(down, reconstruct, ica, {"null": nulls, "PCA": [pca]}, str, tested=list(range(8)),
                             component_nulls=component_nulls, test_rule="all")
     assert list(reads) == [True, False] * 4
     closes = [e.closes_gap for e in t.components]
@@ -214,9 +214,17 @@ def test_on_a_planted_readout_exactly_the_read_features_close_the_gap_beyond_the
     # the order fitted on half A puts the read features first; on half B they beat every null draw
     assert set(t.order[:4]) == {0, 2, 4, 6}
     assert [r.m for r in t.top_m] == [1, 3]
+    assert t.baseline_draws == {"null": 20, "PCA": 1}
     for r in t.top_m:
-        assert r.ica.share > r.null_high and r.versus_null.difference > 0.05 and r.versus_null.p < 1e-4
-        assert r.ica.clusters == t.score_documents == 32 and len(r.null) == 20
+        null, pca = r.baselines["null"], r.baselines["PCA"]
+        assert list(r.baselines) == ["null", "PCA"] and len(null.draws) == 20 and len(pca.draws) == 1
+        assert r.ica.share > null.high and null.versus is not None and null.versus.p < 1e-4
+        assert null.versus.difference > 0.05 and null.versus.difference == pytest.approx(r.ica.share - null.gap.share)
+        assert null.gap.share == pytest.approx(np.mean(null.draws)) and null.low <= null.gap.share <= null.high
+        assert pca.gap.share == pca.low == pca.high == pca.draws[0] and pca.versus is not None
+        assert pca.versus.difference == pytest.approx(r.ica.share - pca.gap.share)
+        assert 0 < pca.parts <= 8 and 0 < null.parts <= 8  # parts added back at ICA's variance (of k = 8)
+        assert r.ica.clusters == t.score_documents == 32 == null.gap.clusters
     # SAELens's loss recovered and ours agree where every position is analysed
     assert t.loss_recovered == pytest.approx(t.analysed_loss_recovered)
 
@@ -227,7 +235,7 @@ def test_the_whole_table_on_a_readout():
     # the whitened 2-subspace of the residual (sources 2, 3: unit variance each)
     white = dewhite = E[2:]
     pca = causal.rotated_parts("PCA", white, dewhite, np.eye(2), np.zeros(d))
-    table = causal.causal_tests(down, reconstruct, parts, pca, [pca], str, tested=[1], component_nulls=[pca],
+    table = causal.causal_tests(down, reconstruct, parts, {"PCA": [pca]}, str, tested=[1], component_nulls=[pca],
                                 not_tested={0: "not reproducible"})
     assert table.subspace_gap_closed.share == pytest.approx(1.0, abs=1e-6)
     # the SAE keeps only sources the readout is blind to: splicing it in recovers nothing over zero
@@ -268,11 +276,11 @@ def test_window_passes_count_what_the_progress_bars_count():
         def close(self):
             pass
 
-    causal.causal_tests(down, reconstruct, parts, pca, [pca] * 3, str, tested=[0, 1], component_nulls=[pca, pca],
-                        progress=Bar)
+    causal.causal_tests(down, reconstruct, parts, {"PCA": [pca], "null": [pca] * 3}, str, tested=[0, 1],
+                        component_nulls=[pca, pca], progress=Bar)
     assert all(total == done for total, done in counted.values())
-    planned = causal.window_passes(8, 2, 2, 3, n_scales=0)
+    planned = causal.window_passes(8, 2, 2, 4, n_scales=0)
     assert [v for v in counted.values()] == [[planned["splice and components"]] * 2, [planned["attribution"]] * 2,
                                              [planned["top-m"]] * 2]
-    assert causal.window_passes(64, 50, 2, 20) == {"splice and components": 64 * 14, "attribution": 32,
+    assert causal.window_passes(64, 50, 2, 21) == {"splice and components": 64 * 14, "attribution": 32,
                                                    "top-m": 32 * 89, "logit effect": 10}

@@ -60,3 +60,19 @@ def test_the_matched_null_lives_in_the_subspace_with_its_weighting():
 def test_context_must_match_the_ica_set():
     with pytest.raises(ValueError, match="shape"):
         directions.direction_sets(np.ones((2, 4)), directions.DirectionContext(k=3, d_model=4, seed=0))
+
+
+def test_causal_baselines_are_rotations_of_the_whitened_subspace_whose_directions_are_their_build():
+    rng = np.random.default_rng(7)
+    pcs = np.linalg.qr(rng.standard_normal((9, 9)))[0].T
+    ctx = directions.DirectionContext(k=4, d_model=9, seed=3, pca_components=pcs,
+                                      dewhitener=pcs[:4] * np.array([5.0, 3.0, 2.0, 1.0])[:, None])
+    causal = directions.causal_baselines()
+    assert [b.name for b in causal] == [directions.NULL, directions.PCA]  # the isotropic one is no decomposition
+    assert [b.randomised for b in causal] == [True, False] and not directions.baseline("random").causal
+    for b in causal:
+        assert b.rotation is not None
+        R = b.rotation(ctx)
+        np.testing.assert_allclose(R @ R.T, np.eye(4), atol=1e-12)
+        np.testing.assert_allclose(b.build(ctx), directions.in_subspace(b.rotation)(ctx), atol=1e-12)
+    np.testing.assert_array_equal(directions.baseline(directions.PCA).rotation(ctx), np.eye(4))

@@ -64,7 +64,8 @@ def test_notebook_on_tiny_run(tiny_run, monkeypatch):
     assert "gap closed (add-back):" in text and "closes gap:" in text
     assert "ablation divergence" in text and "ablation loss change" in text
     assert "logit effect" in text
-    assert "loss recovered" in text and "null 97.5%" in text and "pca share" in text and "ica − null" in text
+    assert "loss recovered" in text and "97.5%" in text and "ica − baseline" in text
+    assert "draws per baseline: {'null': 10, 'PCA': 1}" in text  # one row per m and registered causal baseline
 
 
 @pytest.mark.parametrize("missing", [False, True])

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from darkmatter.analysis.directions import ICA, set_names
+from darkmatter.analysis.directions import ICA, NULL, set_names
 from darkmatter.pipeline import cli
 from darkmatter.sources import planted
 
@@ -69,7 +69,8 @@ def test_the_add_back_test_finds_exactly_the_features_the_readout_reads(small_ru
     assert max(others) < 0.03
     assert causal["subspace_gap_closed"]["share"] > 0.95
     top = causal["top_m"][-1]  # the largest m below k: ICA beats the matched nulls at equal variance
-    assert top["ica"]["share"] > top["null_high"] and top["versus_null"]["p"] < 0.01
+    null = top["baselines"][NULL]
+    assert top["ica"]["share"] > null["high"] and null["versus"]["p"] < 0.01
 
 
 def test_cached_activations_give_the_same_decomposition(small_run, tmp_path):

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from darkmatter.analysis.directions import set_names
+from darkmatter.analysis.directions import NULL, PCA, set_names
 from darkmatter.pipeline import table
+from darkmatter.pipeline.results import SCHEMA_VERSION
 
 from helpers import TINY_D_MODEL, TINY_HOOK, TINY_RUN_K, TINY_RUN_TOKENS, leftovers, run_script
 
@@ -100,7 +101,7 @@ def test_output_shapes_and_numbers(run_dir):
     assert split["k"] == K and sum(split["counts"].values()) == K and len(split["components"]) == K
     assert split["split"]["n_train"] + split["split"]["n_test"] == N_TOKENS
     results = json.loads((run_dir / "ica_dark_matter_results.json").read_text())
-    assert results["schema_version"] == 6 and results["linear_split"]["k"] == K
+    assert results["schema_version"] == SCHEMA_VERSION and results["linear_split"]["k"] == K
     assert [s["script"] for s in results["steps"]] == SCRIPTS
     assert all(s["timing"]["seconds"] > 0 for s in results["steps"][:-1])  # 08 is timed after it writes
     assert results["arrays"]["residuals.npy"]["shape"] == [N_TOKENS, TINY_D_MODEL]
@@ -122,7 +123,8 @@ def test_output_shapes_and_numbers(run_dir):
     assert causal["n_sequences"] == 16 and 8 <= causal["n_documents"] <= 16
     assert sorted(causal["tested"]) == list(range(K))
     assert np.isfinite(causal["loss_recovered"]) and causal["saelens_positions"] >= causal["n_positions"]
-    assert len(causal["components"]) == K and len(causal["top_m"]) == len([1, 3]) and causal["null_draws"] == 10
+    assert len(causal["components"]) == K and len(causal["top_m"]) == len([1, 3])
+    assert causal["baseline_draws"] == {NULL: 10, PCA: 1}
 
 
 def _without_wall_times(data: bytes) -> bytes:

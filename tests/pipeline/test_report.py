@@ -5,7 +5,7 @@ import json
 import pytest
 from pydantic import TypeAdapter
 
-from darkmatter.analysis.directions import set_names
+from darkmatter.analysis.directions import NULL, set_names
 from darkmatter.pipeline import cli, table
 from darkmatter.pipeline.report import aggregate as report
 from darkmatter.pipeline.report.markdown import layers_markdown, report_markdown
@@ -82,7 +82,8 @@ def test_the_causal_section_reports_the_clustered_tests(run_dir):
     # planted documents hold ~200 rows: 64 held-out sequences of 128 come from ≥ 32 of them
     assert t.n_sequences == 64 and t.n_documents >= 32 and t.fit_documents + t.score_documents == t.n_documents
     assert 3 <= sum(e.closes_gap for e in t.components) <= 4 and all(e.holm for e in t.components if e.closes_gap)
-    assert t.null_draws == 10 and all(len(r.null) == 10 and r.null_low <= r.null_high for r in t.top_m)
+    assert t.baseline_draws[NULL] == 10
+    assert all(len(r.baselines[NULL].draws) == 10 and r.baselines[NULL].low <= r.baselines[NULL].high for r in t.top_m)
     md = report_markdown(results)
     for text in ("Loss recovered by the SAE (SAELens)", "on the analysed positions only", "matched-null part",
                  "Holm (α = 0.01)", "95% range of 10", "ICA − null (paired)", "random error of norm"):

@@ -24,6 +24,7 @@ from darkmatter.pipeline.report.completeness_table import completeness_markdown
 from darkmatter.pipeline.report.kill_table import kill_markdown
 from darkmatter.pipeline.report.mdtable import table
 from darkmatter.pipeline.report.speed_table import speed_markdown
+from darkmatter.pipeline.results import legacy
 from darkmatter.pipeline.results.document import Results
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,14 +36,15 @@ BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- 
 
 
 def load(name: str, runs: Path = RUNS) -> Results:
-    """The results snapshot ``docs/runs/<name>.json``, typed (an older schema's snapshot is read as plain
-    JSON where a table needs it, e.g. :func:`corpus_table`)."""
+    """The results snapshot ``docs/runs/<name>.json``, typed; a schema-6 snapshot is read in today's shape
+    (:func:`darkmatter.pipeline.results.legacy.upgrade`), an older one as plain JSON where a table needs
+    it, e.g. :func:`corpus_table`."""
     from pydantic import TypeAdapter
 
     data = json.loads((runs / f"{name}.json").read_text())
     data.pop("schema_version", None)
     data.pop("run_id", None)
-    return TypeAdapter(Results).validate_python(data)
+    return TypeAdapter(Results).validate_python(legacy.upgrade(data))
 
 
 def _provenance(r: Results, name: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from darkmatter.analysis.directions import NULL
 from darkmatter.pipeline.report.mdtable import table
 from darkmatter.pipeline.results.document import Results
 
@@ -81,10 +82,13 @@ def agreement(before: Results, after: Results) -> list[Agreement]:
     add("gap closed by the whole k-subspace", f"{sb.share:.1%} ± {sb.se:.1%}", f"{sa.share:.1%} ± {sa.se:.1%}",
         "within 2 combined SE", _within(sb.share, sa.share, sb.se, sa.se))
     for tb, ta in zip(cb.top_m, ca.top_m):
-        vb, va = tb.versus_null, ta.versus_null
-        add(f"top {tb.m}: ICA − matched null", f"{vb.difference:+.1%} ± {vb.se:.1%}",
-            f"{va.difference:+.1%} ± {va.se:.1%}", "within 2 combined SE",
-            tb.m == ta.m and _within(vb.difference, va.difference, vb.se, va.se))
+        for name in (n for n in tb.baselines if n in ta.baselines):
+            vb, va = tb.baselines[name].versus, ta.baselines[name].versus
+            if vb is None or va is None:  # a schema-6 snapshot kept the paired test for the matched null only
+                continue
+            add(f"top {tb.m}: ICA − {'matched ' if name == NULL else ''}{name}", f"{vb.difference:+.1%} ± {vb.se:.1%}",
+                f"{va.difference:+.1%} ± {va.se:.1%}", "within 2 combined SE",
+                tb.m == ta.m and _within(vb.difference, va.difference, vb.se, va.se))
     return out
 
 

@@ -33,7 +33,7 @@ from darkmatter.pipeline.results.ica import ComponentFit, ComponentMatch, ICARes
 from darkmatter.sources.base import HookInfo
 from darkmatter.sources.collect import SAEMetrics, ThroughputRecord
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 __all__ = ["ComponentFit", "ComponentMatch", "ICAResult", "KSweepPoint", "SimilarityResult",  # re-exported
            "BankEntry", "CausalResult", "Example", "FeatureBank", "Histogram", "LogitLens", "NearestFeature"]
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from darkmatter.analysis import compare
+from darkmatter.analysis import compare, stats
 from darkmatter.analysis import directions as direction_sets
 from darkmatter.analysis.candidates import RULE, classify
 from darkmatter.analysis.compare import HIGH, LOW, DecoderMatch, MatchSummary, decoder_match
 from darkmatter.analysis.groundtruth import FALSE_COS, FOUND_COS, GroundTruthScores, score_sets
+from darkmatter.analysis.ica import pca_whitening
 from darkmatter.analysis.search import null_cuts
-from darkmatter.analysis.stats import Summary
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.report import plots
 from darkmatter.pipeline.results import ComponentMatch, ICAResult, SetupResult, SimilarityResult
@@ -31,10 +31,12 @@ def run(ctx: StepContext) -> None:
     directions = store.load_npy("ica_directions.npy", mmap=False)
     k, d = directions.shape
     W_dec = decoder_rows(ctx.sae(), d)
-    pcs, eig = store.load_npy("pca_components.npy", mmap=False), store.load_npy("pca_eigenvalues.npy", mmap=False)
-    basis = np.asarray(pcs[:k], dtype=np.float64)
-    context = direction_sets.DirectionContext(k=k, d_model=d, seed=cfg.source.seed, pca_components=pcs,
-                                              dewhitener=basis * np.sqrt(eig[:k])[:, None])
+    pca = stats.PCA(np.asarray(store.load_npy("pca_eigenvalues.npy", mmap=False), dtype=np.float64),
+                    np.asarray(store.load_npy("pca_components.npy", mmap=False), dtype=np.float64))
+    basis = pca.components[:k]
+    white = pca_whitening(pca, np.zeros(d), k)  # directions only: the mean plays no part
+    context = direction_sets.DirectionContext(k=k, d_model=d, seed=cfg.source.seed, pca_components=pca.components,
+                                              dewhitener=white.dewhitener)
     sets = direction_sets.direction_sets(directions, context)
     W_proj = compare.project_rows(W_dec, basis)
     raw = {name: decoder_match(dirs, W_dec) for name, dirs in sets.items()}
@@ -59,7 +61,7 @@ def run(ctx: StepContext) -> None:
         descriptions={b.name: b.description for b in direction_sets.baselines()},
         n_unsettled_excluded=int((~settled).sum()), null_draws=cfg.compare.null_draws,
         against_null=an, against_null_projected=anp, novelty_cuts=list(cuts),
-        decoder_share_in_subspace=Summary.of(share[np.linalg.norm(W_dec, axis=1) > 0]),
+        decoder_share_in_subspace=stats.Summary.of(share[np.linalg.norm(W_dec, axis=1) > 0]),
         candidate_rule=RULE.format(low=f"{cuts[0]:.3f}", low_projected=f"{cuts[1]:.3f}"),
         candidates=[c for c in range(k) if not verdicts[c]],
         components=[ComponentMatch(component=c, max_abs_cos=float(ica.max_abs_cos[c]),
