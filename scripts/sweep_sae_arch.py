@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from darkmatter.experiments.training import ARCHITECTURES, train_sae  # noqa: E402
+from darkmatter.experiments.training import ARCHITECTURES, TrainingSpec, train_sae  # noqa: E402
 from darkmatter.pipeline.config import Config, with_values  # noqa: E402
 from darkmatter.pipeline.context import open_source  # noqa: E402
 from darkmatter.sources.collect import gather_rows  # noqa: E402
@@ -130,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for arch in args.archs:
         t0 = time.perf_counter()
-        r = train_sae(acts, arch, d_sae=d_sae, l0_target=args.l0, total_samples=cfg.training.sae_train_samples,
-                      lr=args.lr, seed=cfg.source.seed, device=device, out_dir=out / arch,
-                      best_dir=out / f"{arch}_best", batch_size=args.batch_size, verbose=True)
+        spec = TrainingSpec(arch=arch, d_sae=d_sae, l0_target=args.l0, total_samples=cfg.training.sae_train_samples,
+                            lr=args.lr, seed=cfg.source.seed, device=device, batch_size=args.batch_size)
+        r = train_sae(acts, spec, out_dir=out / arch, best_dir=out / f"{arch}_best", verbose=True)
         results[arch] = {**dataclasses.asdict(r), "wall_seconds": time.perf_counter() - t0}
         v = r.validation
         print(f"{arch}: L0 {v['mean_l0']:.2f} (target {args.l0:g}, within {r.within_tolerance}), "

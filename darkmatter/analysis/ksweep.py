@@ -80,6 +80,29 @@ class FitOptions:
 
 
 @dataclass(frozen=True)
+class SweepData:
+    """What every k of a sweep fits: the whitened rows at the largest K, the PCA and mean they came from
+    and the resampling design (the same at every k).
+
+    Attributes:
+        z_top: float[n, K] whitened rows at the sweep's largest K (the fit at k uses the first k
+            columns): an array, or a :class:`~darkmatter.analysis.ica_engine.RowShard` (streamed from
+            disk, or this rank's rows of a sharded run; the control is then laid out the same way).
+        pca: the residual's PCA (:func:`darkmatter.analysis.stats.pca_from_cov`), for the k-whitening.
+        mean: float64[d_model] the residual's mean, in the residual's units.
+        units: int[n] document (or window) of each row, for the block bootstrap.
+        restarts: row sets of the restarts (:func:`darkmatter.analysis.resampling.restart_rows`,
+            ``FitOptions.n_restarts`` of them); the control uses the same ones.
+    """
+
+    z_top: ica.Rows
+    pca: PCA
+    mean: np.ndarray
+    units: np.ndarray
+    restarts: list[np.ndarray]
+
+
+@dataclass(frozen=True)
 class KFit:
     """One k of the sweep.
 
@@ -128,39 +151,38 @@ class KFit:
         return int(self.reproducible.sum())
 
 
-def fit_k(z_top: ica.Rows, pca: PCA, mean: np.ndarray, k: int, units: np.ndarray, restarts: list[np.ndarray],
-          opts: FitOptions, progress: ica.Progress | None = None, control_progress: ica.Progress | None = None,
-          scratch: Scratch | None = None) -> KFit:
+def fit_k(data: SweepData, k: int, opts: FitOptions, *, progress: ica.Progress | None = None,
+          control_progress: ica.Progress | None = None, scratch: Scratch | None = None) -> KFit:
     """Decompose the top-k whitened residual, run the matched control, test each source's kurtosis
     against the floor, and measure the design effect and the effective-n bound at this k.
 
     Args:
-        z_top: float[n, K ≥ k] whitened rows at the sweep's largest K (its first k columns are used):
-            an array, or a :class:`~darkmatter.analysis.ica_engine.RowShard` (streamed from disk, or
-            this rank's rows of a sharded run; the control is then laid out the same way).
-        pca, mean: the residual's PCA and mean (float64[d_model]) for the k-whitening.
-        units: int[n] document (or window) of each row, for the block bootstrap.
-        restarts: row sets of the restarts (:func:`darkmatter.analysis.resampling.restart_rows`,
-            ``opts.n_restarts`` of them); the control uses the same ones.
+        data: the whitened rows (k ≤ their width K), PCA, mean, units and restart row sets.
+        k: components to fit (the first k whitened columns).
+        opts: the fit options (seeds, FastICA budget, control, stability and floor-test settings).
+        progress, control_progress: per-seed FastICA progress of the real fits and of the control.
         scratch: where the control's surrogate rows go (see :func:`darkmatter.analysis.ica.norm_matched_surrogate`).
     Returns:
         KFit.
     Raises:
         ValueError: k exceeds z_top's width or the residual's rank.
     """
+    z_top, units, restarts = data.z_top, data.units, data.restarts
     if k > z_top.shape[1]:
         raise ValueError(f"k = {k} exceeds the {z_top.shape[1]} whitened columns")
-    white = ica.pca_whitening(pca, mean, k)
+    white = ica.pca_whitening(data.pca, data.mean, k)
     z: ica.Rows = z_top.columns(k) if isinstance(z_top, RowShard) else np.ascontiguousarray(z_top[:, :k])
     shard = z if isinstance(z, RowShard) else None
     lo, comm = (shard.lo, shard.comm) if shard else (0, SINGLE)
     seeds = opts.seeds
     t0 = time.perf_counter()
-    dec = decompose(z, white, seeds, opts.max_iter, opts.tol, restarts, opts.backend, opts.device, progress,
-                    opts.stable_cos, opts.stable_frequency)
+    dec = decompose(z, white, seeds, max_iter=opts.max_iter, tol=opts.tol, restarts=restarts, backend=opts.backend,
+                    device=opts.device, progress=progress, stable_cos=opts.stable_cos,
+                    stable_frequency=opts.stable_frequency)
     t1 = time.perf_counter()
-    ctrl = (ica.matched_control(z, seeds, opts.max_iter, opts.tol, white, restarts, opts.backend, opts.device,
-                                control_progress, scratch, opts.stable_cos, opts.stable_frequency)
+    ctrl = (ica.matched_control(z, seeds, max_iter=opts.max_iter, tol=opts.tol, whitening=white, restarts=restarts,
+                                backend=opts.backend, device=opts.device, progress=control_progress,
+                                scratch=scratch, stable_cos=opts.stable_cos, stable_frequency=opts.stable_frequency)
             if opts.control else None)
     t2 = time.perf_counter()
     real = unit_power_sums(ica.Projected(z, dec.W), units, lo=lo, comm=comm)  # type: ignore[arg-type]
@@ -179,8 +201,8 @@ Bars = Callable[[int], tuple[ica.Progress | None, ica.Progress | None, Callable[
 """``bars(k)`` → (progress of the real fits, of the control, close) for one k (e.g. tqdm bars)."""
 
 
-def sweep(z_top: ica.Rows, pca: PCA, mean: np.ndarray, ks: list[int], units: np.ndarray,
-          restarts: list[np.ndarray], opts: FitOptions, bars: Bars | None = None, scratch: Scratch | None = None,
+def sweep(data: SweepData, ks: list[int], opts: FitOptions, *, bars: Bars | None = None,
+          scratch: Scratch | None = None,
           report: Callable[[KFit], None] | None = None) -> tuple[dict[int, KFit], list[int]]:
     """:func:`fit_k` at each k of ``ks`` in ascending order, stopping before a k the effective
     sample size measured at the previous k cannot support (its design effect predicts
@@ -191,17 +213,19 @@ def sweep(z_top: ica.Rows, pca: PCA, mean: np.ndarray, ks: list[int], units: np.
     the largest k the raw count supports.
 
     Args:
-        ks: ascending k (:func:`darkmatter.analysis.decompose.sweep_ks`); the rest as :func:`fit_k`.
+        data: the whitened rows at K ≥ max(ks) and the rest every k shares (:class:`SweepData`).
+        ks: ascending k (:func:`darkmatter.analysis.decompose.sweep_ks`).
+        opts, scratch: as :func:`fit_k`.
         bars: progress bars per k; report: called with each KFit as it is made.
     Returns:
         ({k: KFit} for the fitted k, the k of ``ks`` skipped by the rule).
     """
     fits: dict[int, KFit] = {}
-    n = ica.n_rows(z_top)
+    n = ica.n_rows(data.z_top)
 
     def fit(k: int) -> KFit:
         real_bar, ctrl_bar, close = bars(k) if bars is not None else (None, None, lambda: None)
-        fits[k] = fit_k(z_top, pca, mean, k, units, restarts, opts, real_bar, ctrl_bar, scratch)
+        fits[k] = fit_k(data, k, opts, progress=real_bar, control_progress=ctrl_bar, scratch=scratch)
         close()
         if report is not None:
             report(fits[k])

@@ -74,7 +74,7 @@ from darkmatter.analysis.compare import unit_rows
 from darkmatter.analysis.decompose import decompose
 from darkmatter.analysis.ica import match, pca_whitening
 from darkmatter.analysis.stats import pca_from_cov
-from darkmatter.experiments.training import evaluate_sae, train_sae
+from darkmatter.experiments.training import TrainingSpec, evaluate_sae, train_sae
 from darkmatter.sources.collect import reconstruct
 
 # Streams of one run's seed: each gets its own generator so changing e.g. --ae-steps leaves the
@@ -401,12 +401,12 @@ def train_toy_sae(hidden: torch.Tensor, eval_hidden: torch.Tensor, d_sae: int, l
     """
     steps_per_epoch = len(hidden) // batch_size
     with tempfile.TemporaryDirectory(prefix="toy_sae_") as tmp, torch.random.fork_rng(devices=[]):
-        result = train_sae(hidden, "standard", d_sae=d_sae, l0_target=1.0,
-                           total_samples=epochs * steps_per_epoch * batch_size, lr=lr, seed=seed, device="cpu",
-                           out_dir=Path(tmp) / "sae", batch_size=batch_size, log_every=1, n_evals=1,
-                           calibration_rounds=1, initial_coefficient=l1, init_to_target=False,
-                           arch_options={"decoder_init_norm": 0.1}, val_acts=eval_hidden, normalize=False,
-                           b_dec_init="zero")
+        spec = TrainingSpec(arch="standard", d_sae=d_sae, l0_target=1.0,
+                            total_samples=epochs * steps_per_epoch * batch_size, lr=lr, seed=seed, device="cpu",
+                            batch_size=batch_size, log_every=1, n_evals=1, calibration_rounds=1,
+                            initial_coefficient=l1, init_to_target=False, arch_options={"decoder_init_norm": 0.1},
+                            normalize=False, b_dec_init="zero")
+        result = train_sae(hidden, spec, out_dir=Path(tmp) / "sae", val_acts=eval_hidden)
         from sae_lens import SAE
 
         sae = SAE.load_from_disk(str(Path(tmp) / "sae"), device="cpu")

@@ -34,8 +34,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +79,88 @@ INITIAL_COEFFICIENT = {"standard": (1.3, 1.0), "jumprelu": (0.28, 1.2)}
 #: Assumed |d log L0 / d log c| for the first search step (measured: L1 ≈ 1.4 on planted data;
 #: JumpReLU ≈ 0.65 on planted data and 0.62 on SmolLM2); later steps use the secant slope.
 ASSUMED_SLOPE = {"standard": 1.4, "jumprelu": 0.65}
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """What :func:`train_sae` trains and how: the architecture, its size and sparsity target, the
+    optimiser's budget and every setting of the calibration search. Data (training and validation
+    rows) and output folders are arguments of :func:`train_sae`, not part of the spec.
+
+    Attributes:
+        arch: one of :data:`ARCHITECTURES` (SAELens training-SAE name).
+        d_sae: number of latents.
+        l0_target: target mean number of active latents per token (topk: k = round(l0_target);
+            batchtopk: k per token on average over a batch).
+        total_samples: activation rows the trainer sees per run (epochs over the training split).
+        lr: Adam learning rate (constant; SAELens's ``lr_end`` is set to it).
+        seed: seeds the validation split, the initialisation and the batch order (same in every
+            calibration round).
+        device: torch device string the SAE trains and is evaluated on.
+        batch_size: rows per training step (capped at the training split's size).
+        val_fraction: share of the rows held out for validation (seeded permutation); unused when
+            :func:`train_sae` is given ``val_acts``.
+        log_every: steps between history entries.
+        n_evals: evenly spaced validation evaluations per run (the last one is the final SAE).
+        calibration_rounds: maximum runs for standard / jumprelu (topk / batchtopk train once).
+        initial_coefficient: coefficient of the first run, in units of activations scaled to mean
+            norm sqrt(d_in) (raw units with ``normalize=False``) and SAELens's per-row summed MSE;
+            None: a first guess from the data (:data:`INITIAL_COEFFICIENT`).
+        l0_tolerance: relative L0 tolerance (0.2 = 20 %).
+        init_to_target: start standard / jumprelu latents at the target firing rate.
+        arch_options: extra fields of the SAELens training config (e.g. ``jumprelu_bandwidth``,
+            ``aux_loss_coefficient``, ``decoder_init_norm``); they override :func:`_default_options`.
+        dead_feature_window: steps without firing after which SAETrainer counts a latent dead
+            (the TopK / BatchTopK AuxK loss then trains it on the residual). None:
+            ``min(1000, max(10, steps // 10))``: SAELens's 1000 exceeds short runs, which silently
+            disables AuxK (its loss stayed 0.0 for all 352 steps of a default-size run).
+        normalize: scale the training activations to mean norm sqrt(d_in) (SAELens's
+            ``expected_average_only_in``); False trains on raw activations (coefficients in raw units).
+        b_dec_init: ``"mean"`` starts ``b_dec`` at the training mean, ``"zero"`` keeps SAELens's 0.
+
+    Raises:
+        ValueError: ``arch`` is not one of "standard", "topk", "batchtopk", "jumprelu";
+            ``l0_target`` is not in (0, d_sae]; a size or fraction is out of range.
+    """
+
+    arch: str
+    d_sae: int
+    l0_target: float
+    total_samples: int
+    lr: float
+    seed: int
+    device: str
+    batch_size: int = 4096
+    val_fraction: float = 0.1
+    log_every: int = 10
+    n_evals: int = 10
+    calibration_rounds: int = 4
+    initial_coefficient: float | None = None
+    l0_tolerance: float = L0_TOLERANCE
+    init_to_target: bool = True
+    arch_options: Mapping[str, Any] | None = None
+    dead_feature_window: int | None = None
+    normalize: bool = True
+    b_dec_init: Literal["mean", "zero"] = "mean"
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown SAE architecture {self.arch!r}: expected one of {', '.join(ARCHITECTURES)}")
+        if not 0 < self.l0_target <= self.d_sae:
+            raise ValueError(f"l0_target must be in (0, d_sae={self.d_sae}], got {self.l0_target}")
+        if self.arch == "topk" and round(self.l0_target) < 1:
+            raise ValueError(f"topk needs l0_target >= 0.5 (k = round(l0_target)), got {self.l0_target}")
+        if (self.total_samples <= 0 or self.batch_size <= 0 or self.n_evals < 1 or self.log_every < 1
+                or self.calibration_rounds < 1):
+            raise ValueError("total_samples, batch_size, n_evals, log_every and calibration_rounds "
+                             "must be positive")
+        if not 0 < self.val_fraction < 1 or not 0 < self.l0_tolerance:
+            raise ValueError("val_fraction must be in (0, 1) and l0_tolerance positive")
+
+    @property
+    def calibrated(self) -> bool:
+        """True for the architectures whose sparsity coefficient is searched (standard, jumprelu)."""
+        return self.arch in SPARSITY_COEFFICIENTS
 
 
 @dataclass(frozen=True)
@@ -138,21 +220,21 @@ def _within(l0: float, target: float, tol: float) -> bool:
     return abs(l0 / target - 1.0) <= tol
 
 
-def _build_sae(arch: str, d_in: int, d_sae: int, l0_target: float, device: str,
-               coefficient: float | None, arch_options: dict[str, Any]):
-    """A SAELens training SAE for ``arch``, resolved through SAELens's registry; sparsity
-    warm-ups are off (constant coefficient)."""
+def _build_sae(spec: TrainingSpec, d_in: int, coefficient: float | None):
+    """A SAELens training SAE for ``spec.arch`` with ``spec.arch_options`` (already merged with
+    :func:`_default_options`), resolved through SAELens's registry; sparsity warm-ups are off
+    (constant coefficient)."""
     from sae_lens.registry import get_sae_training_class
 
-    sae_class, config_class = get_sae_training_class(arch)
-    fields: dict[str, Any] = dict(d_in=d_in, d_sae=d_sae, device=device)
-    if arch in SPARSITY_COEFFICIENTS:
-        name, key = SPARSITY_COEFFICIENTS[arch]
+    sae_class, config_class = get_sae_training_class(spec.arch)
+    fields: dict[str, Any] = dict(d_in=d_in, d_sae=spec.d_sae, device=spec.device)
+    if spec.arch in SPARSITY_COEFFICIENTS:
+        name, key = SPARSITY_COEFFICIENTS[spec.arch]
         fields |= {name: coefficient, f"{key}_warm_up_steps": 0}
-    if arch in L0_FIELDS:
-        name, convert = L0_FIELDS[arch]
-        fields[name] = convert(l0_target)
-    return sae_class(config_class(**fields, **arch_options))
+    if spec.arch in L0_FIELDS:
+        name, convert = L0_FIELDS[spec.arch]
+        fields[name] = convert(spec.l0_target)
+    return sae_class(config_class(**fields, **(spec.arch_options or {})))
 
 
 class RecordingTrainer:
@@ -241,20 +323,18 @@ def _load(path: Path, device: str):
     return SAE.load_from_disk(str(path), device=device)
 
 
-def _train_run(arch: str, train: torch.Tensor, val: torch.Tensor, scale: float, d_sae: int,
-               l0_target: float, total_samples: int, batch_size: int, lr: float, seed: int,
-               device: str, work: Path, log_every: int, n_evals: int, tol: float,
-               coefficient: float | None, arch_options: dict[str, Any],
-               init_to_target: bool, dead_feature_window: int, b_dec_init: str) -> dict[str, Any]:
-    """One SAETrainer run on scaled ``train`` (float32[n, d_in]) with a fixed sparsity
-    ``coefficient`` (None for topk / batchtopk); evaluations on raw ``val``. Saves the final SAE to
-    ``work/final`` and the best evaluated checkpoint to ``work/best``."""
+def _train_run(spec: TrainingSpec, train: torch.Tensor, val: torch.Tensor, scale: float, work: Path,
+               coefficient: float | None) -> dict[str, Any]:
+    """One SAETrainer run of ``spec`` on scaled ``train`` (float32[n, d_in]) with a fixed sparsity
+    ``coefficient`` (None for topk / batchtopk); evaluations on raw ``val``. ``spec`` is resolved
+    (:func:`train_sae`: batch size capped, ``arch_options`` merged, ``dead_feature_window`` set).
+    Saves the final SAE to ``work/final`` and the best evaluated checkpoint to ``work/best``."""
     from sae_lens import LoggingConfig
     from sae_lens.config import SAETrainerConfig
 
-    sae = _new_sae(arch, train, d_sae, l0_target, device, coefficient, arch_options, init_to_target, seed,
-                   b_dec_init)
-    total_steps = math.ceil(total_samples / batch_size)
+    device, log_every, n_evals = spec.device, spec.log_every, spec.n_evals
+    sae = _new_sae(spec, train, coefficient, spec.init_to_target)
+    total_steps = math.ceil(spec.total_samples / spec.batch_size)
     eval_steps = sorted({max(1, round(total_steps * (i + 1) / n_evals)) for i in range(n_evals)})
 
     history: list[dict[str, float]] = []
@@ -274,7 +354,8 @@ def _train_run(arch: str, train: torch.Tensor, val: torch.Tensor, scale: float, 
             e = {"steps": done, "samples": trainer.n_training_samples, "fvu": v["fvu"], "mse": v["mse"],
                  "mean_l0": v["mean_l0"], "dead_fraction": v["dead_fraction"]}
             evals.append(e)
-            for slot, ok in (("within", _within(v["mean_l0"], l0_target, tol)), ("overall", True)):
+            for slot, ok in (("within", _within(v["mean_l0"], spec.l0_target, spec.l0_tolerance)),
+                             ("overall", True)):
                 if ok and (slot not in best or v["fvu"] < best[slot]["fvu"]):
                     best[slot] = {**e, "path": path}
             live = {b["path"] for b in best.values()}
@@ -283,10 +364,11 @@ def _train_run(arch: str, train: torch.Tensor, val: torch.Tensor, scale: float, 
                     shutil.rmtree(p)
 
     trainer = RecordingTrainer.build(
-        cfg=SAETrainerConfig(total_training_samples=total_samples, train_batch_size_samples=batch_size,
-                             lr=lr, lr_end=lr, device=device, dead_feature_window=dead_feature_window,
+        cfg=SAETrainerConfig(total_training_samples=spec.total_samples, train_batch_size_samples=spec.batch_size,
+                             lr=spec.lr, lr_end=spec.lr, device=device, dead_feature_window=spec.dead_feature_window,
                              logger=LoggingConfig(log_to_wandb=False)),
-        sae=sae, data_provider=(b.to(device) for b in _batches(train, batch_size, seed)), on_step=record)
+        sae=sae, data_provider=(b.to(device) for b in _batches(train, spec.batch_size, spec.seed)),
+        on_step=record)
     t0 = time.perf_counter()
     trained = trainer.fit()
     seconds = time.perf_counter() - t0
@@ -306,19 +388,17 @@ def _train_run(arch: str, train: torch.Tensor, val: torch.Tensor, scale: float, 
             "final_dir": final_dir, "best_dir": best_dir}
 
 
-def _new_sae(arch: str, train: torch.Tensor, d_sae: int, l0_target: float, device: str,
-             coefficient: float | None, arch_options: dict[str, Any], init_to_target: bool, seed: int,
-             b_dec_init: str = "mean"):
-    """A seeded SAELens training SAE with b_dec at the (scaled) data mean (``b_dec_init="mean"``;
-    ``"zero"`` keeps SAELens's zero) and, for the calibrated architectures with ``init_to_target``,
-    latents cut off to fire at the target rate."""
-    torch.manual_seed(seed)
-    sae = _build_sae(arch, train.shape[1], d_sae, l0_target, device, coefficient, arch_options)
-    if b_dec_init == "mean":
+def _new_sae(spec: TrainingSpec, train: torch.Tensor, coefficient: float | None, init_to_target: bool):
+    """A SAELens training SAE of ``spec`` seeded by ``spec.seed``, with b_dec at the (scaled) data mean
+    (``b_dec_init="mean"``; ``"zero"`` keeps SAELens's zero) and, for the calibrated architectures
+    with ``init_to_target``, latents cut off to fire at the target rate (``train``: float32[n, d_in])."""
+    torch.manual_seed(spec.seed)
+    sae = _build_sae(spec, train.shape[1], coefficient)
+    if spec.b_dec_init == "mean":
         with torch.no_grad():
             sae.b_dec.copy_(train.mean(0).to(sae.b_dec.device))
-    if arch in SPARSITY_COEFFICIENTS and init_to_target:
-        _init_to_target(sae, arch, train, l0_target)
+    if spec.calibrated and init_to_target:
+        _init_to_target(sae, spec.arch, train, spec.l0_target)
     return sae
 
 
@@ -370,18 +450,12 @@ def _insensitive(points: list[tuple[float, float]]) -> bool:
                for i, (c1, l1) in enumerate(points) for c2, l2 in points[i + 1:])
 
 
-def train_sae(acts: torch.Tensor, arch: str, d_sae: int, l0_target: float, total_samples: int, lr: float,
-              seed: int, device: str, out_dir: Path, best_dir: Path | None = None, batch_size: int = 4096,
-              val_fraction: float = 0.1, log_every: int = 10, n_evals: int = 10,
-              calibration_rounds: int = 4, initial_coefficient: float | None = None,
-              l0_tolerance: float = L0_TOLERANCE, init_to_target: bool = True,
-              arch_options: dict[str, Any] | None = None, dead_feature_window: int | None = None,
-              verbose: bool = False, val_acts: torch.Tensor | None = None, normalize: bool = True,
-              b_dec_init: Literal["mean", "zero"] = "mean") -> SAETrainingResult:
-    """Train one SAE of architecture ``arch`` with SAELens on ``acts`` and save it in SAELens's
-    inference format to ``out_dir`` (final weights) and ``best_dir`` (best validation checkpoint).
+def train_sae(acts: torch.Tensor, spec: TrainingSpec, *, out_dir: Path, best_dir: Path | None = None,
+              val_acts: torch.Tensor | None = None, verbose: bool = False) -> SAETrainingResult:
+    """Train one SAE as ``spec`` says with SAELens on ``acts`` and save it in SAELens's inference
+    format to ``out_dir`` (final weights) and ``best_dir`` (best validation checkpoint).
 
-    Architectures (SAELens training classes, papers):
+    Architectures (``spec.arch``; SAELens training classes, papers):
 
     * ``"standard"``: ``StandardTrainingSAE``, ReLU + L1 penalty c·Σ_i f_i·‖W_dec,i‖ (Bricken et
       al. 2023, "Towards Monosemanticity"; the decoder-norm weighting of the penalty, with an
@@ -399,138 +473,101 @@ def train_sae(acts: torch.Tensor, arch: str, d_sae: int, l0_target: float, total
       (``jumprelu_ste_to_input=True``, Anthropic's variant): with DeepMind's threshold-only
       gradient the coefficient had no grip on L0 in runs of a few hundred steps.
 
-    ``arch_options`` overrides any of these choices (see :func:`_default_options`).
+    ``spec.arch_options`` overrides any of these choices (see :func:`_default_options`).
 
     Sparsity calibration (standard, jumprelu): every round is a complete run of
-    ``total_samples`` at one fixed coefficient; the reloaded final SAE's validation L0 is the
-    measurement. Round 0 uses ``initial_coefficient`` or a first guess from the data
+    ``spec.total_samples`` at one fixed coefficient; the reloaded final SAE's validation L0 is the
+    measurement. Round 0 uses ``spec.initial_coefficient`` or a first guess from the data
     (:data:`INITIAL_COEFFICIENT`); later rounds search log(c) against log(L0) by secant or
     three-point quadratic steps, kept inside the bracket once there is one
-    (:func:`_next_coefficient`). The search stops at the first run within ``l0_tolerance``,
-    when L0 does not respond to a 10x change of c, or after ``calibration_rounds`` runs; the run
-    whose L0 is closest to the target (log ratio) is kept, saved and reported, and
+    (:func:`_next_coefficient`). The search stops at the first run within ``spec.l0_tolerance``,
+    when L0 does not respond to a 10x change of c, or after ``spec.calibration_rounds`` runs; the
+    run whose L0 is closest to the target (log ratio) is kept, saved and reported, and
     ``within_tolerance`` says whether it lands. Full-length runs are used because short runs do
     not transfer: at a fixed coefficient L0 keeps drifting through training (a coefficient
     controller tried first on planted data oscillated and, once frozen, drifted 30-40 % off target). With
-    ``init_to_target`` each latent starts firing on ``l0_target / d_sae`` of the rows (b_enc or
+    ``spec.init_to_target`` each latent starts firing on ``l0_target / d_sae`` of the rows (b_enc or
     threshold at that pre-activation quantile) instead of on about half of them. SAELens's
     warm-ups (``l1_warm_up_steps``, ``l0_warm_up_steps``) are set to 0, so the coefficient is
     constant from the first step.
 
     Args:
         acts: float32[n, d_model] training activations (BOS rows already removed), raw units.
-        arch: one of :data:`ARCHITECTURES`.
-        d_sae: number of latents.
-        l0_target: target mean number of active latents per token.
-        total_samples: activation rows the trainer sees per run (epochs over the training split).
-        lr: Adam learning rate (constant).
-        seed: seeds the validation split, the initialisation and the batch order (same in every
-            calibration round).
-        device: torch device string.
+        spec: what to train and how (:class:`TrainingSpec`; it checks its own values).
         out_dir: folder that receives the final SAE (``cfg.json`` + ``sae_weights.safetensors``);
             replaced if it exists.
         best_dir: folder for the best evaluated checkpoint (lowest validation FVU among evaluations
             with L0 within tolerance, else lowest FVU); default ``out_dir / "best"`` (a subfolder,
             so a store transaction that stages ``out_dir`` commits both; ``SAE.load_from_disk``
             of ``out_dir`` ignores it).
-        batch_size: rows per training step (capped at the training split's size).
-        val_fraction: share of ``acts`` held out for validation (seeded permutation).
-        log_every: steps between history entries.
-        n_evals: evenly spaced validation evaluations per run (the last one is the final SAE).
-        calibration_rounds: maximum runs for standard / jumprelu (topk / batchtopk train once).
-        initial_coefficient: coefficient of the first run, in units of activations scaled to mean
-            norm sqrt(d_in) and SAELens's per-row summed MSE.
-        l0_tolerance: relative L0 tolerance (0.2 = 20 %).
-        init_to_target: start standard / jumprelu latents at the target firing rate.
-        arch_options: extra fields of the SAELens training config (e.g. ``jumprelu_bandwidth``,
-            ``aux_loss_coefficient``, ``decoder_init_norm``).
-        dead_feature_window: steps without firing after which SAETrainer counts a latent dead
-            (the TopK / BatchTopK AuxK loss then trains it on the residual). Default
-            ``min(1000, max(10, steps // 10))``: SAELens's 1000 exceeds short runs, which silently
-            disables AuxK (its loss stayed 0.0 for all 352 steps of a default-size run).
-        verbose: print one line per run (coefficient, validation L0, FVU, seconds).
         val_acts: float32[m, d_model] validation rows given separately (e.g. a fresh evaluation set):
-            then every row of ``acts`` trains and ``val_fraction`` is unused.
-        normalize: scale the training activations to mean norm sqrt(d_in) (SAELens's
-            ``expected_average_only_in``); False trains on raw activations (coefficients in raw units).
-        b_dec_init: ``"mean"`` starts ``b_dec`` at the training mean, ``"zero"`` keeps SAELens's 0.
+            then every row of ``acts`` trains and ``spec.val_fraction`` is unused.
+        verbose: print one line per run (coefficient, validation L0, FVU, seconds).
     Returns:
         SAETrainingResult of the kept run; ``sparsity_coefficient`` is ``{"name": "l1_coefficient"
         | "l0_coefficient", "value": c, "calibration": [{"round", "coefficient", "l0", "fvu",
         "within_tolerance", "seconds"}, ...], "chosen_round", "initial_guess"}`` for standard /
-        jumprelu, ``None`` otherwise; ``training_seconds`` sums all rounds.
+        jumprelu, ``None`` otherwise; ``training_seconds`` sums all rounds; ``batch_size``,
+        ``sae_options`` and ``dead_feature_window`` are the values used (capped, merged, defaulted).
     Raises:
-        ValueError: ``arch`` is not one of "standard", "topk", "batchtopk", "jumprelu"; acts is not
-            2-D or too short; ``l0_target`` is not in (0, d_sae]; a size or fraction is out of range;
-            ``best_dir`` is ``out_dir``.
+        ValueError: acts is not 2-D or too short; ``best_dir`` is ``out_dir``.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown SAE architecture {arch!r}: expected one of {', '.join(ARCHITECTURES)}")
+    arch, l0_target, tol, seed, device = spec.arch, spec.l0_target, spec.l0_tolerance, spec.seed, spec.device
     if acts.ndim != 2 or len(acts) < 4:
         raise ValueError(f"acts must be float[n, d_model] with n >= 4, got shape {tuple(acts.shape)}")
-    if not 0 < l0_target <= d_sae:
-        raise ValueError(f"l0_target must be in (0, d_sae={d_sae}], got {l0_target}")
-    if arch == "topk" and round(l0_target) < 1:
-        raise ValueError(f"topk needs l0_target >= 0.5 (k = round(l0_target)), got {l0_target}")
-    if total_samples <= 0 or batch_size <= 0 or n_evals < 1 or log_every < 1 or calibration_rounds < 1:
-        raise ValueError("total_samples, batch_size, n_evals, log_every and calibration_rounds "
-                         "must be positive")
-    if not 0 < val_fraction < 1 or not 0 < l0_tolerance:
-        raise ValueError("val_fraction must be in (0, 1) and l0_tolerance positive")
     os.environ.setdefault("WANDB_MODE", "disabled")
     out_dir = Path(out_dir)
     best_dir = Path(best_dir) if best_dir is not None else out_dir / "best"
     if best_dir.resolve() == out_dir.resolve():
         raise ValueError("best_dir must differ from out_dir")
-    calibrated = arch in SPARSITY_COEFFICIENTS
+    calibrated = spec.calibrated
 
     acts = acts.float()
     if val_acts is None:
         gen = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(acts), generator=gen)
-        n_val = max(1, int(len(acts) * val_fraction))
+        n_val = max(1, int(len(acts) * spec.val_fraction))
         val, train = acts[order[:n_val]].to(device), acts[order[n_val:]]
     else:
         val, train, n_val = val_acts.float().to(device), acts, len(val_acts)
-    batch_size = min(batch_size, len(train))
+    batch_size = min(spec.batch_size, len(train))
 
     # Train on activations scaled to mean norm sqrt(d_in), SAELens's "expected_average_only_in"
     # convention, with b_dec starting at the (scaled) mean: residual streams carry a large constant
     # offset that otherwise dominates the first thousand steps. The factor is folded back in.
-    scale = float(np.sqrt(acts.shape[1]) / train.norm(dim=1).mean()) if normalize else 1.0
+    scale = float(np.sqrt(acts.shape[1]) / train.norm(dim=1).mean()) if spec.normalize else 1.0
     train = train * scale
-    n_steps = math.ceil(total_samples / batch_size)
-    arch_options = {**_default_options(arch, n_steps), **(arch_options or {})}
-    if dead_feature_window is None:
-        dead_feature_window = min(1000, max(10, n_steps // 10))
+    n_steps = math.ceil(spec.total_samples / batch_size)
+    arch_options = {**_default_options(arch, n_steps), **(spec.arch_options or {})}
+    dead_feature_window = (min(1000, max(10, n_steps // 10)) if spec.dead_feature_window is None
+                           else spec.dead_feature_window)
+    spec = replace(spec, batch_size=batch_size, arch_options=arch_options, dead_feature_window=dead_feature_window)
 
     guess = None
     coefficient = None
     if calibrated:
-        if initial_coefficient is None:
+        if spec.initial_coefficient is None:
             factor, power = INITIAL_COEFFICIENT[arch]
-            probe = _new_sae(arch, train, d_sae, l0_target, device, 1.0, arch_options, True, seed, b_dec_init)
+            probe = _new_sae(spec, train, 1.0, True)
             cut = float((-probe.b_enc if arch == "standard" else probe.threshold).detach().mean())
             guess = {"cut": cut, "coefficient": factor * max(cut, 1e-3) ** power}
             del probe
-        if initial_coefficient is not None:
-            coefficient = initial_coefficient
+        if spec.initial_coefficient is not None:
+            coefficient = spec.initial_coefficient
         else:
             assert guess is not None
             coefficient = guess["coefficient"]
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="sae_train_") as tmp:  # every run's checkpoints
-        for rnd in range(calibration_rounds if calibrated else 1):
-            run = _train_run(arch, train, val, scale, d_sae, l0_target, total_samples, batch_size, lr, seed,
-                             device, Path(tmp) / f"round_{rnd}", log_every, n_evals, l0_tolerance,
-                             coefficient, arch_options, init_to_target, dead_feature_window, b_dec_init)
+        for rnd in range(spec.calibration_rounds if calibrated else 1):
+            run = _train_run(spec, train, val, scale, Path(tmp) / f"round_{rnd}", coefficient)
             runs.append(run)
             l0 = run["validation"]["mean_l0"]
             if verbose:
                 c = "" if coefficient is None else f"{SPARSITY_COEFFICIENTS[arch][0]} {coefficient:.4g}, "
                 print(f"train_sae {arch} run {rnd}: {c}validation L0 {l0:.2f} (target {l0_target:g}), "
                       f"FVU {run['validation']['fvu']:.4f}, {run['seconds']:.0f} s", flush=True)
-            if _within(l0, l0_target, l0_tolerance) or not calibrated:
+            if _within(l0, l0_target, tol) or not calibrated:
                 break
             if _insensitive([(r["coefficient"], r["validation"]["mean_l0"]) for r in runs]):
                 if verbose:
@@ -552,16 +589,15 @@ def train_sae(acts: torch.Tensor, arch: str, d_sae: int, l0_target: float, total
                     "chosen_round": runs.index(chosen), "initial_guess": guess,
                     "calibration": [{"round": i, "coefficient": r["coefficient"],
                                      "l0": r["validation"]["mean_l0"], "fvu": r["validation"]["fvu"],
-                                     "within_tolerance": _within(r["validation"]["mean_l0"], l0_target,
-                                                                 l0_tolerance),
+                                     "within_tolerance": _within(r["validation"]["mean_l0"], l0_target, tol),
                                      "seconds": r["seconds"]} for i, r in enumerate(runs)]}
     validation = chosen["validation"]
     return SAETrainingResult(
         n_train=len(train), n_val=n_val, validation=validation, history=chosen["history"],
-        steps=chosen["steps"], arch=arch, d_sae=d_sae, l0_target=float(l0_target),
+        steps=chosen["steps"], arch=arch, d_sae=spec.d_sae, l0_target=float(l0_target),
         sparsity_coefficient=sparsity, best=chosen["best"], evals=chosen["evals"],
-        within_tolerance=_within(validation["mean_l0"], l0_target, l0_tolerance), l0_tolerance=l0_tolerance,
-        samples=chosen["samples"], batch_size=batch_size, lr=lr, activation_scale=scale,
+        within_tolerance=_within(validation["mean_l0"], l0_target, tol), l0_tolerance=tol,
+        samples=chosen["samples"], batch_size=batch_size, lr=spec.lr, activation_scale=scale,
         training_seconds=sum(r["seconds"] for r in runs), saved_class=chosen["saved_class"],
         paper=PAPERS[arch], sae_options=arch_options, dead_feature_window=dead_feature_window)
 

@@ -9,7 +9,7 @@ import torch
 from darkmatter.analysis import amplitude, artifacts, candidates, ica, injection, resampling, stats
 from darkmatter.analysis.decompose import choose_k, effective_k_bound, reappearance
 from darkmatter.analysis.ica_engine import RowShard
-from darkmatter.analysis.ksweep import FitOptions, fit_k
+from darkmatter.analysis.ksweep import FitOptions, SweepData, fit_k
 
 
 def scale_mixture(n: int, d: int, seed: int, sparse: int = 0, p: float = 0.02, amp: float = 3.0,
@@ -33,7 +33,8 @@ def fit(x, units, k, splits=2, seed=0):
     z = ica.whiten_rows(x, ica.pca_whitening(pca, m.mean, k))
     opts = FitOptions(seed=seed, splits=splits)
     restarts = resampling.restart_rows(units, opts.n_restarts, 0.5, seed)
-    return fit_k(RowShard(torch.as_tensor(z)), pca, m.mean, k, units, restarts, opts)
+    return fit_k(SweepData(z_top=RowShard(torch.as_tensor(z)), pca=pca, mean=m.mean, units=units, restarts=restarts),
+                 k, opts)
 
 
 @pytest.fixture(scope="module")

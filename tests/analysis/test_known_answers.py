@@ -7,7 +7,7 @@ import pytest
 
 from darkmatter.analysis import compare, directions, ica, resampling, stats
 from darkmatter.analysis.decompose import choose_k, decompose, default_k, sweep_ks
-from darkmatter.analysis.ksweep import FitOptions, fit_k
+from darkmatter.analysis.ksweep import FitOptions, SweepData, fit_k
 from darkmatter.sources import planted
 
 from helpers import oracle_residual
@@ -52,7 +52,8 @@ def test_capped_k_misses_them_and_the_sweep_finds_them(faint_residual):
     opts = FitOptions(seed=0, splits=1)
     restarts = resampling.restart_rows(units, opts.n_restarts, 0.5, seed=0)
     z = ica.whiten_rows(r, ica.pca_whitening(pca, mean, 32))
-    fits = {k: fit_k(z, pca, mean, k, units, restarts, opts) for k in (20, 32)}
+    data = SweepData(z_top=z, pca=pca, mean=mean, units=units, restarts=restarts)
+    fits = {k: fit_k(data, k, opts) for k in (20, 32)}
     k, rule = choose_k([20, 32], [fits[k].n_reproducible for k in (20, 32)])
     assert k == 32 and "k sweep" in rule
     found = _best_cos(fits[32].decomposition.directions)

@@ -8,6 +8,7 @@ L0 target, and leave reloadable final and best checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -17,7 +18,13 @@ import torch
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from darkmatter.experiments.training import ARCHITECTURES, RecordingTrainer, evaluate_sae, train_sae  # noqa: E402
+from darkmatter.experiments.training import (  # noqa: E402
+    ARCHITECTURES,
+    RecordingTrainer,
+    TrainingSpec,
+    evaluate_sae,
+    train_sae,
+)
 
 D_MODEL, N_DIRECTIONS, P_ACTIVE, N_ROWS = 32, 96, 0.04, 20_000
 D_SAE, L0_TARGET, STEPS, BATCH, LR, SEED = 128, 6, 200, 256, 3e-3, 0
@@ -45,9 +52,9 @@ def trained(request, acts, tmp_path_factory):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     arch = request.param
     folder = tmp_path_factory.mktemp(arch)
-    result = train_sae(acts, arch, d_sae=D_SAE, l0_target=L0_TARGET, total_samples=STEPS * BATCH, lr=LR,
-                       seed=SEED, device="cpu", out_dir=folder / "final", best_dir=folder / "best",
-                       batch_size=BATCH, log_every=10, n_evals=N_EVALS)
+    spec = TrainingSpec(arch=arch, d_sae=D_SAE, l0_target=L0_TARGET, total_samples=STEPS * BATCH, lr=LR,
+                        seed=SEED, device="cpu", batch_size=BATCH, log_every=10, n_evals=N_EVALS)
+    result = train_sae(acts, spec, out_dir=folder / "final", best_dir=folder / "best")
     return arch, result, folder
 
 
@@ -116,16 +123,26 @@ def test_sparsity_coefficient_record(trained):
 
 def test_unknown_architecture_is_refused(acts, tmp_path):
     with pytest.raises(ValueError, match="standard, topk, batchtopk, jumprelu"):
-        train_sae(acts, "gated", d_sae=D_SAE, l0_target=L0_TARGET, total_samples=BATCH, lr=LR, seed=SEED,
-                  device="cpu", out_dir=tmp_path / "x")
+        TrainingSpec(arch="gated", d_sae=D_SAE, l0_target=L0_TARGET, total_samples=BATCH, lr=LR, seed=SEED,
+                     device="cpu")
     with pytest.raises(ValueError, match="l0_target"):
-        train_sae(acts, "topk", d_sae=D_SAE, l0_target=D_SAE + 1, total_samples=BATCH, lr=LR, seed=SEED,
-                  device="cpu", out_dir=tmp_path / "x")
+        TrainingSpec(arch="topk", d_sae=D_SAE, l0_target=D_SAE + 1, total_samples=BATCH, lr=LR, seed=SEED,
+                     device="cpu")
+    spec = TrainingSpec(arch="topk", d_sae=D_SAE, l0_target=L0_TARGET, total_samples=BATCH, lr=LR, seed=SEED,
+                        device="cpu")
+    with pytest.raises(ValueError, match="val_fraction"):
+        dataclasses.replace(spec, val_fraction=1.0)
+    with pytest.raises(ValueError, match="best_dir must differ"):
+        train_sae(acts, spec, out_dir=tmp_path / "x", best_dir=tmp_path / "x")
+    with pytest.raises(ValueError, match="acts must be"):
+        train_sae(acts[:3], spec, out_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_default_best_folder_sits_inside_the_output(acts, tmp_path):
-    result = train_sae(acts, "topk", d_sae=64, l0_target=4, total_samples=20 * BATCH, lr=LR, seed=SEED, device="cpu",
-                       out_dir=tmp_path / "sae", batch_size=BATCH)
+    spec = TrainingSpec(arch="topk", d_sae=64, l0_target=4, total_samples=20 * BATCH, lr=LR, seed=SEED, device="cpu",
+                        batch_size=BATCH)
+    result = train_sae(acts, spec, out_dir=tmp_path / "sae")
     assert result.arch == "topk" and result.validation["mean_l0"] == pytest.approx(4.0)
     assert (tmp_path / "sae" / "cfg.json").is_file() and (tmp_path / "sae" / "best" / "cfg.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sae"]  # no stray folders beside it
@@ -134,10 +151,10 @@ def test_default_best_folder_sits_inside_the_output(acts, tmp_path):
 def test_raw_activations_fixed_coefficient_and_separate_validation(acts, tmp_path):
     """The toy models' settings: no scaling, b_dec at 0, one run at a given L1 coefficient,
     validation on rows given apart from the training rows."""
-    result = train_sae(acts[:2000], "standard", d_sae=64, l0_target=1.0, total_samples=10 * BATCH, lr=LR, seed=SEED,
-                       device="cpu", out_dir=tmp_path / "sae", batch_size=BATCH, calibration_rounds=1,
-                       initial_coefficient=0.01, init_to_target=False, normalize=False, b_dec_init="zero",
-                       val_acts=acts[2000:2500], log_every=1, n_evals=1)
+    spec = TrainingSpec(arch="standard", d_sae=64, l0_target=1.0, total_samples=10 * BATCH, lr=LR, seed=SEED,
+                        device="cpu", batch_size=BATCH, calibration_rounds=1, initial_coefficient=0.01,
+                        init_to_target=False, normalize=False, b_dec_init="zero", log_every=1, n_evals=1)
+    result = train_sae(acts[:2000], spec, out_dir=tmp_path / "sae", val_acts=acts[2000:2500])
     assert result.activation_scale == 1.0 and result.n_train == 2000 and result.n_val == 500
     assert result.sparsity_coefficient["value"] == 0.01 and len(result.sparsity_coefficient["calibration"]) == 1
     assert len(result.history) == 10 and result.steps == 10
@@ -184,9 +201,10 @@ def test_search_stops_when_l0_ignores_the_coefficient():
 @pytest.mark.parametrize("arch,start", [("standard", 10.0), ("jumprelu", 0.02)])
 def test_calibration_recovers_from_a_bad_start(acts, tmp_path, arch, start):
     """Starting ~10x away from the right coefficient, full-run search lands within 20 %."""
-    result = train_sae(acts, arch, d_sae=D_SAE, l0_target=L0_TARGET, total_samples=STEPS * BATCH, lr=LR,
-                       seed=SEED, device="cpu", out_dir=tmp_path / "sae", batch_size=BATCH, n_evals=2,
-                       initial_coefficient=start, calibration_rounds=5)
+    spec = TrainingSpec(arch=arch, d_sae=D_SAE, l0_target=L0_TARGET, total_samples=STEPS * BATCH, lr=LR,
+                        seed=SEED, device="cpu", batch_size=BATCH, n_evals=2, initial_coefficient=start,
+                        calibration_rounds=5)
+    result = train_sae(acts, spec, out_dir=tmp_path / "sae")
     runs = result.sparsity_coefficient["calibration"]
     assert runs[0]["coefficient"] == start and not runs[0]["within_tolerance"]
     assert result.within_tolerance and 1 < len(runs) <= 5

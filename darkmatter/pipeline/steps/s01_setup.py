@@ -53,16 +53,17 @@ def environment(device: str) -> Environment:
 def _train(ctx: StepContext, d_model: int) -> tuple[Path, int]:
     """Train the configured SAE on the source's training rows; stage sae/, sae_best/,
     sae_training.json and sae_history.json. Returns (staged folder of the final SAE, windows used)."""
-    from darkmatter.experiments.training import train_sae
+    from darkmatter.experiments.training import TrainingSpec, train_sae
 
     t, store = ctx.cfg.training, ctx.store
     t0 = time.perf_counter()
     acts, n_windows = gather_rows(ctx.source, "train", t.sae_train_tokens, ctx.cfg.run.batch_size, ctx.device)
     t1 = time.perf_counter()
     sae_dir, best_dir = store.staged_dir("sae"), store.staged_dir("sae_best")
-    result = train_sae(acts, arch=t.sae_arch, d_sae=t.sae_expansion * d_model, l0_target=t.sae_l0,
-                       total_samples=t.sae_train_samples, lr=t.sae_lr, seed=ctx.cfg.source.seed, device=ctx.device,
-                       out_dir=sae_dir, best_dir=best_dir, batch_size=t.sae_batch_size)
+    spec = TrainingSpec(arch=t.sae_arch, d_sae=t.sae_expansion * d_model, l0_target=t.sae_l0,
+                        total_samples=t.sae_train_samples, lr=t.sae_lr, seed=ctx.cfg.source.seed, device=ctx.device,
+                        batch_size=t.sae_batch_size)
+    result = train_sae(acts, spec, out_dir=sae_dir, best_dir=best_dir)
     for folder in (sae_dir, best_dir):
         write_folder_metadata(folder, _metadata(ctx))
     ctx.write(TrainingHistory(history=result.history, evals=result.evals))

@@ -25,7 +25,7 @@ from darkmatter.analysis.candidates import ALPHA
 from darkmatter.analysis.decompose import check_reconstruction, write_sources
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
 from darkmatter.analysis.ica_engine import RowShard, default_chunk
-from darkmatter.analysis.ksweep import FitOptions, KFit, sweep
+from darkmatter.analysis.ksweep import FitOptions, KFit, SweepData, sweep
 from darkmatter.analysis.search import SearchOptions, choose, sweep_plan
 from darkmatter.distributed import chunk_range, current
 from darkmatter.errors import DarkMatterError
@@ -177,8 +177,9 @@ def run(ctx: StepContext) -> None:
 
     with store.scratch() as scratch:
         z_top = _whitened(ctx, resid, white_top, fit_rows, n_fit, chunk, scratch)
-        fits, skipped = sweep(z_top, pca, mean, ks, units, restarts, opts, bars,
-                              None if z_top.in_memory else (lambda shape: scratch("control", shape)), report)
+        fits, skipped = sweep(SweepData(z_top, pca, mean, units, restarts), ks, opts, bars=bars,
+                              scratch=None if z_top.in_memory else (lambda shape: scratch("control", shape)),
+                              report=report)
         del z_top
     if not comm.is_main:  # the other ranks helped with every sum; rank 0 writes
         return
