@@ -94,8 +94,10 @@ def _run_step(step: table.Step, given: dict) -> int:
     from darkmatter.pipeline.context import StepContext
     from darkmatter.pipeline.storage.folder_lock import claim
     from darkmatter.pipeline.storage.store import OutputStore
+    from darkmatter.sources.hub import offline_unless_reachable
 
     _quiet_environment()
+    offline_unless_reachable()  # HF_HUB_OFFLINE is read when hub libraries import: before the step loads any
     threads.configure()
     start = time.perf_counter()
     reset_peak_rss()

@@ -2,17 +2,25 @@
 
 :func:`parse` returns only the flags the user typed (flat field name → value); how they
 resolve into a :class:`~darkmatter.pipeline.config.Config` is :mod:`darkmatter.pipeline.resolve`.
+
+Only simple_parsing's and argparse's public API is used: each section is added with
+``ArgumentParser.add_arguments(cls, dest=section, dataclass_wrapper_class=...)`` (the documented
+hook for how a dataclass's group is generated: here its title), and ``--help`` is printed by
+``print_help`` (where simple_parsing adds a dataclass's arguments).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from simple_parsing import ArgumentParser, DashVariant
+from simple_parsing.wrappers import DataclassWrapper
 
 from darkmatter.pipeline import table
 from darkmatter.pipeline.config import FIELD_SECTION, SECTIONS, Config
@@ -22,30 +30,12 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-class _Parser(ArgumentParser):
-    """simple_parsing's parser with one-line errors, titled groups and other steps' flags hidden."""
+class ScriptParser(ArgumentParser):
+    """simple_parsing's parser whose errors are one line: ``error: <message> (see <prog> --help)``, exit 2."""
 
-    hidden: tuple[str, ...] = ()
-    titles: dict[str, str] = {}
-
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
-
-    def format_help(self) -> str:
-        self._preprocessing(args=[], namespace=None)  # simple_parsing adds its actions lazily
-        for group in self._action_groups:
-            dest = next((d for d in SECTIONS if f"['{d}']" in (group.title or "")), None)
-            if dest is None:
-                continue
-            if dest in self.hidden:
-                for action in group._group_actions:
-                    action.help = argparse.SUPPRESS
-                group.title = group.description = None
-            else:
-                group.title = self.titles.get(dest, group.title)
-                group.description = None
-        return super().format_help()
 
 
 @dataclass(frozen=True)
@@ -59,40 +49,114 @@ class PipelineOptions:
     """rerun every step, also those whose outputs are current (same run_id, newer than their inputs)"""
 
 
-def _section_title(section: str) -> str:
+PIPELINE = "pipeline"
+"""Destination of :class:`PipelineOptions` in run_pipeline.py's namespace."""
+
+
+def section_title(section: str) -> str:
+    """The --help title of a section's group: its docstring and the step that owns it."""
+    if section == PIPELINE:
+        return (PipelineOptions.__doc__ or section).strip().rstrip(".")
     owner = table.owner(section)
     doc = (SECTIONS[section].__doc__ or section).strip().rstrip(".")
     return f"{doc} — " + (f"owned by {owner.script}" if owner else "shared by every step")
 
 
-def build_parser(step: table.Step | None, prog: str | None = None) -> _Parser:
-    """The parser of one script (``step``), or of ``run_pipeline.py`` (``step=None``).
+class SectionGroup(DataclassWrapper):
+    """A section's argument group titled by :func:`section_title`, with no description under it.
+
+    simple_parsing's default title is the class name and destination (``ICAOptions ['ica']``) with the
+    class docstring below; ``add_arguments(..., dataclass_wrapper_class=SectionGroup)`` replaces both.
+    """
+
+    @property
+    def title(self) -> str:
+        return section_title(self.name)
+
+    @property
+    def description(self) -> str | None:  # type: ignore[override]  # argparse: None = no description
+        return None
+
+
+def _section_parser(sections: Sequence[str], prog: str, *, description: str | None, epilog: str | None,
+                    add_help: bool, pipeline: bool) -> ScriptParser:
+    """A parser with one group per section in ``sections`` (+ run_pipeline's options when ``pipeline``)."""
+    parser = ScriptParser(prog=prog, description=description, epilog=epilog, add_help=add_help,
+                          add_option_string_dash_variants=DashVariant.DASH, add_config_path_arg=False,
+                          allow_abbrev=False)
+    defaults = Config()
+    for section in sections:
+        parser.add_arguments(SECTIONS[section], dest=section, default=getattr(defaults, section),
+                             dataclass_wrapper_class=SectionGroup)
+    if pipeline:
+        parser.add_arguments(PipelineOptions, dest=PIPELINE, dataclass_wrapper_class=SectionGroup)
+    return parser
+
+
+class _PrintOwnHelp(argparse.Action):
+    """``-h/--help`` of a parser that accepts every section: print the help of the step's own ones, exit 0."""
+
+    def __init__(self, option_strings: list[str], dest: str, shown: ScriptParser, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help)
+        self.shown = shown
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        self.shown.print_help()
+        parser.exit()
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """One script's command line.
+
+    ``shown`` holds the sections the step owns, then the shared ``run`` section: its ``--help`` is
+    the script's. ``accepted`` holds every section (other steps' flags are accepted and checked
+    against config.json by :mod:`darkmatter.pipeline.resolve`); its ``-h/--help`` prints ``shown``'s
+    help. The first step and run_pipeline.py show every section: the two are one parser.
+    """
+
+    shown: ScriptParser
+    accepted: ScriptParser
+
+    def format_help(self) -> str:
+        """The text ``--help`` prints."""
+        out = io.StringIO()
+        self.shown.print_help(file=out)
+        return out.getvalue()
+
+    def parse_args(self, argv: Sequence[str]) -> argparse.Namespace:
+        """Namespace with one dataclass instance per section (``ns.ica.n_components``); exits 2 with one
+        line on a bad flag, 0 after printing --help."""
+        return self.accepted.parse_args(list(argv))
+
+
+def build_parser(step: table.Step | None, prog: str | None = None) -> CommandLine:
+    """The command line of one script (``step``), or of ``run_pipeline.py`` (``step=None``).
 
     Help shows the sections ``step`` owns first, then the shared ``run`` section; other steps'
-    flags are accepted but hidden (step 01 and run_pipeline.py show every section).
+    flags are accepted but not shown (the first step and run_pipeline.py show every section).
     """
     steps = table.steps()
+    prog = prog or (step.script if step else "run_pipeline.py")
     description = step.summary if step else (
         "Run steps " + ", ".join(s.script for s in steps) + " in order with the same flags; stop at the "
         "first failure.")
-    own = step.owns if step else ()
-    order = list(own) + ["run"] + [s for s in SECTIONS if s not in own and s != "run"]
-    shows_all = step is None or step.number == 1
-    epilog = None if shows_all else (
-        "Flags owned by other steps are accepted too and checked against <outputs>/config.json: a value "
-        "that contradicts an earlier step's stops with the script to rerun. scripts/run_pipeline.py --help "
-        "lists every flag.")
-    parser = _Parser(prog=prog or (step.script if step else "run_pipeline.py"), description=description,
-                     epilog=epilog, add_option_string_dash_variants=DashVariant.DASH, add_config_path_arg=False,
-                     allow_abbrev=False)
-    parser.hidden = () if shows_all else tuple(s for s in SECTIONS if s not in own and s != "run")
-    parser.titles = {s: _section_title(s) for s in SECTIONS}
-    defaults = Config()
-    for section in order:
-        parser.add_arguments(SECTIONS[section], dest=section, default=getattr(defaults, section))
-    if step is None:
-        parser.add_arguments(PipelineOptions, dest="pipeline")
-    return parser
+    own = list(step.owns) if step else []
+    order = own + ["run"] + [s for s in SECTIONS if s not in own and s != "run"]
+    if step is None or step.number == table.first().number:
+        parser = _section_parser(order, prog, description=description, epilog=None, add_help=True,
+                                 pipeline=step is None)
+        return CommandLine(shown=parser, accepted=parser)
+    epilog = ("Flags owned by other steps are accepted too and checked against <outputs>/config.json: a value "
+              "that contradicts an earlier step's stops with the script to rerun. scripts/run_pipeline.py --help "
+              "lists every flag.")
+    shown = _section_parser(own + ["run"], prog, description=description, epilog=epilog, add_help=True,
+                            pipeline=False)
+    accepted = _section_parser(order, prog, description=description, epilog=epilog, add_help=False,
+                               pipeline=False)
+    accepted.add_argument("-h", "--help", action=_PrintOwnHelp, shown=shown, help="show this help message and exit")
+    return CommandLine(shown=shown, accepted=accepted)
 
 
 def _typed(argv: list[str]) -> set[str]:
@@ -121,7 +185,6 @@ class Parsed:
 
 def parse(argv: list[str], step: table.Step | None, prog: str | None = None) -> Parsed:
     """Parse ``argv`` for ``step`` (None: run_pipeline.py). Exits 2 with one line on a bad flag."""
-    parser = build_parser(step, prog)
-    ns = parser.parse_args(argv)
+    ns = build_parser(step, prog).parse_args(argv)
     given = {name: getattr(getattr(ns, FIELD_SECTION[name]), name) for name in _typed(argv)}
-    return Parsed(given=given, pipeline=getattr(ns, "pipeline", PipelineOptions()))
+    return Parsed(given=given, pipeline=getattr(ns, PIPELINE, PipelineOptions()))

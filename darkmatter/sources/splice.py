@@ -5,9 +5,9 @@ The activations up to the hook are computed once per batch of held-out windows (
 each edit then runs only the layers after the hook:
 
 * HookedTransformer at ``hook_resid_pre``: ``model(acts, start_at_layer=L)`` (TransformerLens);
-* TransformerBridge (the offline SmolLM2): the wrapped Hugging Face decoder layers L.. with the
-  keyword arguments (rotary embeddings, mask) captured from a clean pass, then the final norm and
-  ``lm_head`` (the bridge itself refuses ``start_at_layer``);
+* TransformerBridge (the offline SmolLM2): the bridge's blocks L.. with the keyword arguments
+  (rotary embeddings, mask) their Hugging Face decoder layers received in a clean pass, then
+  ``ln_final`` and ``unembed`` (the bridge itself refuses ``start_at_layer``; :func:`bridge_suffix`);
 * anything else: the whole model with a hook that replaces the activation
   (``run_with_hooks``).
 
@@ -17,7 +17,8 @@ used), and :attr:`LMDownstream.route` says which ran.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,46 @@ from darkmatter.sources.models import LoadedModel
 
 #: Largest |Δlogit| / max |logit| the prefix-cached route may differ from the whole model by.
 ROUTE_TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class BridgeSuffix:
+    """The modules of a TransformerBridge that map the residual stream at a block's input to logits.
+
+    Attributes:
+        blocks: every block, in order (``bridge.blocks``); block ``L`` takes ``blocks.L.hook_resid_pre``.
+        ln_final: the final norm (``bridge.ln_final``).
+        unembed: the unembedding (``bridge.unembed``).
+    """
+
+    blocks: Sequence[torch.nn.Module]
+    ln_final: torch.nn.Module
+    unembed: torch.nn.Module
+
+
+def bridge_suffix(model: Any) -> BridgeSuffix | None:
+    """The modules the ``hf_layers`` route runs from the hook's block onward, or None when ``model``
+    is not a TransformerBridge that has them.
+
+    Why this adapter: TransformerBridge (TransformerLens 3.9) refuses ``start_at_layer``, since its
+    forward hands the layer loop to the Hugging Face model, and TransformerLens documents no other
+    way to run a bridge from a layer. It does expose its components under TransformerLens's
+    architecture-independent names, ``blocks``, ``ln_final`` and ``unembed`` (the modules its hook
+    names belong to; inside the wrapped model they replace the decoder layers, the final norm and
+    ``lm_head``), and each block passes the keyword arguments it receives to its Hugging Face decoder
+    layer. This function is the one place that relies on that structure: if TransformerLens changes
+    it, the route is not chosen (the whole-model route gives the same numbers, slower), and
+    ``tests/sources/test_bridge_layers.py`` fails, naming this function.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if not isinstance(model, TransformerBridge):
+        return None
+    blocks, ln_final, unembed = (getattr(model, name, None) for name in ("blocks", "ln_final", "unembed"))
+    if not isinstance(blocks, torch.nn.ModuleList) or not isinstance(ln_final, torch.nn.Module) \
+            or not isinstance(unembed, torch.nn.Module):
+        return None
+    return BridgeSuffix(blocks=list(blocks), ln_final=ln_final, unembed=unembed)
 
 
 class LMDownstream:
@@ -163,7 +204,7 @@ class LMDownstream:
         if self.hook_name.endswith("hook_resid_pre") and hasattr(self.model.model, "blocks") and \
                 type(self.model.model).__name__ == "HookedTransformer":
             candidates.append("start_at_layer")
-        if self._hf_layers() is not None and self.hook_name.endswith("hook_resid_pre"):
+        if self.hook_name.endswith("hook_resid_pre") and bridge_suffix(self.model.model) is not None:
             candidates.append("hf_layers")
         for route in candidates:
             self.route = route
@@ -175,26 +216,20 @@ class LMDownstream:
                 return route
         return "whole_model"
 
-    def _hf_layers(self) -> Any:
-        hf = getattr(self.model.model, "original_model", None)
-        inner = getattr(hf, "model", None)
-        if inner is None or not hasattr(inner, "layers") or not hasattr(hf, "lm_head"):
-            return None
-        return hf
-
     def _hf_suffix(self, acts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        hf = self._hf_layers()
-        key = tuple(tokens.shape)
+        parts = bridge_suffix(self.model.model)
+        assert parts is not None, "the hf_layers route is chosen only for a bridge with blocks, ln_final, unembed"
+        key = (int(tokens.shape[0]), int(tokens.shape[1]))
         if key not in self._kwargs:
-            self._kwargs[key] = self._capture(hf, tokens)  # type: ignore[index]
+            self._kwargs[key] = self._capture(parts, tokens)
         h = acts
-        for layer in hf.model.layers[self.layer:]:
-            out = layer(h, **self._kwargs[key])  # type: ignore[index]
+        for block in parts.blocks[self.layer:]:
+            out = block(h, **self._kwargs[key])
             h = out[0] if isinstance(out, tuple) else out
-        return hf.lm_head(hf.model.norm(h)).float()
+        return parts.unembed(parts.ln_final(h)).float()
 
-    def _capture(self, hf: Any, tokens: torch.Tensor) -> dict[str, Any]:
-        """The keyword arguments the decoder layer at the hook receives for windows of this shape."""
+    def _capture(self, parts: BridgeSuffix, tokens: torch.Tensor) -> dict[str, Any]:
+        """The keyword arguments the block at the hook receives for windows of this shape."""
         got: dict[str, Any] = {}
 
         class Stop(Exception):
@@ -204,7 +239,7 @@ class LMDownstream:
             got.update({k: v for k, v in kwargs.items() if k != "hidden_states"})
             raise Stop
 
-        handle = hf.model.layers[self.layer].register_forward_pre_hook(grab, with_kwargs=True)
+        handle = parts.blocks[self.layer].register_forward_pre_hook(grab, with_kwargs=True)
         try:
             self.model.model(tokens)
         except Stop:
