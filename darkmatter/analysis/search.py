@@ -66,7 +66,7 @@ def sweep_plan(pca: stats.PCA, n: int, opts: SearchOptions) -> tuple[list[int], 
 def choose(fits: dict[int, KFit], opts: SearchOptions) -> tuple[int, str]:
     """The k of the result: the fixed one, or the sweep's choice among the admissible k."""
     if opts.n_components:
-        return opts.n_components, "--n-components"
+        return opts.n_components, "fixed: `n_components`"
     ks = sorted(fits)
     return choose_k(ks, [fits[k].n_reproducible for k in ks], [fits[k].admissible for k in ks],
                     k_rule_text(opts.fit.samples_per_parameter, opts.fit.fraction))

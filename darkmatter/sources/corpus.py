@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m darkmatter.sources.corpus [--root DIR] [--mirror URL]``: fetch the corpus; a
     problem is one ``error:`` line and exit status 2."""
     parser = argparse.ArgumentParser(prog="python -m darkmatter.sources.corpus",
-                                     description="Fetch the Debian packages of the text corpora (see --corpus).")
+                                     description="Fetch the Debian packages of the text corpora the pipeline reads.")
     parser.add_argument("--root", default=None, help=f"corpus folder (default ${ENV}, else "
                                                      "<sys.prefix>/share/ica-dark-matter/corpus)")
     parser.add_argument("--mirror", default=MIRROR, help="Debian mirror")

@@ -170,7 +170,7 @@ def test_recording_trainer_calls_the_hook_once_per_step():
         SAETrainerConfig(total_training_samples=5 * 16, train_batch_size_samples=16, lr=1e-3, lr_end=1e-3,
                          device="cpu", logger=LoggingConfig(log_to_wandb=False)),
         StandardTrainingSAE(StandardTrainingSAEConfig(d_in=8, d_sae=16)),
-        iter(rows.split(16) * 3), lambda trainer, step, out: seen.append((step, float(out.loss))))
+        iter(rows.split(16) * 3), lambda trainer, step, out: seen.append((step, float(out.loss.detach()))))
     trainer.fit()
     assert [s for s, _ in seen] == [0, 1, 2, 3, 4] and all(loss > 0 for _, loss in seen)
 

@@ -13,6 +13,7 @@ token at that k; components whose top activations sit on the first positions are
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from darkmatter.analysis.search import SearchOptions, choose, sweep_plan
 from darkmatter.distributed import chunk_range, current
 from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import table
+from darkmatter.pipeline.config import as_flags
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import CollectResult, ComponentFit, ICAResult, KSweepPoint, SetupResult
 
@@ -41,31 +43,37 @@ ALGORITHM = {
 
 
 class SeedBars:
-    """One progress bar per FastICA seed, showing the iteration and how many components settled."""
+    """One progress bar per FastICA seed, showing the iteration and how many components settled.
+
+    Seeds may run on a thread pool at once: each has its own bar, and a lock keeps one thread from
+    closing a bar another is updating.
+    """
 
     def __init__(self, label: str, k: int, max_iter: int):
         self.label, self.k, self.max_iter = label, k, max_iter
-        self.bar: tqdm | None = None
-        self.seed: int | None = None
-        self.phase = ""
+        self.bars: dict[int, tqdm] = {}
+        self.phases: dict[int, str] = {}
+        self.lock = threading.Lock()
 
     def __call__(self, seed: int, phase: str, iteration: int, n_settled: int) -> None:
-        if seed != self.seed:
-            self.close()
-            self.seed, self.phase = seed, phase
-            self.bar = tqdm(total=self.max_iter, desc=f"{self.label} seed {seed}", unit="it", leave=True)
-        assert self.bar is not None
-        if phase != self.phase:  # the settled rows are refined alone: a new count of iterations
-            self.phase = phase
-            self.bar.set_description(f"{self.label} seed {seed} ({phase})")
-            self.bar.reset(total=self.max_iter)
-        self.bar.update(1)
-        self.bar.set_postfix_str(f"settled {n_settled}/{self.k}", refresh=False)
+        with self.lock:
+            bar = self.bars.get(seed)
+            if bar is None:
+                bar = self.bars[seed] = tqdm(total=self.max_iter, desc=f"{self.label} seed {seed}", unit="it",
+                                             leave=True)
+                self.phases[seed] = phase
+            if phase != self.phases[seed]:  # the settled rows are refined alone: a new count of iterations
+                self.phases[seed] = phase
+                bar.set_description(f"{self.label} seed {seed} ({phase})")
+                bar.reset(total=self.max_iter)
+            bar.update(1)
+            bar.set_postfix_str(f"settled {n_settled}/{self.k}", refresh=False)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        with self.lock:
+            for bar in self.bars.values():
+                bar.close()
+            self.bars.clear()
 
 
 def search_options(ctx: StepContext) -> SearchOptions:
@@ -211,8 +219,9 @@ def run(ctx: StepContext) -> None:
         result = ica_result(f, points, k_rule, skipped, top, n, n_fit, unit_name, len(np.unique(units)), opts,
                             explained, flags, i.ica_backend)
         ctx.write(result)
-    print(f"k = {k} ({k_rule}); {result.n_stable}/{k} stable across {unit_name} splits ({result.n_undetermined} "
-          f"undetermined), {result.n_settled} settled, {result.n_above_floor} above the noise floor, "
+    print(f"k = {k} ({as_flags(k_rule)}); {result.n_stable}/{k} stable across {unit_name} splits "
+          f"({result.n_undetermined} undetermined), {result.n_settled} settled, {result.n_above_floor} above the "
+          "noise floor, "
           f"{result.n_reproducible} all three; reconstruction explains {explained:.4f} of residual variance "
           f"(PCA kept {white.explained:.4f})")
     print(f"noise floor: {result.noise_floor}")
