@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,37 +41,57 @@ def _seed_everything():
     torch.manual_seed(0)
 
 
+def shared(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """A folder built once per test session, also across pytest-xdist workers: the first worker
+    to ask builds it under a file lock in the workers' common temporary folder, the others wait
+    and reuse it (pytest-xdist's documented recipe for session data). Tests read it, never write it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder, done = root / f"shared_{name}", root / f"shared_{name}.done"
+    with FileLock(str(root / f"shared_{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def text_glob(tmp_path_factory) -> str:
     """Glob over 40 local text files (pydoc topics)."""
-    return write_text_files(tmp_path_factory.mktemp("text"))
+    return str(shared(tmp_path_factory, "text", write_text_files) / "*.txt")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A local_hooked model folder: hooked_config.json, weights.pt and a 512-token BPE tokenizer."""
-    return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+    return shared(tmp_path_factory, "tiny_model", make_tiny_model)
 
 
 @pytest.fixture(scope="session")
 def tiny_sae_dir(tmp_path_factory) -> Path:
-    return save_sae(tmp_path_factory.mktemp("tiny_sae"), TINY_D_MODEL, 128)
+    return shared(tmp_path_factory, "tiny_sae", lambda folder: save_sae(folder, TINY_D_MODEL, 128))
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_model_dir, text_glob) -> Path:
     """Every numbered script, as a subprocess, on the tiny local model (its SAE trained by 01):
-    the outputs folder the script, dashboard and notebook tests read."""
+    the outputs folder the script, dashboard and notebook tests read (built once per session)."""
     from darkmatter.pipeline import table
 
-    scripts = [s.script for s in table.steps()]
-    out = tmp_path_factory.mktemp("run")
-    run_script(scripts[0], "--model", str(tiny_model_dir), "--hook-name", TINY_HOOK,
-               "--text-files", text_glob, "--context-size", "32", "--n-tokens", str(TINY_RUN_TOKENS),
-               "--sae-train-tokens", "3000", "--sae-train-samples", "12000", "--sae-batch-size", "256",
-               "--sae-expansion", "4", "--sae-l0", "4", "--n-components", str(TINY_RUN_K), "--batch-size", "8",
-               "--causal-windows", "16", "--causal-components", "all", "--completeness-runs", "1",
-               "--outputs", str(out))
-    for name in scripts[1:]:
-        run_script(name, "--outputs", str(out))
-    return out
+    def build(out: Path) -> None:
+        scripts = [s.script for s in table.steps()]
+        run_script(scripts[0], "--model", str(tiny_model_dir), "--hook-name", TINY_HOOK,
+                   "--text-files", text_glob, "--context-size", "32", "--n-tokens", str(TINY_RUN_TOKENS),
+                   "--sae-train-tokens", "3000", "--sae-train-samples", "12000", "--sae-batch-size", "256",
+                   "--sae-expansion", "4", "--sae-l0", "4", "--n-components", str(TINY_RUN_K), "--batch-size", "8",
+                   "--causal-windows", "16", "--causal-components", "all", "--completeness-runs", "1",
+                   "--outputs", str(out))
+        for name in scripts[1:]:
+            run_script(name, "--outputs", str(out))
+
+    return shared(tmp_path_factory, "tiny_run", build)

@@ -22,8 +22,11 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DARKMATTER
 ARRAYS = ("activations", "residuals", "token_index")
 
 
-def _torchrun(out: Path, env: dict | None = None) -> subprocess.Popen:
+def _torchrun(out: Path, env: dict | None = None, monitor_s: float = 0.1) -> subprocess.Popen:
+    """Step 02 on two gloo ranks. ``monitor_s``: how often torchrun polls its workers; once one dies it
+    stops the others, so a test of what rank 0 says polls slowly enough for rank 0 to say it first."""
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "--monitor-interval", str(monitor_s),
                              "scripts/02_collect_activations.py", "--outputs", str(out)], cwd=REPO, env=env or ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -90,7 +93,7 @@ def _wait_for_checkpoints(out: Path, proc: subprocess.Popen) -> None:
 @pytest.mark.parametrize("how", ["sigkill-rank-1", "sigterm-job"])
 def test_a_sharded_collection_resumes_to_the_bytes_of_an_uninterrupted_one(setup_run, uninterrupted, tmp_path, how):
     out = _copy(setup_run, tmp_path)
-    proc = _torchrun(out)
+    proc = _torchrun(out, monitor_s=5.0)  # rank 0 notices the lost peer in well under a second
     _wait_for_checkpoints(out, proc)
     if how == "sigkill-rank-1":
         pid = _rank_pid(proc.pid, 1)
