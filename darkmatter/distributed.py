@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,15 +68,34 @@ class Comm:
         except RuntimeError as exc:
             raise PeerLost.of(exc, self) from None
 
+    def _finish(self, work: Any) -> None:
+        """Wait for an asynchronous collective at most ``timeout_s`` (gloo): a rank stopped between
+        :meth:`_watch` and the collective ends the job too, instead of hanging it.
+
+        Raises:
+            PeerLost: the collective did not complete in time, or a peer was lost.
+        """
+        try:
+            work.wait(datetime.timedelta(seconds=self.timeout_s))
+        except RuntimeError as exc:
+            raise PeerLost.of(exc, self) from None
+
+    def _collective(self, run: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """``run(*args, **kwargs)`` (a torch.distributed collective), watched and bounded on gloo."""
+        if self.backend != "gloo":
+            run(*args, **kwargs)
+            return
+        self._watch()
+        self._finish(run(*args, **kwargs, async_op=True))
+
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """The element-wise sum of ``t`` over ranks (``t`` itself when not sharded)."""
         if not self.sharded:
             return t
         import torch.distributed as dist
 
-        self._watch()
         w = self._wire(t).clone()
-        dist.all_reduce(w, op=dist.ReduceOp.SUM)
+        self._collective(dist.all_reduce, w, op=dist.ReduceOp.SUM)
         return w.to(t.device)
 
     def sum_np(self, a: np.ndarray | float) -> np.ndarray:
@@ -93,7 +113,7 @@ class Comm:
         import torch.distributed as dist
 
         w = self._wire(t).clone()
-        dist.broadcast(w, src=0)
+        self._collective(dist.broadcast, w, src=0)
         return w.to(t.device)
 
     def gather_ints(self, values: list[int], watch: bool = True) -> np.ndarray:
@@ -105,18 +125,23 @@ class Comm:
         import torch
         import torch.distributed as dist
 
-        if watch:
-            self._watch()
         t = self._wire(torch.as_tensor(local))
         out = [torch.zeros_like(t) for _ in range(self.world)]
-        dist.all_gather(out, t)
+        if watch:
+            self._collective(dist.all_gather, out, t)
+        else:
+            dist.all_gather(out, t)
         return torch.cat([o.cpu() for o in out]).numpy()
 
     def barrier(self) -> None:
+        """Every rank waits for the others (watched on gloo: a rank silent for ``timeout_s`` ends the job)."""
         if self.sharded:
             import torch.distributed as dist
 
-            dist.barrier()
+            if self.backend == "gloo":
+                self._watch()  # monitored_barrier is a barrier
+            else:
+                dist.barrier()
 
 
 class PeerLost(DarkMatterError):
@@ -130,6 +155,8 @@ class PeerLost(DarkMatterError):
         text = str(exc)
         found = re.findall(r"[Rr]anks? (\d+(?:\s*,\s*\d+)*)", text)
         ranks = sorted({int(r) for group in found for r in re.split(r"\s*,\s*", group)} - {comm.rank})
+        if not ranks and comm.world == 2:  # the error names no rank, but there is only one other
+            ranks = [1 - comm.rank]
         who = f"rank {', '.join(map(str, ranks))}" if ranks else "another rank"
         first = text.strip().splitlines()[0][:100] if text.strip() else type(exc).__name__
         return cls(f"rank {comm.rank}: {who} stopped answering ({first}); the other ranks stop too. Rerun the "
