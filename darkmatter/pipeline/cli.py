@@ -183,14 +183,19 @@ def run_all(argv: Sequence[str]) -> int:
         except DarkMatterError as exc:
             print(f"error: {as_flags(str(exc))}", file=sys.stderr)
             return 2
+        until = parsed.pipeline.until
+        if until is not None and until not in [s.number for s in table.steps()]:
+            print(f"error: --until {until} is not a step: choose one of "
+                  f"{', '.join(str(s.number) for s in table.steps())}", file=sys.stderr)
+            return 2
         if parsed.pipeline.layers is not None:
-            return run_layers(given, parsed.pipeline.layers, parsed.pipeline.force)
-        return _run_steps(given, parsed.pipeline.force)
+            return run_layers(given, parsed.pipeline.layers, parsed.pipeline.force, until)
+        return _run_steps(given, parsed.pipeline.force, until)
     finally:
         shutdown()
 
 
-def _run_steps(given: dict, force: bool = False) -> int:
+def _run_steps(given: dict, force: bool = False, until: int | None = None) -> int:
     from darkmatter.pipeline.currency import is_current
     from darkmatter.sources.models import model_cache
 
@@ -198,6 +203,8 @@ def _run_steps(given: dict, force: bool = False) -> int:
     ran = False
     with model_cache():  # 01, 02 and 06 share one model load
         for step in table.steps():
+            if until is not None and step.number > until:
+                break
             if not (force or ran) and is_current(step, given, _resolve):
                 print(f"=== {step.script}: skipped, its outputs are current (--force reruns it) ===", flush=True)
                 continue
@@ -220,7 +227,7 @@ def _parse_layers(text: str) -> list[int]:
     return layers
 
 
-def run_layers(given: dict, layers_text: str, force: bool = False) -> int:
+def run_layers(given: dict, layers_text: str, force: bool = False, until: int | None = None) -> int:
     """Train (or load) an SAE and analyse it for several layers in one call.
 
     Layer L uses the configured hook with its block index replaced (``blocks.L.hook_resid_pre``)
@@ -260,9 +267,12 @@ def run_layers(given: dict, layers_text: str, force: bool = False) -> int:
         if s.sae_id is not None:
             extra["sae_id"] = re.sub(r"blocks\.\d+\.", f"blocks.{layer}.", s.sae_id, count=1)
         print(f"\n##### layer {layer}: {hook} → {folders[layer]}", flush=True)
-        code = _run_steps({**given, **extra}, force)
+        code = _run_steps({**given, **extra}, force, until)
         if code:
             return code
+    if until is not None and until < table.last().number:
+        print(f"\nstopped after step {until}: no layers summary (it reads each layer's results document)")
+        return 0
     store = OutputStore(base.run.outputs)
     summary = report.layers_summary({layer: OutputStore(f).read_result("ica_dark_matter_results.json", Results,
                                                                        ("schema_version", "run_id"))[0]

@@ -47,6 +47,8 @@ class PipelineOptions:
     in layers_summary.md"""
     force: bool = False
     """rerun every step, also those whose outputs are current (same run_id, newer than their inputs)"""
+    until: int | None = None
+    """the last step to run (e.g. 4: collect and decompose, no report yet); default: every step"""
 
 
 PIPELINE = "pipeline"

@@ -88,3 +88,14 @@ def test_the_darkmatter_command_dispatches_to_the_table(monkeypatch, capsys):
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and said in err[0]
     assert cli.console(["--help"]) == 0 and "darkmatter step N" in capsys.readouterr().out
+
+
+def test_until_stops_the_pipeline_after_a_step(tmp_path, capsys):
+    out = tmp_path / "out"
+    small = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
+             "--n-tokens", "4000", "--outputs", str(out)]
+    assert cli.run_all([*small, "--until", "2"]) == 0
+    assert (out / "sae_stats.json").exists() and not (out / "diagnostics.json").exists()
+    assert "03_diagnostics.py" not in capsys.readouterr().out
+    assert cli.run_all([*small, "--until", "9"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --until 9 is not a step: choose one of 1, 2, 3, 4, 5, 6, 7, 8"
