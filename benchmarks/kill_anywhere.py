@@ -224,7 +224,9 @@ def plan(refs: list[dict[str, Any]], n: int, rng: random.Random) -> list[tuple[d
     for i in range(n):
         ref, s = cells[i % len(cells)]
         labels = ref["steps"][s]["labels"]
-        if (i // len(cells)) % 2 == 0 and labels:
+        # failpoints and random times alternate over steps and configurations, and swap on the next pass
+        failpoint = (s + refs.index(ref) + i // len(cells)) % 2 == 0
+        if failpoint and labels:
             between = [j + 1 for j, lab in enumerate(labels[:-1]) if lab == "rename" and labels[j + 1] == "rename"]
             pick = rng.choice(between) if between and (i // len(cells)) % 4 == 0 else rng.randint(1, len(labels))
             points.append((ref, s, "failpoint", float(pick)))

@@ -34,6 +34,17 @@ from helpers import (  # noqa: E402
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``slow(seconds=…)`` tests first, longest first (stable order otherwise): under ``-n 2``
+    the workers start on them and the many short tests fill in around them, instead of one long
+    test ending the run alone."""
+    def seconds(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("slow")
+        return -float(mark.kwargs.get("seconds", 1)) if mark else 0.0
+
+    items.sort(key=seconds)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     random.seed(0)

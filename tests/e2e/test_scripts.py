@@ -171,6 +171,7 @@ def test_contradicting_flag_stops_with_a_clear_message(run_dir):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow(seconds=10)
 def test_layers_trains_and_analyses_each_layer(tmp_path, tiny_model_dir, text_glob):
     out = tmp_path / "layers"
     run_script("run_pipeline.py", "--model", str(tiny_model_dir), "--hook-name", TINY_HOOK,

@@ -52,6 +52,7 @@ def _compare(one: OutputStore, two: OutputStore) -> None:
         [c["source_excess_kurtosis"] for c in b["components"]], rel=1e-9)
 
 
+@pytest.mark.slow(seconds=45)
 def test_two_gloo_ranks_give_the_single_process_answer_on_the_planted_preset(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     for out, ranks in ((one, 1), (two, 2)):
@@ -82,6 +83,7 @@ def _same(a, b, where: str = "") -> None:
         assert a == b, where
 
 
+@pytest.mark.slow(seconds=25)
 def test_two_gloo_ranks_collect_the_tiny_model_run_as_one_process_did(tmp_path, tiny_run):
     """Steps 02-04 on the tiny local model, sharded, against the session's single-process run."""
     two = tmp_path / "two"

@@ -21,6 +21,8 @@ from tests.helpers import REPO, TINY_HOOK
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DARKMATTER_CHECKPOINT_ROUNDS": "2"}
 ARRAYS = ("activations", "residuals", "token_index")
 
+pytestmark = pytest.mark.slow(seconds=20)  # torchrun: started first (conftest)
+
 
 def _torchrun(out: Path, env: dict | None = None, monitor_s: float = 0.1) -> subprocess.Popen:
     """Step 02 on two gloo ranks. ``monitor_s``: how often torchrun polls its workers; once one dies it
