@@ -28,7 +28,6 @@ from helpers import (  # noqa: E402
     TINY_RUN_K,
     TINY_RUN_TOKENS,
     make_tiny_model,
-    run_script,
     save_sae,
     write_text_files,
 )
@@ -90,19 +89,37 @@ def tiny_sae_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_model_dir, text_glob) -> Path:
-    """Every numbered script, as a subprocess, on the tiny local model (its SAE trained by 01):
-    the outputs folder the script, dashboard and notebook tests read (built once per session)."""
-    from darkmatter.pipeline import table
+    """Every numbered step, one ``main(N)`` after the other as the scripts call it, on the tiny local
+    model (its SAE trained by 01): the outputs folder the script, dashboard and notebook tests read
+    (built once per session; ``tests/e2e/test_scripts.py`` runs the scripts themselves)."""
+    from darkmatter.pipeline import cli, table
 
     def build(out: Path) -> None:
-        scripts = [s.script for s in table.steps()]
-        run_script(scripts[0], "--model", str(tiny_model_dir), "--hook-name", TINY_HOOK,
-                   "--text-files", text_glob, "--context-size", "32", "--n-tokens", str(TINY_RUN_TOKENS),
-                   "--sae-train-tokens", "3000", "--sae-train-samples", "12000", "--sae-batch-size", "256",
-                   "--sae-expansion", "4", "--sae-l0", "4", "--n-components", str(TINY_RUN_K), "--batch-size", "8",
-                   "--causal-windows", "16", "--causal-components", "all", "--completeness-runs", "1",
-                   "--outputs", str(out))
-        for name in scripts[1:]:
-            run_script(name, "--outputs", str(out))
+        steps = table.steps()
+        first = ["--model", str(tiny_model_dir), "--hook-name", TINY_HOOK,
+                 "--text-files", text_glob, "--context-size", "32", "--n-tokens", str(TINY_RUN_TOKENS),
+                 "--sae-train-tokens", "3000", "--sae-train-samples", "12000", "--sae-batch-size", "256",
+                 "--sae-expansion", "4", "--sae-l0", "4", "--n-components", str(TINY_RUN_K), "--batch-size", "8",
+                 "--causal-windows", "16", "--causal-components", "all", "--completeness-runs", "1",
+                 "--outputs", str(out)]
+        for step in steps:
+            assert cli.main(step.number, first if step is steps[0] else ["--outputs", str(out)]) == 0, step.script
 
     return shared(tmp_path_factory, "tiny_run", build)
+
+
+#: the small planted run several files read (report, end to end): 20,000 tokens in 32 dimensions
+SMALL_PLANTED = ["--preset", "planted", "--planted-d-model", "32", "--planted-features", "48",
+                 "--planted-withheld", "8", "--n-tokens", "20000", "--stability-splits", "1",
+                 "--completeness-runs", "1"]
+
+
+@pytest.fixture(scope="session")
+def small_planted_run(tmp_path_factory) -> Path:
+    """``run_pipeline.py`` with :data:`SMALL_PLANTED` (built once per session; tests read it)."""
+    from darkmatter.pipeline import cli
+
+    def build(out: Path) -> None:
+        assert cli.run_all([*SMALL_PLANTED, "--outputs", str(out)]) == 0
+
+    return shared(tmp_path_factory, "small_planted_run", build)

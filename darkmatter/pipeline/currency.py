@@ -47,7 +47,7 @@ def is_current(step: table.Step, given: dict, resolve_step: Callable[[table.Step
     from darkmatter.pipeline.results import SCHEMA_VERSION
     from darkmatter.pipeline.storage.store import OutputStore
 
-    result = next((w for w in step.writes if w.endswith(".json") and w != "config.json"), None)
+    result = next((w for w in step.writes if w.endswith(".json") and w != table.CONFIG_FILE), None)
     try:
         cfg = resolve_step(step, given)
         store = OutputStore(cfg.run.outputs)

@@ -59,13 +59,6 @@ class Step:
         rewrites it when one of the section's fields changed."""
         return bool(self.owns) or self is first()
 
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        """Everything the step may write: :attr:`writes`, plus ``config.json`` and ``timings.json``
-        (shared files, committed with the step)."""
-        shared = (CONFIG_FILE,) if self.records_config and CONFIG_FILE not in self.writes else ()
-        return self.writes + shared + (TIMINGS_FILE,)
-
     def function(self) -> Callable[[Any], None]:
         """The step's ``run(ctx)`` (imported on first use)."""
         return importlib.import_module(self.module).run

@@ -17,10 +17,8 @@ BASELINES = set_names()[1:]
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("planted")
-    assert cli.run_all(["--preset", "planted", "--outputs", str(out), *SMALL_FLAGS]) == 0
-    return out
+def small_run(small_planted_run):
+    return small_planted_run  # conftest.SMALL_PLANTED: the preset with SMALL_FLAGS
 
 
 def test_planted_pipeline_end_to_end(small_run):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from darkmatter.analysis.directions import NULL, PCA, set_names
 from darkmatter.pipeline import table
 from darkmatter.pipeline.results import SCHEMA_VERSION
 
-from helpers import TINY_D_MODEL, TINY_HOOK, TINY_RUN_K, TINY_RUN_TOKENS, leftovers, run_script
+from helpers import REPO, TINY_D_MODEL, TINY_HOOK, TINY_RUN_K, TINY_RUN_TOKENS, leftovers, run_script
 
 SCRIPTS = [s.script for s in table.steps()]
 N_TOKENS, K = TINY_RUN_TOKENS, TINY_RUN_K
@@ -190,3 +192,12 @@ def test_layers_trains_and_analyses_each_layer(tmp_path, tiny_model_dir, text_gl
         assert (out / f"layer_{layer:02d}" / "sae" / "cfg.json").exists()
     assert all(0 < r["sae_fvu"] < 1 for r in table)
     assert "| 6 | `blocks.6.hook_resid_pre`" in (out / "layers_summary.md").read_text()
+
+
+def test_every_numbered_script_runs_its_step():
+    """The three-line scripts themselves, as subprocesses: each answers --help as its own step."""
+    for step in table.steps():
+        proc = subprocess.run([sys.executable, f"scripts/{step.script}", "--help"], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"usage: {step.script}"), proc.stdout[:80]

@@ -6,21 +6,16 @@ import pytest
 from pydantic import TypeAdapter
 
 from darkmatter.analysis.directions import NULL, set_names
-from darkmatter.pipeline import cli, table
+from darkmatter.pipeline import table
 from darkmatter.pipeline.report import aggregate as report
 from darkmatter.pipeline.report.markdown import layers_markdown, report_markdown
 from darkmatter.pipeline.results import SCHEMA_VERSION
 from darkmatter.pipeline.results.document import Results
 
-SMALL = ["--preset", "planted", "--planted-d-model", "32", "--planted-features", "48", "--planted-withheld", "8",
-         "--n-tokens", "20000", "--stability-splits", "1", "--completeness-runs", "1"]
-
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
-    assert cli.run_all([*SMALL, "--outputs", str(out)]) == 0
-    return out
+def run_dir(small_planted_run):
+    return small_planted_run
 
 
 def load(run_dir) -> Results:

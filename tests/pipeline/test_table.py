@@ -48,6 +48,9 @@ def test_the_table_is_complete_and_consistent():
             assert table.producer_step(name).number < s.number, (s.script, name)
     assert table.producer("ica.json") == "04_run_ica.py" and table.owner("ica").script == "04_run_ica.py"
     assert table.owner("run") is None
+    assert [s.number for s in steps if s.sharded] == [2, 3, 4] and [s.number for s in steps if s.resumable] == [2]
+    assert [s.number for s in steps if s.records_config] == [1, 2, 4, 5, 6, 7]  # the first, and every owner
+    assert table.first() is steps[0] and table.last() is steps[-1]
     with pytest.raises(ValueError, match="already registered"):
         table.register(table.Step(4, "again", __name__, ""))
     with pytest.raises(ValueError, match="another producer"):
@@ -84,3 +87,15 @@ def test_one_row_and_one_baseline_reach_cli_store_and_report(tmp_path, capsys):
         finally:
             directions.unregister_baseline("axes")
     assert "dummy.json" not in table.known_files() and "axes" not in directions.set_names()
+
+
+def test_an_owner_of_a_section_records_its_change_in_config_json(tmp_path, capsys):
+    """config.json lands with the commit of every step that owns a section (05 and 07 included),
+    so a later step reads the value the owner ran with instead of refusing its outputs."""
+    out = tmp_path / "run"
+    small = ["--preset", "planted", "--planted-d-model", "16", "--planted-features", "24", "--planted-withheld", "4",
+             "--n-tokens", "4000", "--stability-splits", "1", "--completeness-runs", "0", "--outputs", str(out)]
+    assert cli.run_all([*small, "--until", "5"]) == 0
+    assert cli.main(5, ["--outputs", str(out), "--null-draws", "7"]) == 0  # 05 owns compare.null_draws
+    assert json.loads((out / "config.json").read_text())["compare"]["null_draws"] == 7
+    assert cli.main(6, ["--outputs", str(out)]) == 0, capsys.readouterr().err

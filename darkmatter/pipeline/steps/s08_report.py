@@ -44,7 +44,7 @@ def run(ctx: StepContext) -> None:
         causal=ctx.read(CausalResult) if ctx.exists(CausalResult) else None,
         completeness=ctx.read(CompletenessResult) if ctx.exists(CompletenessResult) else None,
         amplitude=ctx.read(Amplitude) if ctx.exists(Amplitude) else None)
-    timings = store.read_json("timings.json") if store.exists("timings.json") else {}
+    timings = store.read_json(table.TIMINGS_FILE) if store.exists(table.TIMINGS_FILE) else {}
     steps = [StepRecord(number=s.number, script=s.script, summary=s.summary,
                         outputs=list(s.writes) if s == ctx.step else [f for f in s.writes if store.exists(f)],
                         timing=Timing(**timings[s.script]) if s.script in timings else None)
