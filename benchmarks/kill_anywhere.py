@@ -23,7 +23,7 @@ Each step runs in a child forked from this process after the heavy imports, so a
 the step's time twice, not an interpreter start.
 
     python benchmarks/kill_anywhere.py --points 200 --json docs/runs/kill_anywhere.json
-    python benchmarks/kill_anywhere.py --points 32 --configs planted,tiny   # the CI size (tests/)
+    python benchmarks/kill_anywhere.py --points 16 --configs planted,tiny   # the CI size (tests/)
 """
 
 from __future__ import annotations
