@@ -227,5 +227,6 @@ register(Step(
     "Aggregate every step's results into ica_dark_matter_results.json and report.md; the static dashboard "
     "(dashboard/index.html); the ICA components as an SAELens SAE of the residual (ica_sae/).",
     reads=("config.json", "setup.json", "sae_stats.json", "diagnostics.json", "ica.json", "similarity.json",
-           "feature_bank.json", "statistics.json", "ica_unmixing.npy", "ica_mixing.npy", "residual_mean.npy"),
+           "feature_bank.json", "statistics.json", "ica_unmixing.npy", "ica_mixing.npy", "residual_mean.npy",
+           "activations.npy", "residuals.npy"),
     writes=("ica_dark_matter_results.json", "report.md", "dashboard", "ica_sae")))

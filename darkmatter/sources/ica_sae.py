@@ -23,11 +23,16 @@ Its ReLU cannot emit a signed source from one latent, so each source takes two (
 Then f[:, :k] = ReLU(s), f[:, k:] = ReLU(−s), so s = f[:, :k] − f[:, k:] exactly, and
 ``decode(encode(r)) = s @ mixing.T + mean`` (the k-component reconstruction of r).
 
-The SAE's input is the *residual* of the run's SAE, not the activations at ``metadata.hook_name``:
-:class:`ICASAE` recovers signed sources from residuals (:meth:`ICASAE.sources`) or from activations
-through the run's SAE (:meth:`ICASAE.residual_sources`). In a ``HookedSAETransformer`` with the run's
-SAE attached at ``hook_name`` and ``use_error_term=True``, the residual is the SAE's
-``hook_sae_error`` (``metadata.residual_hook_name``).
+The SAE's input is the *residual* of the run's SAE (the base SAE), not the activations at
+``metadata.hook_name``: ``hook_name`` names the hook the residual is computed at, and the metadata says
+so plainly (``input``, ``input_warning``, ``base_sae_release``/``base_sae_id`` or ``base_sae_path``,
+absolute, and ``base_sae_path_from_export``, relative to the exported folder). A generic SAELens tool
+reads only ``hook_name`` and would feed x; :class:`ICASAE` refuses rows whose RMS norm is that of the
+activations rather than the residual (``residual_rms_norm`` / ``activation_rms_norm``, measured over the
+run's analysed tokens at export), and recovers signed sources from residuals (:meth:`ICASAE.sources`)
+or from activations through the base SAE (:meth:`ICASAE.residual_sources`, :meth:`ICASAE.residual`).
+In a ``HookedSAETransformer`` with the base SAE attached at ``hook_name`` and ``use_error_term=True``,
+the residual is the SAE's ``hook_sae_error`` (``metadata.residual_hook_name``).
 """
 
 from __future__ import annotations
@@ -49,21 +54,35 @@ FORMAT = "darkmatter-ica-sae-v1"
 
 README = """# ICA components of an SAE's residual, as a SAELens SAE
 
-This folder is a SAELens SAE (`cfg.json` + `sae_weights.safetensors`, architecture "standard"):
-`sae_lens.SAE.load_from_disk("{name}")` loads it.
+> **Input warning.** This SAE reads the residual r = x - base_sae(x) of the base SAE {base_sae}
+> at hook `{hook_name}`, **not** the activations x at that hook (the hook SAELens's `hook_name` names).
+> A tool that feeds it x gets meaningless features without an error. Compute the residual first:
+> `darkmatter.sources.ica_sae.load_ica_sae("{path}").residual(x)` (it loads the base SAE), or
+> `x - base_sae.decode(base_sae.encode(x))`.
 
-* Input: the residual r = x - SAE(x) of the run's SAE ({base_sae}) at hook `{hook_name}`, not the
-  activations x themselves. With that SAE attached to a HookedSAETransformer and
-  `use_error_term=True`, r is the hook `{hook_name}.hook_sae_error`.
+This folder is a SAELens SAE (`cfg.json` + `sae_weights.safetensors`, architecture "standard"):
+`sae_lens.SAE.load_from_disk("{path}")` loads it.
+
+* Input: the residual r = x - base_sae(x) of the base SAE ({base_sae}) at hook `{hook_name}`. With
+  that SAE attached to a HookedSAETransformer and `use_error_term=True`, r is the hook
+  `{hook_name}.hook_sae_error`. Over the run's analysed tokens r has RMS norm {residual_rms}, x {activation_rms}.
 * Features: d_sae = 2k = {d_sae} for k = {k} ICA components. Feature i < k is ReLU(s_i) and feature
   k + i is ReLU(-s_i), where s = (r - mean) @ unmixing.T are the ICA sources (unit variance over
   the analysed tokens, signed to positive skew, ordered by descending excess kurtosis).
 * Signed sources: `f = sae.encode(r); s = f[:, :k] - f[:, k:]`.
 * Reconstruction: `sae.decode(sae.encode(r)) = s @ mixing.T + mean`, the k-component
   reconstruction of r; decoder row i (= -row k + i) is what source i writes.
-* In Python: `darkmatter.sources.ica_sae.load_ica_sae(folder).sources(r)`, or
-  `.residual_sources(x, sae)` from activations x and the run's SAE.
+* In Python: `darkmatter.sources.ica_sae.load_ica_sae("{path}").sources(r)` (refuses rows whose norm
+  is that of x; `check_input=False` turns the check off), or `.residual_sources(x)` from activations x
+  through the base SAE.
 """
+
+#: What ``metadata.input`` says: the SAE reads the base SAE's residual, not the activations at hook_name.
+INPUT = "residual x - base_sae(x)"
+
+
+class ResidualExpected(DarkMatterError, ValueError):
+    """Rows given to an ICA SAE look like the activations x, not the residual x − base_sae(x)."""
 
 
 def _matrix(name: str, a: Any, ndim: int) -> np.ndarray:
@@ -98,24 +117,64 @@ def ica_sae_weights(unmixing: Any, mixing: Any, mean: Any) -> dict[str, torch.Te
             "W_dec": as32(np.concatenate([M.T, -M.T], axis=0)), "b_dec": as32(mu)}
 
 
-def ica_sae_metadata(run_meta: dict[str, Any], base_sae: str | None = None,
-                     hook_name: str | None = None) -> dict[str, Any]:
+def ica_sae_metadata(run_meta: dict[str, Any], base_sae: str | None = None, hook_name: str | None = None, *,
+                     base_sae_release: str | None = None, base_sae_id: str | None = None,
+                     base_sae_path: str | Path | None = None, residual_rms_norm: float | None = None,
+                     activation_rms_norm: float | None = None) -> dict[str, Any]:
     """SAELens metadata for the ICA SAE of a run: ``run_meta`` (the run's model, hook, windows and
-    dataset, :func:`darkmatter.sources.saes.run_metadata`), what the input is, and ``base_sae``
-    (the run's SAE, e.g. its release/id; see ``StepContext.sae_source``). ``hook_name`` replaces
-    the run's (pass ``setup.json``'s ``hook.hook_name``: the hook the source actually read).
+    dataset, :func:`darkmatter.sources.saes.run_metadata`), what the input is, the base SAE and the
+    norms that tell the residual from the activations.
 
+    Args:
+        run_meta: the run's SAELens metadata (``hook_name``, ``dataset_path``, ...).
+        base_sae: a name for the base SAE when neither ``base_sae_release`` nor ``base_sae_path`` is
+            given (kept as written).
+        hook_name: replaces the run's (pass ``setup.json``'s ``hook.hook_name``: the hook the source
+            actually read); the hook at which the residual is computed.
+        base_sae_release, base_sae_id: the base SAE as a SAELens pretrained release and id.
+        base_sae_path: the base SAE's folder (a locally trained SAE); stored absolute.
+        residual_rms_norm, activation_rms_norm: sqrt(mean ‖row‖²) of the residual and of the
+            activations over the run's analysed tokens (:func:`rms_norm`), activation units; with
+            both, :class:`ICASAE` refuses activations given in place of residuals.
+    Returns:
+        The metadata dict (JSON-serialisable): ``input`` and ``input_warning`` say that the SAE reads
+        x − base_sae(x); ``base_sae`` is ``release/id`` or the absolute path.
     Raises:
-        DarkMatterError: ``run_meta`` has no ``hook_name``.
+        DarkMatterError: ``run_meta`` has no ``hook_name``; ``base_sae_release`` without ``base_sae_id``.
     """
     if not run_meta.get("hook_name") and not hook_name:
         raise DarkMatterError("the run's metadata has no hook_name: pass run_metadata() of config.json")
+    if (base_sae_release is None) != (base_sae_id is None):
+        raise DarkMatterError("pass both `base_sae_release` and `base_sae_id` (a SAELens pretrained SAE), or neither")
     meta = {**run_meta, "hook_name": hook_name or run_meta["hook_name"]}
-    return {**meta, "input": "residual x - SAE(x) of the base SAE at hook_name",
-            "residual_hook_name": f"{meta['hook_name']}.hook_sae_error", "base_sae": base_sae}
+    path = str(Path(base_sae_path).resolve()) if base_sae_path is not None else None
+    name = f"{base_sae_release}/{base_sae_id}" if base_sae_release is not None else path or base_sae
+    hook = meta["hook_name"]
+    return {**meta, "input": INPUT, "residual_hook_name": f"{hook}.hook_sae_error", "base_sae": name,
+            "base_sae_release": base_sae_release, "base_sae_id": base_sae_id, "base_sae_path": path,
+            "input_warning": f"this SAE reads the residual x - base_sae(x) of the base SAE {name or '(unnamed)'} "
+                             f"at hook {hook}, NOT the activations x at {hook}: compute the residual first "
+                             "(darkmatter.sources.ica_sae.load_ica_sae(folder).residual(x))",
+            "residual_rms_norm": residual_rms_norm, "activation_rms_norm": activation_rms_norm}
 
 
-def save_ica_sae(folder: str | Path, unmixing: Any, mixing: Any, mean: Any, metadata: dict[str, Any]) -> None:
+def rms_norm(rows: Any, chunk_size: int = 16384) -> float:
+    """sqrt(mean over rows of ‖row‖²), streamed in chunks and accumulated in float64.
+
+    Args:
+        rows: float[n, d_model] (array or memmap), activation units.
+    Returns:
+        The RMS row norm (NaN for no rows).
+    """
+    n, total = len(rows), 0.0
+    for s in range(0, n, chunk_size):
+        chunk = np.asarray(rows[s:s + chunk_size], dtype=np.float64)
+        total += float(np.einsum("ij,ij->", chunk, chunk))
+    return float(np.sqrt(total / n)) if n else float("nan")
+
+
+def save_ica_sae(folder: str | Path, unmixing: Any, mixing: Any, mean: Any, metadata: dict[str, Any],
+                 final: str | Path | None = None) -> None:
     """Write the decomposition as a SAELens ``"standard"`` SAE with d_sae = 2k in ``folder``.
 
     The folder is written beside itself under a temporary name and renamed into place (an
@@ -129,6 +188,10 @@ def save_ica_sae(folder: str | Path, unmixing: Any, mixing: Any, mean: Any, meta
         metadata: SAELens metadata (``model_name``, ``hook_name``, ``context_size``,
             ``prepend_bos``, ``dataset_path``, ...; :func:`ica_sae_metadata` builds it from the run
             config); JSON-serialisable values only.
+        final: where the folder will live for its users when ``folder`` is a staging folder (the
+            output store's transaction renames it there), as they would type it (e.g.
+            ``outputs/ica_sae``); default ``folder``. The README's load lines name it, and a
+            ``base_sae_path`` in ``metadata`` gets ``base_sae_path_from_export``, relative to it.
 
     Weights are stored in float32 (SAELens's default dtype): the sources it gives agree with
     step 04's float64 arithmetic to about 1e-6 of their scale.
@@ -147,14 +210,21 @@ def save_ica_sae(folder: str | Path, unmixing: Any, mixing: Any, mean: Any, meta
                        "sae_lens_training_version": None, "darkmatter_format": FORMAT, "n_components": k,
                        "feature_layout": "feature i < k: ReLU(s_i); feature k+i: ReLU(-s_i); s = f[:, :k] - f[:, k:]"}
     folder = Path(folder)
+    final = Path(final) if final is not None else folder
+    if metadata.get("base_sae_path"):
+        cfg["metadata"]["base_sae_path_from_export"] = os.path.relpath(Path(metadata["base_sae_path"]).resolve(),
+                                                                       final.resolve())
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp", dir=folder.parent))
     try:
         save_file(weights, str(tmp / "sae_weights.safetensors"))
         (tmp / "cfg.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        norm = lambda v: "(not measured)" if v is None else f"{v:.4g}"  # noqa: E731
         (tmp / "README.md").write_text(README.format(
-            name=folder.name, base_sae=metadata.get("base_sae") or "the run's SAE",
-            hook_name=metadata.get("hook_name") or "hook_name", d_sae=d_sae, k=k))
+            path=final.as_posix(), base_sae=metadata.get("base_sae") or "(the run's SAE)",
+            hook_name=metadata.get("hook_name") or "hook_name", d_sae=d_sae, k=k,
+            residual_rms=norm(metadata.get("residual_rms_norm")),
+            activation_rms=norm(metadata.get("activation_rms_norm"))))
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old", dir=folder.parent))
             os.replace(folder, old / "x")
@@ -175,13 +245,17 @@ class ICASAE:
 
     Attributes:
         sae: the SAELens SAE (d_in = d_model, d_sae = 2k); ``sae.cfg.metadata`` holds the run's
-            model, hook, windows and dataset.
+            model, hook, windows, dataset, base SAE and the residual's and activations' RMS norms.
         k: number of ICA components; d_model: residual width.
+        folder: where it was loaded from (finds a base SAE stored relative to it), or None.
+        check_input: refuse rows that look like activations rather than residuals (see :meth:`check`).
     """
 
-    def __init__(self, sae: Any):
+    def __init__(self, sae: Any, folder: str | Path | None = None, check_input: bool = True):
         self.sae = sae
         self.d_model, self.k = int(sae.cfg.d_in), int(sae.cfg.d_sae) // 2
+        self.folder = Path(folder) if folder is not None else None
+        self.check_input = check_input
 
     @property
     def unmixing(self) -> np.ndarray:
@@ -205,63 +279,158 @@ class ICASAE:
                                   "rows: pass rows of the run's hook (reshape [batch, pos, d_model] to 2-D)")
         return t
 
+    def check(self, r: torch.Tensor) -> None:
+        """Refuse activations given in place of residuals: the batch's RMS row norm
+        sqrt(mean ‖row‖²) is nearer (geometrically) to the activations' than to the residual's, as
+        measured over the run's analysed tokens at export. Nothing is checked when the metadata has
+        no norms, when they are less than 1.5× apart (the two cannot be told apart) or for an empty batch.
+
+        Args:
+            r: float32[m, d_model] rows.
+        Raises:
+            ResidualExpected: (a ``DarkMatterError`` and a ``ValueError``) the rows look like activations.
+        """
+        meta = self.sae.cfg.metadata
+        res, act = meta.get("residual_rms_norm"), meta.get("activation_rms_norm")
+        if res is None or act is None or not act > 1.5 * res or r.shape[0] == 0:
+            return
+        batch = float(torch.sqrt((r.double() ** 2).sum(dim=1).mean()))
+        if batch > float(np.sqrt(res * act)):
+            raise ResidualExpected(
+                f"this SAE reads x - base_sae(x), the residual of the base SAE {meta.get('base_sae')} at "
+                f"{meta.get('hook_name')}, but the rows given have RMS norm {batch:.4g}, like the activations x "
+                f"({act:.4g}) rather than the residual ({res:.4g}): compute the residual first "
+                "(ICASAE.residual(x), or .residual_sources(x) for the sources), or pass check_input=False")
+
     @torch.no_grad()
-    def sources(self, r: Any, chunk_size: int = 16384) -> np.ndarray:
+    def encode(self, r: Any, check_input: bool | None = None) -> np.ndarray:
+        """The SAELens features ``sae.encode(r)`` of residual rows, checked first (:meth:`check`).
+
+        Args:
+            r: float[m, d_model] residual rows x − base_sae(x).
+            check_input: overrides ``self.check_input`` for this call.
+        Returns:
+            float32[m, 2k]: feature i < k is ReLU(s_i), feature k + i is ReLU(−s_i).
+        Raises:
+            DarkMatterError: ``r`` is not [m, d_model]; ResidualExpected: ``r`` looks like activations.
+        """
+        t = self._rows(r, "the residual")
+        if self.check_input if check_input is None else check_input:
+            self.check(t)
+        return self.sae.encode(t).cpu().numpy()
+
+    @torch.no_grad()
+    def sources(self, r: Any, chunk_size: int = 16384, check_input: bool | None = None) -> np.ndarray:
         """Signed ICA sources of residual rows through the SAELens SAE: ``f[:, :k] − f[:, k:]``
         with ``f = sae.encode(r)``, which equals ``(r − mean) @ unmixing.T``.
 
         Args:
-            r: float[m, d_model] residual rows x − SAE(x) (array or tensor), activation units.
+            r: float[m, d_model] residual rows x − base_sae(x) (array or tensor), activation units.
+            check_input: overrides ``self.check_input`` for this call (:meth:`check` on all of ``r``).
         Returns:
             float32[m, k] sources (unit variance over the run's analysed tokens).
         Raises:
             DarkMatterError: ``r`` is not [m, d_model].
+            ResidualExpected: ``r`` looks like the activations x (compute :meth:`residual` first).
         """
         t = self._rows(r, "the residual")
+        if self.check_input if check_input is None else check_input:
+            self.check(t)
         out = np.empty((t.shape[0], self.k), dtype=np.float32)
         for s in range(0, t.shape[0], chunk_size):
             f = self.sae.encode(t[s:s + chunk_size])
             out[s:s + chunk_size] = (f[:, :self.k] - f[:, self.k:]).cpu().numpy()
         return out
 
-    @torch.no_grad()
-    def residual_sources(self, x: Any, sae: Any, chunk_size: int = 16384) -> np.ndarray:
-        """Signed ICA sources of activations ``x``: the sources of ``x − sae.decode(sae.encode(x))``.
+    def base_sae(self) -> Any:
+        """The base SAE named in the metadata, loaded on this SAE's device: the SAELens pretrained
+        ``base_sae_release``/``base_sae_id`` (from the hub or its cache), else the folder
+        ``base_sae_path``, else ``base_sae_path_from_export`` beside this SAE's folder.
 
-        Args:
-            x: float[m, d_model] activations at the run's hook (array or tensor).
-            sae: the run's SAE: a SAELens SAE, or its folder (``outputs/sae``, loaded with
-                ``SAE.load_from_disk`` on this SAE's device).
-        Returns:
-            float32[m, k] sources.
         Raises:
-            DarkMatterError: ``x`` is not [m, d_model]; ``sae`` is a folder without an SAE or reads
-                another width.
+            DarkMatterError: the metadata names no loadable base SAE (pass the SAE yourself), or
+                loading fails (hub unreachable, no SAE at the path).
         """
-        if isinstance(sae, (str, Path)):
+        from darkmatter.sources.saes import load_sae
+
+        meta, device = self.sae.cfg.metadata, str(self.sae.W_enc.device)
+        fix = "pass the base SAE (a SAELens SAE or its folder) as `sae`"
+        if meta.get("base_sae_release") and meta.get("base_sae_id"):
+            return load_sae(device, release=meta["base_sae_release"], sae_id=meta["base_sae_id"])
+        for path in (meta.get("base_sae_path"),
+                     self.folder / meta["base_sae_path_from_export"]
+                     if self.folder is not None and meta.get("base_sae_path_from_export") else None):
+            if path and (Path(path) / "cfg.json").is_file():
+                return load_sae(device, path=path, missing_fix=fix)
+        raise DarkMatterError(f"cannot find the base SAE {meta.get('base_sae')} of this ICA SAE: {fix}")
+
+    def _base(self, sae: Any) -> Any:
+        if sae is None:
+            sae = self.base_sae()
+        elif isinstance(sae, (str, Path)):
             from darkmatter.sources.saes import load_sae
 
             sae = load_sae(str(self.sae.W_enc.device), path=sae, missing_fix="pass the run's sae/ folder")
         if int(sae.cfg.d_in) != self.d_model:
             raise DarkMatterError(f"the SAE reads d_in={sae.cfg.d_in} but this ICA SAE is {self.d_model} wide: "
                                   "pass the SAE of the run the ICA SAE was exported from")
-        t = self._rows(x, "the activations").to(sae.W_dec.device)
-        out = np.empty((t.shape[0], self.k), dtype=np.float32)
+        return sae
+
+    @torch.no_grad()
+    def residual(self, x: Any, sae: Any = None, chunk_size: int = 16384) -> np.ndarray:
+        """The residual this SAE reads: ``x − sae.decode(sae.encode(x))``.
+
+        Args:
+            x: float[m, d_model] activations at ``metadata.hook_name`` (array or tensor).
+            sae: the base SAE: a SAELens SAE, its folder, or None for the one the metadata names
+                (:meth:`base_sae`).
+        Returns:
+            float32[m, d_model] residual rows.
+        Raises:
+            DarkMatterError: ``x`` is not [m, d_model]; no base SAE can be loaded, or it reads another width.
+        """
+        base = self._base(sae)
+        t = self._rows(x, "the activations").to(base.W_dec.device)
+        out = np.empty((t.shape[0], self.d_model), dtype=np.float32)
         for s in range(0, t.shape[0], chunk_size):
             xs = t[s:s + chunk_size]
-            out[s:s + chunk_size] = self.sources(xs - sae.decode(sae.encode(xs)), chunk_size)
+            out[s:s + chunk_size] = (xs - base.decode(base.encode(xs))).cpu().numpy()
         return out
 
     @torch.no_grad()
-    def reconstruct(self, r: Any) -> np.ndarray:
-        """float32[m, d_model]: ``sae.decode(sae.encode(r))`` = s @ mixing.T + mean."""
+    def residual_sources(self, x: Any, sae: Any = None, chunk_size: int = 16384) -> np.ndarray:
+        """Signed ICA sources of activations ``x``: the sources of ``x − sae.decode(sae.encode(x))``.
+
+        Args:
+            x: float[m, d_model] activations at the run's hook (array or tensor).
+            sae: the base SAE: a SAELens SAE, its folder (``outputs/sae``, loaded with
+                ``SAE.load_from_disk`` on this SAE's device), or None for the one the metadata names.
+        Returns:
+            float32[m, k] sources.
+        Raises:
+            DarkMatterError: ``x`` is not [m, d_model]; ``sae`` is a folder without an SAE, cannot be
+                found, or reads another width.
+        """
+        base = self._base(sae)
+        return self.sources(self.residual(x, base, chunk_size), chunk_size, check_input=False)
+
+    @torch.no_grad()
+    def reconstruct(self, r: Any, check_input: bool | None = None) -> np.ndarray:
+        """float32[m, d_model]: ``sae.decode(sae.encode(r))`` = s @ mixing.T + mean of residual rows
+        ``r`` [m, d_model]. Raises as :meth:`encode`."""
         t = self._rows(r, "the residual")
+        if self.check_input if check_input is None else check_input:
+            self.check(t)
         return self.sae.decode(self.sae.encode(t)).cpu().numpy()
 
 
-def load_ica_sae(folder: str | Path, device: str = "cpu") -> ICASAE:
+def load_ica_sae(folder: str | Path, device: str = "cpu", check_input: bool = True) -> ICASAE:
     """Load an ICA SAE written by :func:`save_ica_sae` (``SAE.load_from_disk``) and check its layout.
 
+    Args:
+        folder: the exported folder (e.g. ``outputs/ica_sae``).
+        check_input: refuse activations given in place of residuals (:meth:`ICASAE.check`); False
+            turns the check off.
     Raises:
         DarkMatterError: no SAELens SAE in ``folder`` (the message names how to write one), or one
             that is not an ICA SAE (not ``"standard"``, odd d_sae, or weights not mirrored).
@@ -279,4 +448,4 @@ def load_ica_sae(folder: str | Path, device: str = "cpu") -> ICASAE:
     if not ok:
         raise DarkMatterError(f"{folder} holds a SAELens SAE but not an ICA SAE (mirrored standard SAE with "
                               "d_sae = 2k): write one with darkmatter.sources.ica_sae.save_ica_sae")
-    return ICASAE(sae)
+    return ICASAE(sae, folder, check_input)

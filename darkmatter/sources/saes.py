@@ -134,8 +134,11 @@ def run_metadata(config: dict[str, Any], *, windows: bool, names_model: bool,
                  model_class_name: str | None) -> dict[str, Any]:
     """SAELens metadata describing a run's activations, from its config (``config.json``'s content).
 
-    ``model_name``, ``hook_name``, ``context_size``, ``prepend_bos`` and ``dataset_path`` (the
-    Hugging Face dataset) are SAELens's own keys; ``model_source`` and ``text_files`` are ours.
+    ``model_name``, ``hook_name``, ``context_size``, ``prepend_bos`` and ``dataset_path`` are SAELens's
+    own keys; ``model_source``, ``text_files`` and ``dataset_description`` are ours. ``dataset_path``
+    is what the text was, in the order the source reads it: the absolute glob of ``text_files``, else
+    the Hugging Face ``dataset``, else ``darkmatter-corpus:<name>`` for a named corpus
+    (:mod:`darkmatter.sources.corpus`, not on the hub; ``dataset_description`` names its sources).
     What the source can say comes from the caller (the pipeline's source registry): activations
     without a language model reading windows of text (planted, cached) have no window, BOS or
     dataset, and activations made elsewhere name no model.
@@ -157,8 +160,25 @@ def run_metadata(config: dict[str, Any], *, windows: bool, names_model: bool,
             "hook_name": s["hook_name"], "hook_head_index": None,
             "context_size": s.get("context_size") if windows else None,
             "prepend_bos": s.get("prepend_bos") if windows else None,
-            "dataset_path": s.get("dataset") if windows else None,
+            **(_dataset(s) if windows else {"dataset_path": None, "dataset_description": None}),
             "model_source": s.get("model_source"), "text_files": s.get("text_files") if windows else None}
+
+
+def _dataset(s: dict[str, Any]) -> dict[str, Any]:
+    """``dataset_path`` and ``dataset_description`` of a source section (see :func:`run_metadata`)."""
+    import os
+
+    if s.get("text_files"):
+        return {"dataset_path": os.path.abspath(os.path.expanduser(s["text_files"])),
+                "dataset_description": f"local text files {s['text_files']}"}
+    if s.get("dataset"):
+        return {"dataset_path": s["dataset"],
+                "dataset_description": f"Hugging Face dataset {s['dataset']}, column {s.get('dataset_column', 'text')}"}
+    if s.get("corpus"):
+        from darkmatter.sources.corpus import describe
+
+        return {"dataset_path": f"darkmatter-corpus:{s['corpus']}", "dataset_description": describe(s["corpus"])}
+    return {"dataset_path": None, "dataset_description": None}
 
 
 def write_folder_metadata(folder: str | Path, metadata: dict[str, Any]) -> None:

@@ -47,7 +47,8 @@ def test_the_trained_sae_carries_saelens_metadata(run_dir):
     for folder in ("sae", "sae_best"):
         meta = SAE.load_from_disk(str(run_dir / folder)).cfg.metadata
         assert (meta.hook_name, meta.context_size, meta.prepend_bos) == (TINY_HOOK, 32, True), folder
-        assert meta.model_name and meta.model_class_name == "HookedTransformer" and meta.dataset_path is None
+        assert meta.model_name and meta.model_class_name == "HookedTransformer"
+        assert meta.dataset_path.endswith("*.txt") and Path(meta.dataset_path).is_absolute()  # --text-files
 
 
 def test_output_shapes_and_numbers(run_dir):

@@ -14,7 +14,7 @@ from darkmatter.errors import DarkMatterError
 from darkmatter.pipeline import cli, flags, table
 from darkmatter.pipeline.resolve import resolve_new
 from darkmatter.pipeline.source_kinds import sae_metadata
-from darkmatter.sources.ica_sae import ICASAE, ica_sae_metadata, load_ica_sae, save_ica_sae
+from darkmatter.sources.ica_sae import ICASAE, ResidualExpected, ica_sae_metadata, load_ica_sae, rms_norm, save_ica_sae
 from darkmatter.sources.saes import check_hook, folder_metadata, write_folder_metadata
 
 from helpers import TINY_HOOK, run_steps, save_sae
@@ -63,7 +63,8 @@ def test_round_trip_through_saelens(tmp_path):
     for key, value in META.items():
         assert cfg["metadata"][key] == value and getattr(sae.cfg.metadata, key) == value
     assert cfg["metadata"]["n_components"] == K and cfg["metadata"]["sae_lens_version"]
-    assert "f[:, :k] - f[:, k:]" in (folder / "README.md").read_text()
+    readme = (folder / "README.md").read_text()
+    assert "f[:, :k] - f[:, k:]" in readme and f'load_from_disk("{folder.as_posix()}")' in readme
 
     ica = load_ica_sae(folder)
     np.testing.assert_allclose(ica.sources(r), expected, atol=1e-5 * np.abs(expected).max())
@@ -124,6 +125,91 @@ def test_export_of_a_run_reproduces_its_sources(planted_run, tmp_path):
     sae_meta = folder_metadata(out / "sae")
     assert sae_meta["hook_name"] == "planted" and sae_meta["model_name"] == "planted"
     assert sae_meta["model_source"] == "planted"
+
+
+def test_a_staged_export_names_its_final_folder_and_the_residual(tmp_path):
+    """Written under a staging name (as step 08's transaction does), the README and the metadata
+    name the folder users load, the base SAE (absolute, and relative to the export) and the input."""
+    unmixing, mixing, mean, r = synthetic()
+    base = save_sae(tmp_path / "run" / "sae", D, 2 * K)
+    final = tmp_path / "run" / "ica_sae"
+    meta = ica_sae_metadata(META, base_sae_path=base, residual_rms_norm=1.0, activation_rms_norm=5.0)
+    save_ica_sae(tmp_path / "stage" / ".ica_sae.tmp123", unmixing, mixing, mean, meta, final=final)
+    folder = tmp_path / "stage" / ".ica_sae.tmp123"
+    readme = (folder / "README.md").read_text()
+    assert ".tmp" not in readme and readme.count(f'"{final.as_posix()}"') == 3
+    assert "reads the residual r = x - base_sae(x)" in readme and str(base.resolve()) in readme
+    m = json.loads((folder / "cfg.json").read_text())["metadata"]
+    assert m["input"] == "residual x - base_sae(x)" and m["hook_name"] == META["hook_name"]
+    assert m["residual_hook_name"] == META["hook_name"] + ".hook_sae_error"
+    assert m["base_sae_path"] == m["base_sae"] == str(base.resolve()) and m["base_sae_path_from_export"] == "../sae"
+    assert m["base_sae_release"] is None and "NOT the activations x" in m["input_warning"]
+    assert (m["residual_rms_norm"], m["activation_rms_norm"]) == (1.0, 5.0)
+    pre = ica_sae_metadata(META, base_sae_release="gpt2-small-res-jb", base_sae_id="blocks.6.hook_resid_pre")
+    assert pre["base_sae"] == "gpt2-small-res-jb/blocks.6.hook_resid_pre" and pre["base_sae_path"] is None
+    with pytest.raises(DarkMatterError, match="both `base_sae_release` and `base_sae_id`"):
+        ica_sae_metadata(META, base_sae_release="gpt2-small-res-jb")
+
+
+def test_activations_given_for_residuals_are_refused(tmp_path):
+    """Rows with the activations' RMS norm raise a ValueError naming the fix; residuals pass; the
+    check can be turned off; without stored norms nothing is checked."""
+    unmixing, mixing, mean, r = synthetic()
+    res = rms_norm(r, chunk_size=64)
+    assert res == pytest.approx(np.sqrt((r ** 2).sum(1).mean()), rel=1e-12)
+    x = r * 4.0  # activations: 4x the residual's norm
+    save_ica_sae(tmp_path / "ica", unmixing, mixing, mean,
+                 ica_sae_metadata(META, base_sae="b", residual_rms_norm=res, activation_rms_norm=4 * res))
+    ica = load_ica_sae(tmp_path / "ica")
+    for call in (ica.sources, ica.encode, ica.reconstruct):
+        with pytest.raises(ValueError, match=r"reads x - base_sae\(x\).*compute the residual first"):
+            call(x)
+    with pytest.raises(ResidualExpected, match="check_input=False"):
+        ica.sources(torch.tensor(x[:10]))
+    assert issubclass(ResidualExpected, DarkMatterError)
+    expected = (r - mean) @ unmixing.T
+    np.testing.assert_allclose(ica.sources(r), expected, atol=1e-5 * np.abs(expected).max())
+    assert ica.encode(r).shape == (len(r), 2 * K)
+    assert ica.sources(x, check_input=False).shape == (len(r), K)
+    assert load_ica_sae(tmp_path / "ica", check_input=False).sources(x).shape == (len(r), K)
+    save_ica_sae(tmp_path / "plain", unmixing, mixing, mean, META)  # no norms: no check
+    assert load_ica_sae(tmp_path / "plain").sources(x).shape == (len(r), K)
+    with pytest.raises(DarkMatterError, match="cannot find the base SAE b.*pass the base SAE"):
+        ica.residual(x)
+
+
+def test_step_08_exports_an_honest_ica_sae(tiny_run):
+    """The export of a real run (tiny model, SAE trained by 01): cfg.json names the residual and the
+    base SAE, the dataset, the norms; the README the final folder; SAELens loads it and the sources
+    match ica_activations.npy; the activations are refused and go through the base SAE instead."""
+    from sae_lens import SAE
+
+    out = tiny_run
+    folder = out / "ica_sae"
+    m = json.loads((folder / "cfg.json").read_text())["metadata"]
+    assert m["hook_name"] == TINY_HOOK and m["input"] == "residual x - base_sae(x)"
+    assert m["base_sae_path"] == str((out / "sae").resolve()) and m["base_sae_path_from_export"] == "../sae"
+    assert m["dataset_path"].endswith("*.txt") and m["dataset_description"].startswith("local text files")
+    x, r = np.load(out / "activations.npy"), np.load(out / "residuals.npy")
+    assert m["residual_rms_norm"] == pytest.approx(np.sqrt((r.astype(np.float64) ** 2).sum(1).mean()), rel=1e-9)
+    assert m["activation_rms_norm"] == pytest.approx(np.sqrt((x.astype(np.float64) ** 2).sum(1).mean()), rel=1e-9)
+    assert m["activation_rms_norm"] > 1.5 * m["residual_rms_norm"]
+    readme = (folder / "README.md").read_text()
+    assert ".tmp" not in readme and f'load_from_disk("{folder.as_posix()}")' in readme
+
+    sae = SAE.load_from_disk(str(folder))
+    expected = np.load(out / "ica_activations.npy")
+    with torch.no_grad():
+        f = sae.encode(torch.tensor(r)).numpy()
+    k = expected.shape[1]
+    atol = 1e-4 * np.abs(expected).max()
+    np.testing.assert_allclose(f[:, :k] - f[:, k:], expected, atol=atol)
+    ica = load_ica_sae(folder)
+    np.testing.assert_allclose(ica.sources(r), expected, atol=atol)
+    with pytest.raises(ValueError, match="compute the residual first"):
+        ica.sources(x)
+    np.testing.assert_allclose(ica.residual(x), r, atol=1e-4 * np.abs(r).max())  # the base SAE from the metadata
+    np.testing.assert_allclose(ica.residual_sources(x), expected, atol=atol)
 
 
 def test_metadata_of_a_model_run():

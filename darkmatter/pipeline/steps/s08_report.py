@@ -28,7 +28,18 @@ from darkmatter.pipeline.results import (
 )
 from darkmatter.pipeline.results.document import ArrayInfo, StepRecord, Timing
 from darkmatter.pipeline.steps import autointerp_step
-from darkmatter.sources.ica_sae import ica_sae_metadata, save_ica_sae
+from darkmatter.sources.ica_sae import ica_sae_metadata, rms_norm, save_ica_sae
+
+
+def _ica_sae_metadata(ctx: StepContext, hook_name: str) -> dict:
+    """The ICA SAE's metadata: the run's, the base SAE (pretrained release/id, else its folder,
+    absolute) and the RMS row norms of residuals.npy and activations.npy (streamed)."""
+    s, store, chunk = ctx.cfg.source, ctx.store, ctx.cfg.run.sae_chunk_size
+    base = ({"base_sae_release": s.sae_release, "base_sae_id": s.sae_id} if s.sae_release else
+            {"base_sae_path": s.sae_path or store.path("sae")})
+    return ica_sae_metadata(source_kinds.sae_metadata(ctx.cfg.to_dict()), hook_name=hook_name, **base,
+                            residual_rms_norm=rms_norm(store.load_npy("residuals.npy"), chunk),
+                            activation_rms_norm=rms_norm(store.load_npy("activations.npy"), chunk))
 
 
 def run(ctx: StepContext) -> None:
@@ -70,8 +81,7 @@ def run(ctx: StepContext) -> None:
             (folder / rel).write_text(html)
         save_ica_sae(store.staged_dir("ica_sae"), store.load_npy("ica_unmixing.npy", mmap=False),
                      store.load_npy("ica_mixing.npy", mmap=False), store.load_npy("residual_mean.npy", mmap=False),
-                     ica_sae_metadata(source_kinds.sae_metadata(ctx.cfg.to_dict()), base_sae=ctx.sae_source(),
-                                      hook_name=parts.setup.hook.hook_name))
+                     _ica_sae_metadata(ctx, parts.setup.hook.hook_name), final=store.path("ica_sae"))
     print(f"wrote {store.path('report.md')}, {store.path('dashboard') / 'index.html'} ({len(pages) - 1} component "
           f"pages) and {store.path('ica_sae')} (the components as an SAELens SAE of the residual)")
     for line in results.headline:
