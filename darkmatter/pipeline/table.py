@@ -211,7 +211,8 @@ register(Step(
            "activations.npy", "residuals.npy", "token_index.npy", "ica_activations.npy",
            "ica_directions.npy", "ica_unmixing.npy", "ica_mixing.npy", "residual_mean.npy", "pca_components.npy",
            "pca_eigenvalues.npy"),
-    writes=("linear_split.json", "causal.json", "feature_bank.json", "components.md"),
+    writes=("linear_split.json", "causal.json", "feature_bank.json", "components.md",
+            "components.csv", "components.parquet"),
     owns=("interpret",)))
 register(Step(
     7, "statistics", "darkmatter.pipeline.steps.s07_statistics",

@@ -16,6 +16,7 @@ import numpy as np
 from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.report.causal_table import causal_line
+from darkmatter.pipeline.report.components_table import components_frame
 from darkmatter.pipeline.report.markdown import components_markdown
 from darkmatter.pipeline.results import CollectResult, ICAResult, SetupResult, SimilarityResult
 from darkmatter.pipeline.steps import bank, causal_part, linear_part
@@ -42,6 +43,9 @@ def run(ctx: StepContext) -> None:
         ctx.discard_unless({"causal.json"} if causal else set(), "causal.json")
         ctx.write(result)
         store.write_text("components.md", components_markdown(result))
+        table = components_frame(result)
+        table.to_csv(store.staged_file("components.csv"), index=False)
+        table.to_parquet(store.staged_file("components.parquet"), index=False)
     s = split.split
     print(f"linear part (Engels et al. 2024; map fitted on half the {split.unit}s, scored on the other): "
           f"{s.variance_predicted:.1%} of residual variance, R² {s.norm_predicted:.2f} for its norm; components "

@@ -211,6 +211,11 @@ class OutputStore:
         fig.savefig(self._staged(name), dpi=PLOT_DPI, bbox_inches="tight", format="png")
         plt.close(fig)
 
+    def staged_file(self, name: str) -> Path:
+        """Where to write file ``name`` (with any library: ``DataFrame.to_parquet``, ...); it replaces
+        ``name`` when the transaction commits. Raises RuntimeError outside a transaction."""
+        return self._staged(name)
+
     def staged_dir(self, name: str) -> Path:
         """A fresh folder that replaces ``name`` (e.g. ``sae``) on commit."""
         tmp = self._staged(name)
