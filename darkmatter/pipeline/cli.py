@@ -227,6 +227,34 @@ def _parse_layers(text: str) -> list[int]:
     return layers
 
 
+def layer_neuronpedia_id(release: str | None, sae_id: str | None, given_id: str | None, base_layer: int,
+                         layer: int) -> tuple[str | None, str]:
+    """The Neuronpedia id of ``layer``'s SAE and where it came from, in words.
+
+    SAELens's pretrained directory for (``release``, ``sae_id``) first
+    (:func:`darkmatter.sources.saes.pretrained_neuronpedia_id`, offline); else ``given_id`` (the
+    one passed or the preset's, for ``base_layer``) with ``base_layer`` replaced by ``layer`` in its
+    SAE part (``gpt2-small/6-res-jb`` → ``gpt2-small/11-res-jb``); else None.
+
+    Returns:
+        (id or None, e.g. ``"from SAELens's directory for gpt2-small-res-jb"``).
+    """
+    from darkmatter.sources.saes import pretrained_neuronpedia_id
+
+    if release is not None and sae_id is not None:
+        listed = pretrained_neuronpedia_id(release, sae_id)
+        if listed is not None:
+            return listed, f"from SAELens's directory for {release}/{sae_id}"
+    if given_id is None:
+        return None, "none: " + (f"SAELens lists none for {release}/{sae_id}" if release else "no pretrained SAE")
+    model, sep, sae = given_id.rpartition("/")
+    pattern = rf"(?<!\d){base_layer}(?!\d)"
+    if not re.search(pattern, sae):
+        return None, f"none: cannot find layer {base_layer} in --neuronpedia-id {given_id}"
+    rewritten = model + sep + re.sub(pattern, str(layer), sae, count=1)
+    return rewritten, f"--neuronpedia-id {given_id} with layer {base_layer} → {layer} (not in SAELens's directory)"
+
+
 def run_layers(given: dict, layers_text: str, force: bool = False, until: int | None = None) -> int:
     """Train (or load) an SAE and analyse it for several layers in one call.
 
@@ -263,10 +291,14 @@ def run_layers(given: dict, layers_text: str, force: bool = False, until: int | 
     for layer in layers:
         hook = re.sub(r"blocks\.\d+\.", f"blocks.{layer}.", s.hook_name, count=1)
         folders[layer] = os.path.join(base.run.outputs, f"layer_{layer:02d}")
-        extra = {"hook_name": hook, "outputs": folders[layer]}
+        extra: dict[str, str | None] = {"hook_name": hook, "outputs": folders[layer]}
         if s.sae_id is not None:
             extra["sae_id"] = re.sub(r"blocks\.\d+\.", f"blocks.{layer}.", s.sae_id, count=1)
-        print(f"\n##### layer {layer}: {hook} → {folders[layer]}", flush=True)
+        extra["neuronpedia_id"], how = layer_neuronpedia_id(
+            s.sae_release, extra.get("sae_id"), s.neuronpedia_id,
+            int(re.findall(r"blocks\.(\d+)\.", s.hook_name)[0]), layer)
+        print(f"\n##### layer {layer}: {hook} → {folders[layer]}; Neuronpedia id {extra['neuronpedia_id']} ({how})",
+              flush=True)
         code = _run_steps({**given, **extra}, force, until)
         if code:
             return code

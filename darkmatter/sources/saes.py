@@ -50,6 +50,17 @@ def load_sae(device: str, release: str | None = None, sae_id: str | None = None,
     return sae
 
 
+def pretrained_neuronpedia_id(release: str, sae_id: str) -> str | None:
+    """The Neuronpedia id SAELens's pretrained-SAE directory lists for ``release``/``sae_id``
+    (``sae_lens.loading.pretrained_saes_directory.get_pretrained_saes_directory``: the YAML shipped
+    in the installed package, read offline), e.g. ``gpt2-small-res-jb``/``blocks.11.hook_resid_pre``
+    → ``gpt2-small/11-res-jb``; None when the release, the id or its Neuronpedia id is not listed."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    entry = get_pretrained_saes_directory().get(release)
+    return (entry.neuronpedia_id or {}).get(sae_id) if entry is not None else None
+
+
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
     """Tensor name → shape from a .safetensors header (8-byte length, then JSON), without reading
     the tensors. Raises ValueError when the header is unreadable or the file shorter than it says."""
