@@ -792,8 +792,19 @@ class CausalTable:
 ORDER_RULE = ("each set's parts (ICA and every draw of every baseline) by their first-order loss decrease on half A "
               "of the held-out documents (attribution patching at the spliced activation); top-m scored on half B")
 
-#: A progress-bar factory: (description, total window passes) → an object with update(n) and close().
-ProgressFactory = Callable[[str, int], Any]
+
+class Bar(Protocol):
+    """What :func:`causal_tests` needs of a progress bar (a tqdm has it)."""
+
+    def update(self, n: int) -> object: ...
+
+    def set_description(self, desc: str) -> object: ...
+
+    def close(self) -> object: ...
+
+
+#: A progress-bar factory: (description, total window passes) → a :class:`Bar`.
+ProgressFactory = Callable[[str, int], Bar]
 
 
 def splice_edits(ica: Parts, seed: int) -> list[Edit]:
@@ -898,7 +909,8 @@ def causal_tests(downstream: Downstream, reconstruct: Callable[[torch.Tensor], t
     Cost in window passes (one window through the layers after the hook for one edit), n windows,
     T tested components, D baseline draws in all, M set sizes: n·(1 + 7 + 3T) for the splice and the
     per-component edits, n/2 forward + backward passes for the order, n/2·(1 + M·(1 + D)) for the
-    top-m, and 2·(1 + |scales|·T) for the logit effect (:func:`window_passes`).
+    top-m, and 2·(1 + |scales|·T) for the logit effect (:func:`window_passes`). One progress bar
+    counts them all (the attribution's windows one each), its description naming the phase.
 
     Args:
         ica: the ICA parts (``order`` is refitted).
@@ -911,7 +923,8 @@ def causal_tests(downstream: Downstream, reconstruct: Callable[[torch.Tensor], t
         test_rule: which components are tested, in words; not_tested: why each other one is not.
         scales: α of the logit effect (empty: skipped); logit_sequences: sequences it uses (None: all).
         seed: the halves' split and the random error.
-        progress: a progress-bar factory (e.g. ``lambda d, n: tqdm(desc=d, total=n)``), or None.
+        progress: a progress-bar factory (e.g. ``lambda d, n: tqdm(desc=d, total=n)``), called once
+            with the whole test's window passes, or None.
     Returns:
         the :class:`CausalTable`.
     Raises:
@@ -926,53 +939,63 @@ def causal_tests(downstream: Downstream, reconstruct: Callable[[torch.Tensor], t
     units = np.asarray(downstream.units)
     n = len(units)
 
-    def phase(desc: str, total: int, job: Callable[[Callable[[int], object] | None], Any]) -> Any:
-        bar = progress(desc, total) if progress is not None else None
-        try:
-            return job(bar.update if bar is not None else None)
-        finally:
-            if bar is not None:
-                bar.close()
-
     edits = splice_edits(ica, seed) + component_edits(ica, tested, component_nulls)
     moving = sum(not e.identity for e in edits) + 1
-    totals = phase("causal: splice and per-component edits", n * moving,
-                   lambda up: run_edits(downstream, reconstruct, edits, stack=stack, progress=up))
-    clean, spliced = totals["clean"], totals["spliced"]
+    half_a, half_b = halves(units, seed)
+    ms = m_grid(k)[:-1]
+    sets = [ica, *(p for draws in baselines.values() for p in draws)]
+    with_top = bool(len(half_a) and len(half_b) and ms)
+    steers = [steer(f"steer {c} {a}", a * ica.mixing[:, c]) for c in tested for a in scales]
+    pick = np.arange(min(logit_sequences, n)) if logit_sequences is not None else None
+    passes = {"splice and per-component edits": n * moving,
+              "attribution on half A (forward + backward)": len(half_a) if with_top else 0,
+              # top-m: per m the ICA set and every baseline draw, plus each batch's clean reference
+              "top-m add-back on half B": len(half_b) * (1 + len(ms) * len(sets)) if with_top else 0,
+              "logit effect": _n_selected(downstream, pick) * (len(steers) + 1) if steers else 0}
+    bar = progress("causal tests", sum(passes.values())) if progress is not None else None
+
+    def phase(desc: str, job: Callable[[Callable[[int], object] | None], Any]) -> Any:
+        if bar is None:
+            return job(None)
+        bar.set_description(f"causal tests: {desc}")
+        return job(bar.update)
+
+    try:
+        totals = phase("splice and per-component edits",
+                       lambda up: run_edits(downstream, reconstruct, edits, stack=stack, progress=up))
+        clean, spliced = totals["clean"], totals["spliced"]
+
+        # top-m: order on half A (attribution), score on half B (exact)
+        top: list[TopM] = []
+        ica_attr = np.full(k, np.nan)
+        ica_order = ica.order
+        if with_top:
+            decrease, _ = phase("attribution on half A (forward + backward)",
+                                lambda up: attribution(downstream, reconstruct, sets, half_a, up))
+            ordered = iter([replace(p, order=np.argsort(-d, kind="stable")) for p, d in zip(sets, decrease)])
+            ica_ordered = next(ordered)
+            ica_attr, ica_order = decrease[0], ica_ordered.order
+            by_name = {name: [next(ordered) for _ in draws] for name, draws in baselines.items()}
+            t_edits, plan = top_m_edits(ica_ordered, by_name, ms)
+            scored = phase("top-m add-back on half B",
+                           lambda up: run_edits(downstream, reconstruct, t_edits, half_b, stack=stack, progress=up))
+            sb, cb = spliced.subset(half_b), clean.subset(half_b)
+            for m in ms:
+                ica_m = scored[f"{ICA} top {m}"]
+                top.append(TopM(m=m, variance=plan[m][0], ica=gap_closed(ica_m, sb, cb), baselines={
+                    name: baseline_add_back(ica_m, [scored[f"{name} {d} top {m}"] for d in range(len(draws))],
+                                            plan[m][1][name], sb, cb) for name, draws in baselines.items()}))
+
+        shifts: dict[str, EditTotals] = {}
+        if steers:
+            shifts = phase("logit effect",
+                           lambda up: run_edits(downstream, reconstruct, steers, pick, stack=stack, progress=up))
+    finally:
+        if bar is not None:
+            bar.close()
 
     def closed(name: str) -> GapClosed:
         return gap_closed(totals[name], spliced, clean)
-
-    # top-m: order on half A (attribution), score on half B (exact)
-    half_a, half_b = halves(units, seed)
-    ms = m_grid(k)[:-1]
-    top: list[TopM] = []
-    ica_attr = np.full(k, np.nan)
-    ica_order = ica.order
-    if len(half_a) and len(half_b) and ms:
-        sets = [ica, *(p for draws in baselines.values() for p in draws)]
-        decrease, _ = phase("causal: attribution on half A (forward + backward)", len(half_a),
-                            lambda up: attribution(downstream, reconstruct, sets, half_a, up))
-        ordered = iter([replace(p, order=np.argsort(-d, kind="stable")) for p, d in zip(sets, decrease)])
-        ica_ordered = next(ordered)
-        ica_attr, ica_order = decrease[0], ica_ordered.order
-        by_name = {name: [next(ordered) for _ in draws] for name, draws in baselines.items()}
-        t_edits, plan = top_m_edits(ica_ordered, by_name, ms)
-        scored = phase("causal: top-m add-back on half B", len(half_b) * (len(t_edits) + 1),
-                       lambda up: run_edits(downstream, reconstruct, t_edits, half_b, stack=stack, progress=up))
-        sb, cb = spliced.subset(half_b), clean.subset(half_b)
-        for m in ms:
-            ica_m = scored[f"{ICA} top {m}"]
-            top.append(TopM(m=m, variance=plan[m][0], ica=gap_closed(ica_m, sb, cb), baselines={
-                name: baseline_add_back(ica_m, [scored[f"{name} {d} top {m}"] for d in range(len(draws))],
-                                        plan[m][1][name], sb, cb) for name, draws in baselines.items()}))
-
-    shifts: dict[str, EditTotals] = {}
-    if scales and tested:
-        steers = [steer(f"steer {c} {a}", a * ica.mixing[:, c]) for c in tested for a in scales]
-        pick = np.arange(min(logit_sequences, n)) if logit_sequences is not None else None
-        shifts = phase("causal: logit effect", _n_selected(downstream, pick) * (len(steers) + 1),
-                       lambda up: run_edits(downstream, reconstruct, steers, pick, stack=stack, progress=up))
 
     def shift_rows(c: int) -> list[OutputShift]:
         out = []

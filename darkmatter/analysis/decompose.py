@@ -14,6 +14,7 @@ first) and signed so that each source has non-negative skew.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -309,12 +310,13 @@ def decompose(z: ica.Rows, whitening: ica.Whitening, seeds: list[int], max_iter:
 
 
 def write_sources(residual: np.ndarray, decomposition: Decomposition, out: np.ndarray,
-                  chunk_size: int = 16384) -> float:
+                  chunk_size: int = 16384, progress: Callable[[int], object] | None = None) -> float:
     """Fill ``out`` (float32[n, k], e.g. a memmap) with the sources of every residual row and
     return the share of residual variance the k-component reconstruction explains.
 
     Args:
         residual: float[n, d_model], streamed in chunks (float64 arithmetic).
+        progress: called with the rows of each chunk once it is written (e.g. a tqdm's update), or None.
     Returns:
         1 − Σ‖r − s @ mixing.T‖² / Σ‖r‖² over centred rows; equals the whitening's
         ``explained`` when the unmixing is consistent (see :func:`check_reconstruction`).
@@ -327,6 +329,8 @@ def write_sources(residual: np.ndarray, decomposition: Decomposition, out: np.nd
         out[s:s + chunk_size] = src
         err += float(((r - src @ mixing.T) ** 2).sum())
         total += float((r ** 2).sum())
+        if progress is not None:
+            progress(len(r))
     return 1.0 - err / total
 
 

@@ -79,7 +79,8 @@ def pca_whitening(pca: PCA, mean: np.ndarray, k: int) -> Whitening:
 
 
 def whiten_rows(array: np.ndarray, whitening: Whitening, rows: np.ndarray | None = None,
-                chunk_size: int = 16384, out: np.ndarray | None = None, lo: int = 0) -> np.ndarray:
+                chunk_size: int = 16384, out: np.ndarray | None = None, lo: int = 0,
+                progress: Callable[[int], object] | None = None) -> np.ndarray:
     """Whitened data ``z = (array[rows] - mean) @ whitener.T``, built chunk by chunk.
 
     Args:
@@ -89,18 +90,27 @@ def whiten_rows(array: np.ndarray, whitening: Whitening, rows: np.ndarray | None
             sharded run's rank fills its own rows); None: a new in-memory array of all m rows.
         lo: first z row to compute (a multiple of ``chunk_size``, so every chunk is the same
             whatever the sharding).
+        progress: called with the rows of each chunk once it is written (e.g. a tqdm's update), or None.
     Returns:
         float32[m', k] (``out``): float32 is safe on whitened data; the engine's sums run in float64.
     """
     rows = np.arange(array.shape[0]) if rows is None else rows
     out = np.empty((len(rows), whitening.k), dtype=np.float32) if out is None else out
     for s in range(0, len(out), chunk_size):
-        out[s:s + chunk_size] = whitening.apply(array[rows[lo + s:lo + s + min(chunk_size, len(out) - s)]])
+        m = min(chunk_size, len(out) - s)
+        out[s:s + m] = whitening.apply(array[rows[lo + s:lo + s + m]])
+        if progress is not None:
+            progress(m)
     return out
 
 
 Progress = Callable[[int, str, int, int], None]
-"""``progress(seed, phase, iteration, n_settled)`` after every FastICA iteration (torch engine)."""
+"""``progress(seed, phase, iteration, n_settled)`` after every FastICA iteration (torch engine), and
+once more when the fit ends (every backend), with phase :data:`DONE`, its iterations and the rows
+settled (k where it converged; 0 where unknown)."""
+
+#: The phase of the last ``progress`` call of a fit: the fit has ended.
+DONE = "done"
 
 
 @dataclass(frozen=True)
@@ -183,10 +193,20 @@ def fit(z: Rows, seed: int, max_iter: int, tol: float, backend: str = "torch",
     Args:
         z: float[n, k] whitened data (float32 is fine for the torch engine), or a
             :class:`~darkmatter.analysis.ica_engine.RowShard` (streamed or sharded; torch engine).
-        progress: called after every iteration of the torch engine (see :data:`Progress`).
+        progress: called after every iteration of the torch engine and once when the fit ends
+            (see :data:`Progress`).
     Raises:
         ValueError: unknown backend, or scikit-learn asked to fit a sharded run.
     """
+    out = _fit(z, seed, max_iter, tol, backend, device, progress)
+    if progress is not None:
+        k = out.W.shape[0]
+        progress(seed, DONE, out.n_iter, k if out.converged else (out.n_settled or 0))
+    return out
+
+
+def _fit(z: Rows, seed: int, max_iter: int, tol: float, backend: str, device: str,
+         progress: Progress | None) -> ICAFit:
     if backend == "sklearn":
         if isinstance(z, RowShard):
             if z.comm.sharded:

@@ -198,7 +198,8 @@ def fit_k(data: SweepData, k: int, opts: FitOptions, *, progress: ica.Progress |
 
 
 Bars = Callable[[int], tuple[ica.Progress | None, ica.Progress | None, Callable[[], None]]]
-"""``bars(k)`` → (progress of the real fits, of the control, close) for one k (e.g. tqdm bars)."""
+"""``bars(k)`` → (progress of the real fits, of the control, close) for one k (e.g. tqdm bars);
+``close`` is called when the k's fits end, also when they raise."""
 
 
 def sweep(data: SweepData, ks: list[int], opts: FitOptions, *, bars: Bars | None = None,
@@ -225,8 +226,10 @@ def sweep(data: SweepData, ks: list[int], opts: FitOptions, *, bars: Bars | None
 
     def fit(k: int) -> KFit:
         real_bar, ctrl_bar, close = bars(k) if bars is not None else (None, None, lambda: None)
-        fits[k] = fit_k(data, k, opts, progress=real_bar, control_progress=ctrl_bar, scratch=scratch)
-        close()
+        try:
+            fits[k] = fit_k(data, k, opts, progress=real_bar, control_progress=ctrl_bar, scratch=scratch)
+        finally:
+            close()
         if report is not None:
             report(fits[k])
         return fits[k]

@@ -260,27 +260,37 @@ def test_readout_units_are_clusters():
         causal.ReadoutDownstream(down.rows, down.B, per=64, units=np.arange(3))
 
 
-def test_window_passes_count_what_the_progress_bars_count():
+@pytest.mark.parametrize("scales", [(), (1.0, -1.0)])
+def test_one_progress_bar_counts_every_window_pass_of_the_causal_tests(scales):
     down, reconstruct, parts, E = _setup(n_seq=8)
     white = dewhite = E[2:]
     pca = causal.rotated_parts("PCA", white, dewhite, np.eye(2), np.zeros(E.shape[1]))
-    counted: dict[str, list[int]] = {}
+    bars = []
 
     class Bar:
         def __init__(self, desc, total):
-            self.row = counted[desc] = [total, 0]
+            self.total, self.n, self.phases, self.closed = total, 0, {}, False
+            bars.append(self)
+
+        def set_description(self, desc):
+            self.phase = desc
+            self.phases[desc] = 0
 
         def update(self, n):
-            self.row[1] += n
+            self.n += n
+            self.phases[self.phase] += n
 
         def close(self):
-            pass
+            self.closed = True
 
     causal.causal_tests(down, reconstruct, parts, {"PCA": [pca], "null": [pca] * 3}, str, tested=[0, 1],
-                        component_nulls=[pca, pca], progress=Bar)
-    assert all(total == done for total, done in counted.values())
-    planned = causal.window_passes(8, 2, 2, 4, n_scales=0)
-    assert [v for v in counted.values()] == [[planned["splice and components"]] * 2, [planned["attribution"]] * 2,
-                                             [planned["top-m"]] * 2]
+                        component_nulls=[pca, pca], scales=scales, progress=Bar)
+    (bar,) = bars  # one bar for the whole test, its total known up front (tqdm's ETA) and reached exactly
+    assert bar.closed and bar.n == bar.total
+    planned = causal.window_passes(8, 2, 2, 4, n_scales=len(scales))
+    assert list(bar.phases.values()) == [v for v in planned.values() if v]
+    assert [p.removeprefix("causal tests: ") for p in bar.phases] == [
+        "splice and per-component edits", "attribution on half A (forward + backward)", "top-m add-back on half B",
+        *(["logit effect"] if scales else [])]
     assert causal.window_passes(64, 50, 2, 21) == {"splice and components": 64 * 14, "attribution": 32,
                                                    "top-m": 32 * 89, "logit effect": 10}

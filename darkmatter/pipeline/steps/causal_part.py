@@ -19,13 +19,13 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from darkmatter.analysis import causal, stats
 from darkmatter.analysis import directions as direction_sets
 from darkmatter.analysis.ica import Whitening, pca_whitening
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import CausalResult, ICAResult, SimilarityResult
+from darkmatter.pipeline.steps.bars import bar
 from darkmatter.sources.saes import decoder_rows
 
 #: α of the logit effect, in units of the source's standard deviation.
@@ -140,14 +140,11 @@ def run(ctx: StepContext, ica: ICAResult, similarity: SimilarityResult) -> Causa
         chunk = cfg.run.sae_chunk_size
         return torch.cat([sae.decode(sae.encode(x[i:i + chunk])) for i in range(0, len(x), chunk)])
 
-    def bar(desc: str, total: int) -> tqdm:
-        return tqdm(desc=desc, total=total, unit="window pass", mininterval=2.0)
-
     has_logits = source.unembed() is not None
     table = causal.causal_tests(
         down, reconstruct, parts, baseline_parts(white, seed, cfg.interpret.causal_null_draws), source.decode,
         tested=tested, component_nulls=component_nulls(white, seed, tested),
         test_rule=rule, not_tested=why, scales=SCALES if has_logits else (), logit_sequences=LOGIT_WINDOWS,
-        seed=seed, stack=4, progress=bar)
+        seed=seed, stack=4, progress=lambda desc, total: bar(desc, total, "window pass"))
     return CausalResult(table=table, held_out=down.description, route=getattr(down, "route", None) or "readout",
                         seconds=time.perf_counter() - t0)

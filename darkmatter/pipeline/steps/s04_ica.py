@@ -13,13 +13,11 @@ token at that k; components whose top activations sit on the first positions are
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from darkmatter.analysis import artifacts, ica, resampling, stats
 from darkmatter.analysis.candidates import ALPHA
@@ -34,46 +32,13 @@ from darkmatter.pipeline import table
 from darkmatter.pipeline.config import as_flags
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.results import CollectResult, ComponentFit, ICAResult, KSweepPoint, SetupResult
+from darkmatter.pipeline.steps.bars import FitBar, bar
 
 ALGORITHM = {
     "sklearn": "scikit-learn FastICA, parallel, logcosh, whiten=False on PCA-whitened data",
     "torch": "darkmatter.analysis.ica_engine FastICA (PyTorch, float32 products, float64 sums), parallel, logcosh, "
              "on PCA-whitened data; stops once the identifiable components are stable, then refines those alone to tol",
 }
-
-
-class SeedBars:
-    """One progress bar per FastICA seed, showing the iteration and how many components settled.
-
-    Seeds may run on a thread pool at once: each has its own bar, and a lock keeps one thread from
-    closing a bar another is updating.
-    """
-
-    def __init__(self, label: str, k: int, max_iter: int):
-        self.label, self.k, self.max_iter = label, k, max_iter
-        self.bars: dict[int, tqdm] = {}
-        self.phases: dict[int, str] = {}
-        self.lock = threading.Lock()
-
-    def __call__(self, seed: int, phase: str, iteration: int, n_settled: int) -> None:
-        with self.lock:
-            bar = self.bars.get(seed)
-            if bar is None:
-                bar = self.bars[seed] = tqdm(total=self.max_iter, desc=f"{self.label} seed {seed}", unit="it",
-                                             leave=True)
-                self.phases[seed] = phase
-            if phase != self.phases[seed]:  # the settled rows are refined alone: a new count of iterations
-                self.phases[seed] = phase
-                bar.set_description(f"{self.label} seed {seed} ({phase})")
-                bar.reset(total=self.max_iter)
-            bar.update(1)
-            bar.set_postfix_str(f"settled {n_settled}/{self.k}", refresh=False)
-
-    def close(self) -> None:
-        with self.lock:
-            for bar in self.bars.values():
-                bar.close()
-            self.bars.clear()
 
 
 def search_options(ctx: StepContext) -> SearchOptions:
@@ -113,7 +78,8 @@ def _whitened(ctx: StepContext, resid: np.ndarray, white: ica.Whitening, fit_row
     shape = (hi - lo, white.k)
     in_memory = shape[0] * shape[1] * 4 <= ctx.cfg.run.memory_gb * 2**30
     out = np.empty(shape, dtype=np.float32) if in_memory else scratch("whitened", shape)
-    ica.whiten_rows(resid, white, fit_rows, chunk, out=out, lo=lo)
+    with bar(f"whitening (top {white.k} principal components)", shape[0], "row") as b:
+        ica.whiten_rows(resid, white, fit_rows, chunk, out=out, lo=lo, progress=b.update)
     if isinstance(out, np.memmap):
         out.flush()
         print(f"  rank {comm.rank}: {shape[0]:,} × {shape[1]} whitened rows ({out.nbytes / 2**30:.1f} GB) exceed "
@@ -168,9 +134,13 @@ def run(ctx: StepContext) -> None:
               "halves)")
 
     def bars(k: int) -> tuple[Any, Any, Callable[[], None]]:
+        """One bar over the k's FastICA fits, one over its control's (each: a fit per seed)."""
         if not comm.is_main:
             return None, None, lambda: None
-        real, ctrl = SeedBars(f"k={k} FastICA", k, i.ica_max_iter), SeedBars(f"k={k} control", k, i.ica_max_iter)
+        where = f"{ks.index(k) + 1}/{len(ks)}" if k in ks else "the effective-n bound"
+        n_fits = len(opts.seeds)
+        real = FitBar(f"k={k} ({where}): FastICA fits", n_fits, k)
+        ctrl = FitBar(f"k={k} ({where}): control fits", n_fits, k)
 
         def close() -> None:
             real.close()
@@ -205,7 +175,8 @@ def run(ctx: StepContext) -> None:
               + ", ".join(str(x.n_settled) for x in dec.fits[1:]))
     with store.transaction():
         sources = store.open_npy("ica_activations.npy", (n, k), np.float32)
-        explained = write_sources(resid, dec, sources, chunk)
+        with bar(f"sources at k={k}", n, "row") as b:
+            explained = write_sources(resid, dec, sources, chunk, progress=b.update)
         sources.flush()
         check_reconstruction(explained, white)
         positions = index[:, 1]  # window (or planted document) position; 0 where there is none: never "first"
