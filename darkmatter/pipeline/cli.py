@@ -261,9 +261,10 @@ def run_layers(given: dict, layers_text: str, force: bool = False, until: int | 
     Layer L uses the configured hook with its block index replaced (``blocks.L.hook_resid_pre``)
     and the outputs subfolder ``<outputs>/layer_LL``; a pretrained SAE's ``--sae-id`` is
     rewritten the same way. At the end, ``<outputs>/layers_summary.{json,md}`` tabulates
-    every layer. Returns the first non-zero exit code.
+    every layer and ``layers_summary.png`` plots it (layer on the x axis). Returns the first non-zero exit code.
     """
     from darkmatter.pipeline.report import aggregate as report
+    from darkmatter.pipeline.report import plots
     from darkmatter.pipeline.report.markdown import layers_markdown
     from darkmatter.pipeline.results.document import Results
     from darkmatter.pipeline.storage.folder_lock import claim
@@ -312,6 +313,7 @@ def run_layers(given: dict, layers_text: str, force: bool = False, until: int | 
     with store.transaction():
         store.write_result("layers_summary.json", summary)
         store.write_text("layers_summary.md", layers_markdown(summary))
+        store.save_figure("layers_summary.png", plots.layers_summary(summary))
     print("\n" + layers_markdown(summary))
     return 0
 

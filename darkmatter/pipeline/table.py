@@ -76,6 +76,7 @@ OTHER_PRODUCERS: dict[str, str] = {
     "autointerp.json": "autointerp.py (optional)",
     "layers_summary.json": "run_pipeline.py --layers",
     "layers_summary.md": "run_pipeline.py --layers",
+    "layers_summary.png": "run_pipeline.py --layers",
     "planted_sweep.json": "sweep_planted.py",
     "planted_sweep.md": "sweep_planted.py",
     "planted_sweep.png": "sweep_planted.py",
@@ -211,7 +212,7 @@ register(Step(
            "activations.npy", "residuals.npy", "token_index.npy", "ica_activations.npy",
            "ica_directions.npy", "ica_unmixing.npy", "ica_mixing.npy", "residual_mean.npy", "pca_components.npy",
            "pca_eigenvalues.npy"),
-    writes=("linear_split.json", "causal.json", "feature_bank.json", "components.md",
+    writes=("linear_split.json", "causal.json", "causal_topm.png", "feature_bank.json", "components.md",
             "components.csv", "components.parquet"),
     owns=("interpret",)))
 register(Step(

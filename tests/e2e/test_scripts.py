@@ -24,7 +24,8 @@ EXPECTED = ["config.json", "setup.json", "sae_training.json", "sae_history.json"
             "residuals.npy", "tokens.npy", "token_index.npy", "sae_stats.json", "diagnostics.json",
             "residual_kurtosis.png", "residual_pca.png", "ica.json", "ica_directions.npy",
             "ica_activations.npy", "ica_mixing.npy", "ica_unmixing.npy", "similarity.json",
-            "ica_sae_similarity.png", "linear_split.json", "causal.json", "feature_bank.json", "components.md",
+            "ica_sae_similarity.png", "linear_split.json", "causal.json", "causal_topm.png", "feature_bank.json",
+            "components.md",
             "statistics.json", "dashboard/index.html", "dashboard/components/0.html", "ica_sae/cfg.json",
             "ica_vs_sae_kurtosis.png", "ica_dark_matter_results.json", "report.md", "timings.json"]
 
@@ -193,6 +194,7 @@ def test_layers_trains_and_analyses_each_layer(tmp_path, tiny_model_dir, text_gl
         assert (out / f"layer_{layer:02d}" / "sae" / "cfg.json").exists()
     assert all(0 < r["sae_fvu"] < 1 for r in table)
     assert "| 6 | `blocks.6.hook_resid_pre`" in (out / "layers_summary.md").read_text()
+    assert (out / "layers_summary.png").stat().st_size > 0  # written with the table, in its transaction
 
 
 def test_every_numbered_script_runs_its_step():

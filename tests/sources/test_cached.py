@@ -76,6 +76,7 @@ def test_the_pipeline_runs_on_the_cache_without_a_model(cache_dir, tiny_sae_dir,
     bank = json.loads((out / "feature_bank.json").read_text())
     assert "no logit lens" in bank["note"] and "[[" in bank["components"][0]["top"][0]["context"]
     assert "no causal tests" in bank["note"] and not (out / "causal.json").exists()
+    assert not (out / "causal_topm.png").exists()  # no causal tests, no top-m figure
     unit = json.loads((out / "ica.json").read_text())["resampling_unit"]
     headline = " ".join(json.loads((out / "ica_dark_matter_results.json").read_text())["headline"])
     assert unit == "document" or f"by {unit}s, not documents" in headline  # stability by rows is said

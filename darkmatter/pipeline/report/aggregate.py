@@ -38,8 +38,8 @@ from darkmatter.pipeline.results.document import (
     StepRecord,
 )
 
-PLOTS = ("residual_kurtosis.png", "residual_pca.png", "ica_sae_similarity.png", "ica_vs_sae_kurtosis.png",
-         "completeness.png", "groundtruth_recovery.png")
+PLOTS = ("residual_kurtosis.png", "residual_pca.png", "ica_sae_similarity.png", "causal_topm.png",
+         "ica_vs_sae_kurtosis.png", "completeness.png", "groundtruth_recovery.png")
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def run(ctx: StepContext) -> None:
             np.array([c.stable for c in comps]) & settled, np.array([not v for v in verdicts]),
             {direction_sets.labels(k)[name]: m.max_abs_cos for name, m in raw.items()
              if name not in (direction_sets.ICA, direction_sets.NULL)},
-            f"Nearest SAE feature: {setup.sae.source} (d_sae {W_dec.shape[0]:,}), k = {k}", (LOW, HIGH)))
+            f"{k} ICA components vs the nearest decoder row of the {plots.sae_label(setup.sae)}", (LOW, HIGH)))
     _print(result, scores, k)
 
 

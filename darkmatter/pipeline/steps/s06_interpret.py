@@ -13,13 +13,18 @@ import time
 
 import numpy as np
 
+from darkmatter.analysis.directions import NULL
 from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.pipeline.context import StepContext
+from darkmatter.pipeline.report import plots
 from darkmatter.pipeline.report.causal_table import causal_line
 from darkmatter.pipeline.report.components_table import components_frame
 from darkmatter.pipeline.report.markdown import components_markdown
 from darkmatter.pipeline.results import CollectResult, ICAResult, SetupResult, SimilarityResult
 from darkmatter.pipeline.steps import bank, causal_part, linear_part
+
+#: the top-m add-back against its baselines (written only where the causal tests ran top-m rows)
+TOPM_PLOT = "causal_topm.png"
 
 
 def run(ctx: StepContext) -> None:
@@ -40,7 +45,13 @@ def run(ctx: StepContext) -> None:
         ctx.write(split)
         if causal is not None:
             ctx.write(causal)
-        ctx.discard_unless({"causal.json"} if causal else set(), "causal.json")
+        if causal is not None and causal.table.top_m:
+            store.save_figure(TOPM_PLOT, plots.causal_topm(
+                causal.table, f"Top-m add-back of the {ica.k} ICA components against "
+                + " and ".join(("the matched null" if n == NULL else n) for n in causal.table.top_m[0].baselines)
+                + " at equal variance"))
+        ctx.discard_unless(({"causal.json"} if causal else set())
+                           | ({TOPM_PLOT} if causal and causal.table.top_m else set()), "causal.json", TOPM_PLOT)
         ctx.write(result)
         store.write_text("components.md", components_markdown(result))
         table = components_frame(result)
