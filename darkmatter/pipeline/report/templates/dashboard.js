@@ -20,3 +20,24 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
     });
   });
 });
+// The components table's search box and candidates-only box: hide the rows that do not match
+// (sorting moves rows, hidden or not, so the two work together).
+(function () {
+  var search = document.getElementById("search"), only = document.getElementById("candidates-only");
+  var table = document.getElementById("components"), shown = document.getElementById("shown");
+  if (!search || !only || !table) return;
+  function apply() {
+    var q = search.value.trim().toLowerCase(), rows = table.tBodies[0].rows, n = 0;
+    for (var i = 0; i < rows.length; i++) {
+      var r = rows[i];
+      var hide = (only.checked && !r.classList.contains("candidate")) ||
+        (q !== "" && r.textContent.toLowerCase().indexOf(q) < 0);
+      r.hidden = hide;
+      if (!hide) n++;
+    }
+    if (shown) shown.textContent = n + " of " + rows.length + " rows shown";
+  }
+  search.addEventListener("input", apply);
+  only.addEventListener("change", apply);
+  apply();
+})();
