@@ -214,7 +214,27 @@ def _run_steps(given: dict, force: bool = False, until: int | None = None) -> in
             if code:
                 return code
     print(f"\npipeline done in {time.perf_counter() - total:.1f} s")
+    if until is None or until >= table.last().number:
+        _print_results(given, headline=False, verdict=not ran)
     return 0
+
+
+def _print_results(given: dict, headline: bool, verdict: bool) -> None:
+    """The verdict (when asked) and the paths to open, last on screen; nothing where the run has no
+    results document yet."""
+    from darkmatter.pipeline.report import console
+    from darkmatter.pipeline.results.document import Results
+    from darkmatter.pipeline.storage.store import OutputStore
+
+    store = OutputStore(given.get("outputs", Config().run.outputs))
+    if not store.exists("ica_dark_matter_results.json"):
+        return
+    try:
+        results, _ = store.read_result("ica_dark_matter_results.json", Results)
+    except DarkMatterError:
+        return  # an older document: the paths are still where they are
+    lines = console.closing_lines(results, store.root, headline) if verdict else console.path_lines(results, store.root)
+    print("\n" + "\n".join(lines))
 
 
 def _parse_layers(text: str) -> list[int]:

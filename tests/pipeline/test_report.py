@@ -38,7 +38,7 @@ def test_the_results_file_reads_back_typed_and_renders_report_md(run_dir):
 def test_report_md_has_every_direction_set_the_null_and_the_steps(run_dir):
     text = (run_dir / "report.md").read_text()
     for name in set_names():
-        assert f"| {name} |" in text, name
+        assert f"| {name} |" in text or f"| {name} (one draw) |" in text, name
     assert "## Noise floor" in text and "## Ground truth (planted)" in text and "## The k sweep" in text
     assert "## How to read this report" in text and "FVU with excluded tokens" in text
     assert all(s.script in text for s in table.steps())
@@ -190,7 +190,7 @@ def test_report_md_escapes_data_through_esc_and_code(run_dir):
     esc()/code() write them, in the title, the prose and the components table's cells."""
     import dataclasses
 
-    from darkmatter.pipeline.report.mdtable import code, esc
+    from darkmatter.pipeline.report.mdtable import code, esc, token
 
     results = load(run_dir)
     probe = " ".join(PROBES)
@@ -198,13 +198,15 @@ def test_report_md_escapes_data_through_esc_and_code(run_dir):
                                 hook=dataclasses.replace(results.setup.hook, hook_name=probe))
     comps = [dataclasses.replace(c, labels=PROBES, top_tokens=PROBES) for c in results.components]
     md = report_markdown(dataclasses.replace(results, setup=setup, components=comps, verdict=probe, machine=probe,
-                                             headline=[probe]))
+                                             headline=[probe], answer=[f"Answer: {probe}"]))
     lines = md.splitlines()
     assert lines[0] == f"# ICA dark matter report: planted activations {code(probe)}"
+    assert lines[2] == f"- **Answer:** {esc(probe)}"
+    lines = lines[2:]  # the rest as before the verdict lines
     assert lines[2] == f"Source: {esc(probe)}."
     assert lines[4].endswith(f" on {esc(probe)}.") and f"- {esc(probe)}" in lines
     assert lines[lines.index("## Verdict") + 2] == esc(probe)
     rows = _table_rows(md, "## Components")
-    assert all(r[8] == esc(", ".join(PROBES)) and r[9] == ", ".join(code(t) for t in PROBES[:3]) for r in rows)
+    assert all(r[8] == esc(", ".join(PROBES)) and r[9] == ", ".join(token(t) for t in PROBES[:3]) for r in rows)
     assert lines[2].startswith(r"Source: &lt;img src=x onerror=alert(1)&gt; "
                                r"\`\`&lt;script&gt;alert(1)&lt;/script&gt;\`\`")

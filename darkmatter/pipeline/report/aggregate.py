@@ -18,6 +18,7 @@ from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.analysis.injection import CompletenessResult
 from darkmatter.analysis.tails import TailComparison
 from darkmatter.pipeline.report.causal_table import causal_line
+from darkmatter.pipeline.report.verdict import verdict
 from darkmatter.pipeline.results import (
     CausalResult,
     CollectResult,
@@ -99,14 +100,17 @@ def noise_floor(p: Parts) -> NoiseFloor | None:
 
 
 def _convergence(ica: ICAResult) -> str:
-    """One phrase on how the FastICA runs ended."""
+    """One phrase on how the FastICA runs ended (the verdict's convergence line says what it means)."""
     if ica.all_converged:
         return "converged in every seed"
-    if all(r.stopped_on_stability for r in ica.seeds):
-        settled = "/".join(str(r.n_settled) for r in ica.seeds)
-        done = " and refined to tol" if ica.all_settled_converged else ""
-        return f"stopped once stable in every seed ({settled} of {ica.k} components settled{done})"
-    return "NOT converged (hit the iteration cap)"
+    stopped = [r for r in ica.seeds if r.stopped_on_stability]
+    if not stopped:
+        return f"no fit met the tolerance within {ica.max_iter} iterations (see Convergence at the top)"
+    settled = "/".join(str(r.n_settled) for r in ica.seeds)
+    done = " and refined to tol" if ica.all_settled_converged else ""
+    capped = len(ica.seeds) - len(stopped) - sum(r.converged for r in ica.seeds if not r.stopped_on_stability)
+    return (f"{len(stopped)} of {len(ica.seeds)} fits stopped once stable ({settled} of {ica.k} components settled"
+            f"{done})" + (f", {capped} hit the iteration cap" if capped else ""))
 
 
 def exclusions(p: Parts) -> str:
@@ -145,7 +149,7 @@ def headline(p: Parts, novel: list[int], floor: NoiseFloor | None) -> list[str]:
             f"control components stable, largest control excess kurtosis "
             f"{floor.control_max_abs_source_excess_kurtosis:.3f} (95% of bootstrap draws {ica.floor_interval[0]:.3f}–"
             f"{ica.floor_interval[1]:.3f}); effective sample size {floor.effective_tokens:,.0f} tokens (design effect "
-            f"{floor.design_effect:.2f})")
+            f"{floor.design_effect:.2f} of the sources' excess kurtosis)")
     if p.amplitude is not None:
         a = p.amplitude
         lines.append(f"amplitude error: {a.share_in_active_span:.1%} of the residual's energy lies along the active "
@@ -191,6 +195,7 @@ def aggregate(config: dict[str, Any], p: Parts, steps: list[StepRecord], arrays:
         sae_stats=p.sae_stats, diagnostics=p.diagnostics, ica=p.ica, similarity=p.similarity,
         statistics=p.statistics, groundtruth=p.groundtruth, noise_floor=floor, linear_split=p.linear_split,
         causal=p.causal, completeness=p.completeness, amplitude=p.amplitude, detection_limit=limit_text(p),
+        answer=verdict(p, novel),
         components=[ComponentRow(component=c.component, max_abs_cos_to_sae=s.max_abs_cos,
                                  max_abs_cos_to_sae_projected=s.max_abs_cos_projected,
                                  best_sae_feature=s.best_feature, stability=f.stability,

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from darkmatter.analysis.compare import HIGH, LOW
+from darkmatter.analysis.directions import NULL
 from darkmatter.analysis.groundtruth import GroundTruthScores
 from darkmatter.analysis.linear_split import LinearSplit
 from darkmatter.pipeline.report import statistics
 from darkmatter.pipeline.report.causal_table import causal_markdown
 from darkmatter.pipeline.report.completeness_table import completeness_markdown
 from darkmatter.pipeline.report.dashboard import TEMPLATES
-from darkmatter.pipeline.report.mdtable import code, esc, table
+from darkmatter.pipeline.report.mdtable import code, esc, table, token
 from darkmatter.pipeline.results import CollectResult, FeatureBank, ICAResult, SimilarityResult
 from darkmatter.pipeline.results.document import ArrayInfo, ComponentRow, LayersSummary, Results, StepRecord
 
@@ -111,7 +112,8 @@ def _k_sweep_table(ica: ICAResult) -> str:
 def _direction_sets_table(r: Results) -> str:
     """Every direction set's max |cos| to the decoder rows, then ICA's stable, settled components alone."""
     sim = r.similarity
-    rows: list[list[Any]] = [[name, f"{v.mean_max_abs_cos:.3f}", f"{sim.sets_projected[name].mean_max_abs_cos:.3f}",
+    rows: list[list[Any]] = [[name + (" (one draw)" if name == NULL else ""), f"{v.mean_max_abs_cos:.3f}",
+                              f"{sim.sets_projected[name].mean_max_abs_cos:.3f}",
                               v.above_high, v.between, v.below_low, sim.sets_projected[name].below_low]
                              for name, v in sim.sets.items()]
     stable = [c for c in r.components if c.settled and c.stability >= r.ica.stable_threshold]
@@ -161,7 +163,7 @@ def _components_table(components: list[ComponentRow]) -> str:
                    "yes" if c.settled else "**unsettled**", "yes" if c.above_floor else "no",
                    f"{c.max_abs_cos_to_sae:.3f}", f"{c.max_abs_cos_to_sae_projected:.3f}",
                    "**yes**" if c.candidate else ", ".join(c.not_candidate_because), esc(", ".join(c.labels)),
-                   ", ".join(code(t) for t in c.top_tokens[:3])] for c in components[:COMPONENTS_SHOWN]])
+                   ", ".join(token(t) for t in c.top_tokens[:3])] for c in components[:COMPONENTS_SHOWN]])
 
 
 def _bands_table(sp: LinearSplit) -> str:
@@ -216,7 +218,7 @@ def _bank_table(bank: FeatureBank) -> str:
         near_text = "–" if near is None else (
             f"[{esc(near.neuronpedia)}](https://www.neuronpedia.org/{quote(near.neuronpedia)}) ({near.cos:+.2f})"
             if near.neuronpedia else f"{near.feature} ({near.cos:+.2f})")
-        toks = ", ".join(code(t) for t, _ in c.token_histogram[:4])
+        toks = ", ".join(token(t) for t, _ in c.token_histogram[:4])
         ctx = c.top[0].context[:80] if c.top else ""
         rows.append(row + [near_text, toks, code(ctx) if ctx else ""])
     return table(head, rows)

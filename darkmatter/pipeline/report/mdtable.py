@@ -8,6 +8,7 @@ Text that comes from data (contexts, tokens, paths, folder names, descriptions) 
 from __future__ import annotations
 
 import html
+import json
 import re
 from typing import Any
 
@@ -31,6 +32,12 @@ def code(text: Any) -> str:
     fence = "`" * (run + 1)
     pad = " " if run or t.startswith(" ") or t.endswith(" ") else ""
     return f"{fence}{pad}{t}{pad}{fence}"
+
+
+def token(text: str) -> str:
+    """A model token as an inline code span in double quotes (JSON escapes), so a leading space,
+    a newline or a tab is visible: ``" the"``, ``"\\n"``."""
+    return code(json.dumps(text, ensure_ascii=False))
 
 
 def _cell(x: Any) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from darkmatter.analysis.directions import ICA, NULL
+from darkmatter.analysis.directions import ICA
 from darkmatter.pipeline.results.document import Results
 
 
@@ -90,7 +90,8 @@ def rows(r: Results) -> list[Row]:
 def _effective(r: Results) -> str:
     d = r.diagnostics
     return (f"a Gaussian at the effective sample size ({d.effective_tokens:,.0f} tokens, design effect "
-            f"{d.design_effect:.2f}): ±2 SE")
+            f"{d.design_effect:.2f} of the residual's per-dimension kurtosis; the ICA sources' own, "
+            f"{r.ica.design_effect:.2f}, serves their floor test): ±2 SE")
 
 
 def _control(r: Results) -> str:
@@ -124,7 +125,7 @@ register_statistic(Statistic(
 register_statistic(Statistic(
     "mean_max_cos", "mean max |cos| of the ICA directions to the SAE decoder rows",
     value=lambda r: f"{r.similarity.sets[ICA].mean_max_abs_cos:.3f}" if ICA in r.similarity.sets else None,
-    null=lambda r: f"{r.similarity.sets[NULL].mean_max_abs_cos:.3f}" if NULL in r.similarity.sets else None,
+    null=lambda r: f"{r.similarity.against_null.null_mean:.3f}",
     null_name=_null_set))
 register_statistic(Statistic(
     "candidates", "dark-matter candidates",

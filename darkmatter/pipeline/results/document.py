@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from darkmatter.analysis.amplitude import Amplitude
@@ -113,6 +113,8 @@ class Results:
         linear_split: step 06's linear/nonlinear split; causal: its causal tests (None where they did not run).
         completeness: step 07's injection–recovery grid; amplitude: step 03's amplitude error;
         detection_limit: the sentence every count of candidates is read against.
+        answer: the verdict in four ``"<label>: <sentence>"`` lines (:mod:`darkmatter.pipeline.report.verdict`):
+            what was found against which null, the detection limit, what would change it, convergence.
     """
 
     generated: str
@@ -139,6 +141,7 @@ class Results:
     completeness: CompletenessResult | None = None
     amplitude: Amplitude | None = None
     detection_limit: str | None = None
+    answer: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

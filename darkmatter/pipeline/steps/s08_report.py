@@ -14,7 +14,7 @@ from darkmatter.analysis.tails import TailComparison
 from darkmatter.pipeline import source_kinds, table
 from darkmatter.pipeline.context import StepContext
 from darkmatter.pipeline.report import aggregate as report
-from darkmatter.pipeline.report import dashboard, statistics
+from darkmatter.pipeline.report import console, dashboard, statistics
 from darkmatter.pipeline.report.markdown import report_markdown
 from darkmatter.pipeline.results import (
     CausalResult,
@@ -71,7 +71,8 @@ def run(ctx: StepContext) -> None:
         results = dataclasses.replace(results, headline=[*results.headline, autointerp_step.summary_line(auto)])
     pages = dashboard.render(parts.bank, parts.causal, results.headline,
                              f"{parts.setup.description}, SAE {results.setup.sae.source}", auto,
-                             key_figures=statistics.rows(results))
+                             key_figures=statistics.rows(results), verdict=results.answer,
+                             unit=parts.ica.resampling_unit)
     with store.transaction():
         ctx.write(results)
         store.write_text("report.md", report_markdown(results))
@@ -82,7 +83,6 @@ def run(ctx: StepContext) -> None:
         save_ica_sae(store.staged_dir("ica_sae"), store.load_npy("ica_unmixing.npy", mmap=False),
                      store.load_npy("ica_mixing.npy", mmap=False), store.load_npy("residual_mean.npy", mmap=False),
                      _ica_sae_metadata(ctx, parts.setup.hook.hook_name), final=store.path("ica_sae"))
-    print(f"wrote {store.path('report.md')}, {store.path('dashboard') / 'index.html'} ({len(pages) - 1} component "
-          f"pages) and {store.path('ica_sae')} (the components as an SAELens SAE of the residual)")
-    for line in results.headline:
-        print("  " + line)
+    print(f"wrote {store.path('report.md')}, the dashboard ({len(pages) - 1} component pages) and the components as "
+          "an SAELens SAE of the residual")
+    print("\n".join(console.closing_lines(results, store.root)))
