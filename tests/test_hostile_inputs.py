@@ -564,12 +564,12 @@ def test_a_deleted_or_changed_output_is_not_current(planted_run, tmp_path, capsy
     """run_pipeline.py checks each skipped step's files against its commit's manifest, not only the stamps."""
     run = _copy_run(planted_run, tmp_path)
     (run / "pca_components.npy").unlink()
-    (run / "dashboard" / "index.html").write_text("edited")
+    (run / "dashboard" / "index.html").write_text("EDITED BY HAND")
     assert cli.run_all([*SMALL, "--outputs", str(run)]) == 0
     said = capsys.readouterr().out
     skipped = [s.number for s in table.steps() if f"{s.script}: skipped" in said]
     assert skipped == [1, 2]  # 03 wrote pca_components.npy: it and every later step rerun
-    assert (run / "pca_components.npy").exists() and "edited" not in (run / "dashboard" / "index.html").read_text()
+    assert (run / "pca_components.npy").exists() and "EDITED BY HAND" not in (run / "dashboard" / "index.html").read_text()
 
 
 def test_run_pipeline_on_a_run_folder_without_flags_reuses_its_configuration(planted_run, tmp_path, capsys):
