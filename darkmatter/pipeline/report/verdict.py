@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 LABELS = ("Answer", "Detection limit", "What would change it", "Convergence")
 """The label of each verdict line, in order (report.md bolds them)."""
 
-NULL = "a norm-matched elliptical surrogate of the residual (same tokens, norms and documents) through the same FastICA"
+NULL = ("a norm-matched elliptical surrogate of the residual, each token keeping its norm and document, through the "
+        "same FastICA")
 
 # what an injected feature that was not kept lacked, and the setting that would help
 LEVERS = {
