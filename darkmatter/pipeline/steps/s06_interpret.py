@@ -68,5 +68,5 @@ def run(ctx: StepContext) -> None:
         print("causal tests: skipped (" + ("--causal-windows 0" if ctx.cfg.interpret.causal_windows <= 0
                                            else "the source has no model after the hook") + ")")
     n_dup = int(np.mean([len(e.top) for e in result.components])) if result.components else 0
-    print(f"feature bank: {result.k} components (~{n_dup} top contexts each, one per document; {t_bank:.0f} s) → "
+    print(f"feature bank: {result.k} components (~{n_dup} top contexts each, one per {split.unit}; {t_bank:.0f} s) → "
           f"{store.path('feature_bank.json')}" + (f" ({result.note})" if result.note else ""))
