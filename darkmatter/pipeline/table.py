@@ -230,5 +230,5 @@ register(Step(
     "(dashboard/index.html); the ICA components as an SAELens SAE of the residual (ica_sae/).",
     reads=("config.json", "setup.json", "sae_stats.json", "diagnostics.json", "ica.json", "similarity.json",
            "feature_bank.json", "statistics.json", "ica_unmixing.npy", "ica_mixing.npy", "residual_mean.npy",
-           "activations.npy", "residuals.npy"),
+           "activations.npy"),
     writes=("ica_dark_matter_results.json", "report.md", "dashboard", "ica_sae")))

@@ -20,6 +20,7 @@ from html import unescape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from darkmatter.pipeline.report.verdict import label_and_text
 from darkmatter.pipeline.results import BankEntry, CausalResult, Example, FeatureBank, Histogram
 
 if TYPE_CHECKING:
@@ -256,13 +257,6 @@ def _with_glossary(html: str) -> str:
     return html.replace("<!--glossary-->", block)
 
 
-def verdict_label(line: str) -> tuple[str, str]:
-    """("Answer", "no dark-matter candidates. …") for ``"Answer: no dark-matter candidates. …"``: a verdict
-    line's label (up to four words before the first colon), bolded on the index; ("", line) without one."""
-    m = re.match(r"([A-Z][\w'-]*(?: [\w'-]+){0,3}): (.+)", line, re.S)
-    return (m.group(1), m.group(2)) if m else ("", line)
-
-
 def example_unit(bank: FeatureBank) -> str:
     """What the bank's examples are one per: ``"row"`` when every example's unit is its row (a source
     with no documents or windows), ``"window"`` when it is its window, else ``"document"``."""
@@ -314,7 +308,7 @@ def render(bank: FeatureBank, causal: CausalResult | None, headline: list[str], 
               "sequences": "windows" if has_text else "sequences",
               "cluster": unit if unit in ("document", "window") else "sequence"}
     pages = {"index.html": env.get_template("index.html.j2").render(
-        headline=headline, key_figures=key_figures, verdict=[verdict_label(line) for line in verdict],
+        headline=headline, key_figures=key_figures, verdict=[label_and_text(line) for line in verdict],
         n_candidates=sum(c.candidate for c in bank.components), **common)}
     for i, c in enumerate(bank.components):
         scale = _scale(c)

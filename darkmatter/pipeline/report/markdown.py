@@ -23,6 +23,7 @@ from darkmatter.pipeline.report.causal_table import causal_markdown
 from darkmatter.pipeline.report.completeness_table import completeness_markdown
 from darkmatter.pipeline.report.dashboard import TEMPLATES
 from darkmatter.pipeline.report.mdtable import code, esc, table, token
+from darkmatter.pipeline.report.verdict import label_and_text
 from darkmatter.pipeline.results import CollectResult, FeatureBank, ICAResult, SimilarityResult
 from darkmatter.pipeline.results.document import ArrayInfo, ComponentRow, LayersSummary, Results, StepRecord
 
@@ -57,7 +58,7 @@ def _environment() -> jinja2.Environment:
         matched_null_table=_matched_null_table, seeds_table=_seeds_table, noise_floor_table=_noise_floor_table,
         components_table=_components_table, bands_table=_bands_table, groundtruth_table=_groundtruth_table,
         steps_table=_steps_table, arrays_table=_arrays_table, bank_table=_bank_table, layers_table=_layers_table,
-        statistics_table=_statistics_table)
+        statistics_table=_statistics_table, label_and_text=label_and_text)
     return env
 
 

@@ -156,6 +156,13 @@ def convergence(ica: ICAResult) -> str:
     return text + "."
 
 
+def label_and_text(line: str) -> tuple[str, str]:
+    """``("Answer", "no dark-matter candidates. …")`` for a verdict line (its label one of :data:`LABELS`);
+    ``("", line)`` for a line without one. report.md and the dashboard bold the label."""
+    label, sep, text = line.partition(": ")
+    return (label, text) if sep and label in LABELS else ("", line)
+
+
 def verdict(p: Parts, novel: list[int]) -> list[str]:
     """The four verdict lines, each ``"<label>: <sentence>"`` with the labels of :data:`LABELS`.
 

@@ -5,6 +5,7 @@ the ICA components as an SAELens SAE in ica_sae/ (:mod:`darkmatter.sources.ica_s
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from darkmatter.analysis.amplitude import Amplitude
 from darkmatter.analysis.diagnostics import ResidualDiagnostics
@@ -28,18 +29,21 @@ from darkmatter.pipeline.results import (
 )
 from darkmatter.pipeline.results.document import ArrayInfo, StepRecord, Timing
 from darkmatter.pipeline.steps import autointerp_step
+from darkmatter.sources.collect import SAEMetrics
 from darkmatter.sources.ica_sae import ica_sae_metadata, rms_norm, save_ica_sae
 
 
-def _ica_sae_metadata(ctx: StepContext, hook_name: str) -> dict:
+def _ica_sae_metadata(ctx: StepContext, hook_name: str, metrics: SAEMetrics) -> dict:
     """The ICA SAE's metadata: the run's, the base SAE (pretrained release/id, else its folder,
-    absolute) and the RMS row norms of residuals.npy and activations.npy (streamed)."""
+    absolute) and the RMS row norms of the residual (from step 02's MSE: √(MSE · d_model)) and of
+    activations.npy (streamed)."""
     s, store, chunk = ctx.cfg.source, ctx.store, ctx.cfg.run.sae_chunk_size
     base = ({"base_sae_release": s.sae_release, "base_sae_id": s.sae_id} if s.sae_release else
             {"base_sae_path": s.sae_path or store.path("sae")})
+    activations = store.load_npy("activations.npy")
     return ica_sae_metadata(source_kinds.sae_metadata(ctx.cfg.to_dict()), hook_name=hook_name, **base,
-                            residual_rms_norm=rms_norm(store.load_npy("residuals.npy"), chunk),
-                            activation_rms_norm=rms_norm(store.load_npy("activations.npy"), chunk))
+                            residual_rms_norm=math.sqrt(metrics.mse * activations.shape[1]),
+                            activation_rms_norm=rms_norm(activations, chunk))
 
 
 def run(ctx: StepContext) -> None:
@@ -82,7 +86,8 @@ def run(ctx: StepContext) -> None:
             (folder / rel).write_text(html)
         save_ica_sae(store.staged_dir("ica_sae"), store.load_npy("ica_unmixing.npy", mmap=False),
                      store.load_npy("ica_mixing.npy", mmap=False), store.load_npy("residual_mean.npy", mmap=False),
-                     _ica_sae_metadata(ctx, parts.setup.hook.hook_name), final=store.path("ica_sae"))
+                     _ica_sae_metadata(ctx, parts.setup.hook.hook_name, parts.sae_stats.metrics),
+                     final=store.path("ica_sae"))
     print(f"wrote {store.path('report.md')}, the dashboard ({len(pages) - 1} component pages) and the components as "
           "an SAELens SAE of the residual")
     print("\n".join(console.closing_lines(results, store.root)))
